@@ -1,0 +1,247 @@
+{{/*
+Names, labels and the pieces of the pod spec shared by the Deployment and the test hook.
+*/}}
+
+{{- define "corral.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "corral.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "corral.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "corral.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "corral.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "corral.labels" -}}
+helm.sh/chart: {{ include "corral.chart" . }}
+{{ include "corral.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "corral.imageTag" . | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: corral
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "corral.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "corral.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "corral.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/* registry/repository:tag or @digest */}}
+{{- define "corral.image" -}}
+{{- $repo := .Values.image.repository }}
+{{- if .Values.image.registry }}{{ $repo = printf "%s/%s" .Values.image.registry $repo }}{{ end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (include "corral.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The queues list as the node's comma string. */}}
+{{- define "corral.queues" -}}
+{{- join "," .Values.corral.queues }}
+{{- end }}
+
+{{- define "corral.mountTasks" -}}
+{{- if or .Values.tasks.files .Values.tasks.existingConfigMap }}true{{ end }}
+{{- end }}
+
+{{- define "corral.tasksDir" -}}
+{{- if include "corral.mountTasks" . }}{{ .Values.tasks.mountPath }}{{ else }}{{ .Values.corral.tasksDir }}{{ end }}
+{{- end }}
+
+{{- define "corral.configDir" -}}/etc/corral/config{{- end }}
+
+{{/* Secret holding the Redis password: the user's, or the chart's for an inline password. */}}
+{{- define "corral.redisSecretName" -}}
+{{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecret }}{{ else }}{{ include "corral.fullname" . }}-redis{{ end }}
+{{- end }}
+
+{{- define "corral.redisPasswordKey" -}}
+{{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretPasswordKey }}{{ else if .Values.redis.password }}redis-password{{ end }}
+{{- end }}
+
+{{/* Grace period: explicit, or the drain timeout plus 10 s. */}}
+{{- define "corral.terminationGracePeriodSeconds" -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add (int .Values.corral.shutdownTimeout) 10 }}
+{{- else }}
+{{- int .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/* Replicas that are always running: the floor that decides whether a PDB makes sense. */}}
+{{- define "corral.minReplicas" -}}
+{{- if .Values.keda.enabled }}{{ int .Values.keda.minReplicaCount }}
+{{- else if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.minReplicas }}
+{{- else }}{{ int .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/*
+Cross-field checks the JSON schema cannot express readably. Included by every template that
+renders an object, so `helm template -s` of any one file still checks.
+*/}}
+{{- define "corral.validate" -}}
+{{- $v := .Values }}
+{{- if and (not $v.redis.url) (not $v.redis.existingSecretUrlKey) (not $v.redis.sentinel.enabled) }}
+{{- fail "redis: a Redis connection is required. Set redis.url (e.g. redis://redis-master:6379/0), or redis.existingSecret + redis.existingSecretUrlKey, or redis.sentinel.enabled with hosts and masterName. Without one every pod would start a private embedded Redis and elect itself." }}
+{{- end }}
+{{- if and $v.redis.existingSecretUrlKey (not $v.redis.existingSecret) }}
+{{- fail "redis.existingSecretUrlKey needs redis.existingSecret (the Secret holding that key)" }}
+{{- end }}
+{{- if and $v.redis.existingSecretPasswordKey (not $v.redis.existingSecret) }}
+{{- fail "redis.existingSecretPasswordKey needs redis.existingSecret (the Secret holding that key)" }}
+{{- end }}
+{{- if and $v.redis.password $v.redis.existingSecret }}
+{{- fail "redis.password and redis.existingSecret are exclusive: keep the password in the existing Secret" }}
+{{- end }}
+{{- if $v.redis.sentinel.enabled }}
+{{- if not $v.redis.sentinel.masterName }}
+{{- fail "redis.sentinel.masterName is required when redis.sentinel.enabled" }}
+{{- end }}
+{{- if not $v.redis.sentinel.hosts }}
+{{- fail "redis.sentinel.hosts needs at least one host:port when redis.sentinel.enabled" }}
+{{- end }}
+{{- end }}
+{{- if and $v.redis.tls.enabled (not $v.redis.tls.existingSecret) (or $v.redis.tls.certKey $v.redis.tls.keyKey) }}
+{{- fail "redis.tls.certKey/keyKey need redis.tls.existingSecret" }}
+{{- end }}
+{{- if ne (empty $v.redis.tls.certKey) (empty $v.redis.tls.keyKey) }}
+{{- fail "redis.tls.certKey and redis.tls.keyKey go together (client certificate and its key)" }}
+{{- end }}
+{{- if and (eq $v.corral.election "zookeeper") (not $v.zookeeper.hosts) }}
+{{- fail "zookeeper.hosts is required when corral.election is zookeeper (Redis is still required for jobs)" }}
+{{- end }}
+{{- if and $v.keda.enabled $v.autoscaling.enabled }}
+{{- fail "keda.enabled and autoscaling.enabled are exclusive: KEDA creates its own HorizontalPodAutoscaler" }}
+{{- end }}
+{{- if and $v.metrics.serviceMonitor.enabled $v.metrics.podMonitor.enabled }}
+{{- fail "metrics.serviceMonitor.enabled and metrics.podMonitor.enabled are exclusive: both would scrape every pod twice" }}
+{{- end }}
+{{- if lt (int $v.keda.minReplicaCount) 1 }}
+{{- fail "keda.minReplicaCount must be at least 1: the leader (scheduler, periodic jobs, recovery) runs inside these pods" }}
+{{- end }}
+{{- $grace := int (include "corral.terminationGracePeriodSeconds" .) }}
+{{- $need := add (int $v.corral.shutdownTimeout) 5 }}
+{{- if lt $grace $need }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least corral.shutdownTimeout + 5 (%d): the kubelet would SIGKILL nodes still draining jobs" $grace $need) }}
+{{- end }}
+{{- if and $v.tasks.files $v.tasks.existingConfigMap }}
+{{- fail "tasks.files and tasks.existingConfigMap are exclusive" }}
+{{- end }}
+{{- if eq (include "corral.imageTag" .) "latest" }}
+{{- fail "image.tag latest is not allowed: pin a version (or image.digest) so every pod runs the same code" }}
+{{- end }}
+{{- end }}
+
+{{/* corral.toml: the node's behaviour. Connection settings tied to other objects are flags. */}}
+{{- define "corral.configToml" -}}
+{{- $c := .Values.corral }}
+{{- $cfg := dict "namespace" $c.namespace "queues" (include "corral.queues" .) "concurrency" (int $c.concurrency) "scheduler" $c.scheduler "log_format" $c.logFormat "log_level" $c.logLevel "shutdown_timeout" $c.shutdownTimeout }}
+{{- if not (kindIs "invalid" $c.lease) }}{{ $_ := set $cfg "lease" $c.lease }}{{ end }}
+{{- $cfg = mergeOverwrite $cfg (deepCopy $c.config) -}}
+# corral.toml rendered by the Corral Helm chart; keys are `corral node` flags with dashes as
+# underscores. Flags given on the command line win over this file.
+{{ toToml $cfg }}
+{{- end }}
+
+{{/* Container args of `corral node` (exec form: Corral is PID 1 and receives SIGTERM). */}}
+{{- define "corral.args" -}}
+- --config
+- {{ include "corral.configDir" . }}/corral.toml
+- --tasks-dir
+- {{ include "corral.tasksDir" . | quote }}
+- --http-host
+- "0.0.0.0"
+- --http-port
+- {{ .Values.corral.httpPort | quote }}
+- --election
+- {{ .Values.corral.election | quote }}
+{{- if eq .Values.corral.election "zookeeper" }}
+- --zookeeper-hosts
+- {{ join "," .Values.zookeeper.hosts | quote }}
+{{- end }}
+{{- if and .Values.redis.url (not .Values.redis.existingSecretUrlKey) }}
+- --redis-url
+- {{ .Values.redis.url | quote }}
+{{- end }}
+{{- if .Values.redis.sentinel.enabled }}
+- --redis-sentinels
+- {{ join "," .Values.redis.sentinel.hosts | quote }}
+- --redis-sentinel-master
+- {{ .Values.redis.sentinel.masterName | quote }}
+{{- end }}
+{{- if .Values.redis.tls.enabled }}
+{{- if .Values.redis.tls.existingSecret }}
+- --redis-tls-ca-file
+- {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.caKey | quote }}
+{{- end }}
+{{- if .Values.redis.tls.certKey }}
+- --redis-tls-cert-file
+- {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.certKey | quote }}
+- --redis-tls-key-file
+- {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- range .Values.corral.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Container env: identity from the downward API, secrets from Secrets. */}}
+{{- define "corral.env" -}}
+- name: CORRAL_NODE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- if .Values.redis.existingSecretUrlKey }}
+- name: CORRAL_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret | quote }}
+      key: {{ .Values.redis.existingSecretUrlKey | quote }}
+{{- end }}
+{{- with include "corral.redisPasswordKey" . }}
+- name: CORRAL_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "corral.redisSecretName" $ | quote }}
+      key: {{ . | quote }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
