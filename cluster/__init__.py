@@ -1,0 +1,35 @@
+"""Corral's cluster library: wire format, keys, Lua scripts, client, tasks, plugins, election
+and the leader duties. Usable without running a node:
+
+    from cluster import Client
+    async with await Client.connect("redis://127.0.0.1:6379/0") as client:
+        await client.enqueue("sendWelcomeEmail", {"to": "evan@example.com"})
+"""
+
+from .client import Client
+from .connection import RedisSettings
+from .election.base import ElectionConfig
+from .errors import (
+    ConfigError,
+    CorralError,
+    DuplicateTask,
+    EnqueueError,
+    JobDecodeError,
+    LeaseLost,
+    RedisUnavailable,
+    Retry,
+    StaleLeader,
+    TaskDefinitionError,
+    TaskNotFound,
+)
+from .keys import Keys
+from .plugins import DelayQueueLock, JobLock, Noop, Plugin, PluginContext, QueueLock
+from .plugins import Retry as RetryPlugin
+from .task import JobContext, Registry, Task, task
+
+__all__ = [
+    "Client", "ConfigError", "CorralError", "DelayQueueLock", "DuplicateTask", "ElectionConfig", "EnqueueError",
+    "JobContext", "JobDecodeError", "JobLock", "Keys", "LeaseLost", "Noop", "Plugin", "PluginContext", "QueueLock",
+    "RedisSettings", "RedisUnavailable", "Registry", "Retry", "RetryPlugin", "StaleLeader", "Task",
+    "TaskDefinitionError", "TaskNotFound", "task",
+]

@@ -1,0 +1,445 @@
+"""`Client`: enqueue jobs and inspect or manage queues, delayed jobs, workers and failures.
+
+    client = await Client.connect("redis://127.0.0.1:6379/0", namespace="resque")
+    await client.enqueue("sendWelcomeEmail", {"to": "evan@example.com"})
+    await client.enqueue_in(10.0, "sendWelcomeEmail", {"to": "evan@example.com"})
+    print(await client.details())
+    await client.close()
+
+Params are one JSON object; the job's resque args are `[params]` (actionhero). Options are
+keyword-only. Every timestamp is epoch seconds. Matching by params (`delete`,
+`delete_delayed`, `scheduled_at`) compares exact bytes, so build params in the same key order
+as the enqueuer did.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .clock import SYSTEM_CLOCK, Clock
+from .connection import RedisSettings, make_redis
+from .errors import EnqueueError
+from .keys import Keys
+from .plugins import PluginContext
+from .scripts import Scripts
+from .task import Registry
+from .wire import FailedEntry, decode_failed, decode_job, encode_job, js_dumps
+
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+
+def _args(params: Any, raw_args: Sequence[Any] | None) -> list[Any]:
+    if raw_args is not None:
+        if not isinstance(raw_args, list | tuple):
+            raise EnqueueError(f"raw_args must be a list, got {type(raw_args).__name__}")
+        return list(raw_args)
+    if params is None:
+        return [{}]
+    if not isinstance(params, dict):
+        raise EnqueueError(f"params must be a JSON object (dict), got {type(params).__name__}")
+    return [params]
+
+
+def _epoch(when: float | int | dt.datetime) -> float:
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            raise EnqueueError("enqueue_at needs an aware datetime (with tzinfo) or epoch seconds")
+        return when.timestamp()
+    if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+        raise EnqueueError(f"when must be epoch seconds or a datetime, got {when!r}")
+    return float(when)
+
+
+def bucket(epoch: float) -> int:
+    """The delayed second a job is filed under: rounded up, so a job never runs early."""
+    return math.ceil(epoch)
+
+
+class Client:
+    """Enqueue and inspect. Use `await Client.connect(url)` or wrap an existing redis client."""
+
+    def __init__(self, redis: Redis, namespace: str = "resque", *, registry: Registry | None = None,
+                 clock: Clock = SYSTEM_CLOCK, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+        self.redis = redis
+        self.keys = Keys(namespace)
+        self.scripts = Scripts(redis)
+        self.registry = registry
+        self.clock = clock
+        self.max_payload_bytes = max_payload_bytes
+
+    @classmethod
+    async def connect(cls, url: str = "redis://127.0.0.1:6379/0", namespace: str = "resque", *,
+                      registry: Registry | None = None, settings: RedisSettings | None = None) -> Client:
+        """Connect and check Redis answers. ``async with await Client.connect(url) as client: ...``"""
+        redis = make_redis(settings or RedisSettings(url=url))
+        client = cls(redis, namespace, registry=registry)
+        try:
+            await redis.ping()
+        except Exception:
+            await redis.aclose()
+            raise
+        return client
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- enqueue -------------------------------------------------------------------------
+
+    def _queue_for(self, task: str, queue: str | None) -> str:
+        if queue is not None:
+            return queue
+        t = self.registry.find(task) if self.registry else None
+        return t.queue if t else "default"
+
+    def _payload(self, task: str, queue: str, args: list[Any]) -> str:
+        payload = encode_job(task, queue, args)
+        if len(payload) > self.max_payload_bytes:
+            raise EnqueueError(f"job payload for {task!r} is {len(payload)} bytes; the limit is {self.max_payload_bytes}")
+        return payload
+
+    async def _enqueue_hooks_pass(self, task: str, queue: str, args: list[Any], payload: str) -> bool:
+        t = self.registry.find(task) if self.registry else None
+        if t is None:
+            return True
+        plugins = [p for p in t.plugin_instances() if p.has_enqueue_hooks]
+        if not plugins:
+            return True
+        ctx = PluginContext(self.redis, self.keys, self.scripts, task, queue, args, payload, client=self)
+        for p in plugins:
+            if not await p.before_enqueue(ctx):
+                return False
+        return True
+
+    async def enqueue(self, task: str, params: dict[str, Any] | None = None, *, queue: str | None = None,
+                      raw_args: Sequence[Any] | None = None) -> bool:
+        """Queue a job now. Returns False when an enqueue plugin (QueueLock, ...) refused it."""
+        q = self._queue_for(task, queue)
+        args = _args(params, raw_args)
+        payload = self._payload(task, q, args)
+        if not await self._enqueue_hooks_pass(task, q, args, payload):
+            return False
+        await self.scripts.run("enqueue", [self.keys.queues, self.keys.queue(q)],
+                               [q, self.keys.wake_channel, payload])
+        return True
+
+    async def enqueue_many(self, jobs: Iterable[tuple[str, dict[str, Any] | None]], *, queue: str | None = None,
+                           batch_size: int = 5000) -> int:
+        """Queue many jobs, one script call per queue and batch, pipelined. Returns how many were queued."""
+        by_queue: dict[str, list[str]] = {}
+        for item in jobs:
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise EnqueueError(f"enqueue_many takes (task, params) pairs, got {item!r}")
+            task, params = item
+            q = self._queue_for(task, queue)
+            args = _args(params, None)
+            payload = self._payload(task, q, args)
+            if not await self._enqueue_hooks_pass(task, q, args, payload):
+                continue
+            by_queue.setdefault(q, []).append(payload)
+        count = 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q, payloads in by_queue.items():
+                for i in range(0, len(payloads), batch_size):
+                    chunk = payloads[i : i + batch_size]
+                    await self.scripts.run("enqueue", [self.keys.queues, self.keys.queue(q)],
+                                           [q, self.keys.wake_channel, *chunk], client=pipe)
+                    count += len(chunk)
+            await pipe.execute()
+        return count
+
+    async def enqueue_at(self, when: float | dt.datetime, task: str, params: dict[str, Any] | None = None, *,
+                         queue: str | None = None, raw_args: Sequence[Any] | None = None) -> int:
+        """Schedule a job from `when` on (epoch seconds or aware datetime). Returns its due second."""
+        ts = bucket(_epoch(when))
+        q = self._queue_for(task, queue)
+        payload = self._payload(task, q, _args(params, raw_args))
+        await self.scripts.run(
+            "enqueue_at",
+            [self.keys.delayed_schedule, self.keys.delayed(ts), self.keys.timestamps(payload)],
+            [ts, payload, self.keys.delayed_member(ts), self.keys.delayed_channel],
+        )
+        return ts
+
+    async def enqueue_in(self, delay: float | dt.timedelta, task: str, params: dict[str, Any] | None = None, *,
+                         queue: str | None = None, raw_args: Sequence[Any] | None = None) -> int:
+        """Schedule a job `delay` seconds (or a timedelta) from now. Returns its due second."""
+        if isinstance(delay, dt.timedelta):
+            delay = delay.total_seconds()
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise EnqueueError(f"delay must be a non-negative number of seconds, got {delay!r}")
+        return await self.enqueue_at(self.clock.time() + delay, task, params, queue=queue, raw_args=raw_args)
+
+    # ---- queues ----------------------------------------------------------------------------
+
+    async def queues(self) -> list[str]:
+        return sorted(await self.redis.smembers(self.keys.queues))
+
+    async def length(self, q: str) -> int:
+        return int(await self.redis.llen(self.keys.queue(q)))
+
+    @staticmethod
+    def _parse(raw: str) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+
+    async def queued(self, q: str, start: int = 0, stop: int = -1) -> list[Any]:
+        """Jobs in a queue (parsed JSON; entries that are not JSON come back as strings)."""
+        return [self._parse(r) for r in await self.redis.lrange(self.keys.queue(q), start, stop)]
+
+    async def delete_queue(self, q: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.queue(q))
+            pipe.srem(self.keys.queues, q)
+            await pipe.execute()
+
+    async def delete(self, q: str, task: str, params: dict[str, Any] | None = None, count: int = 0) -> int:
+        """Remove queued copies of one exact job (count 0 = all). Returns how many were removed."""
+        payload = encode_job(task, q, _args(params, None))
+        return int(await self.redis.lrem(self.keys.queue(q), count, payload))
+
+    async def delete_by_task(self, q: str, task: str) -> int:
+        """Remove every queued job of a task, whatever its params."""
+        removed = 0
+        for raw in await self.redis.lrange(self.keys.queue(q), 0, -1):
+            try:
+                if decode_job(raw).task == task:
+                    removed += int(await self.redis.lrem(self.keys.queue(q), 1, raw))
+            except Exception:
+                continue
+        return removed
+
+    # ---- delayed ---------------------------------------------------------------------------
+
+    async def delete_delayed(self, q: str, task: str, params: dict[str, Any] | None = None) -> list[int]:
+        payload = encode_job(task, q, _args(params, None))
+        out = await self.scripts.run("delete_delayed", [self.keys.timestamps(payload), self.keys.delayed_schedule],
+                                     [payload, self.keys.namespace + ":"])
+        return sorted(int(x) for x in out)
+
+    async def scheduled_at(self, q: str, task: str, params: dict[str, Any] | None = None) -> list[int]:
+        payload = encode_job(task, q, _args(params, None))
+        members = await self.redis.smembers(self.keys.timestamps(payload))
+        return sorted(int(m.split(":", 1)[1]) for m in members)
+
+    async def timestamps(self) -> list[int]:
+        return [int(float(x)) for x in await self.redis.zrange(self.keys.delayed_schedule, 0, -1)]
+
+    async def delayed_at(self, ts: int) -> list[Any]:
+        return [self._parse(r) for r in await self.redis.lrange(self.keys.delayed(int(ts)), 0, -1)]
+
+    async def all_delayed(self) -> dict[int, list[Any]]:
+        out: dict[int, list[Any]] = {}
+        for ts in await self.timestamps():
+            out[ts] = await self.delayed_at(ts)
+        return out
+
+    async def delayed_count(self) -> int:
+        """Number of delayed jobs (sums the due-second lists: identical copies count each)."""
+        tss = await self.timestamps()
+        if not tss:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ts in tss:
+                pipe.llen(self.keys.delayed(ts))
+            return sum(int(n) for n in await pipe.execute())
+
+    # ---- locks -----------------------------------------------------------------------------
+
+    async def locks(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for pattern in self.keys.lock_patterns():
+            async for key in self.redis.scan_iter(match=pattern, count=500):
+                val = await self.redis.get(key)
+                if val is not None:
+                    out[self.keys.strip(key)] = val
+        return out
+
+    async def delete_lock(self, key: str) -> int:
+        full = key if key.startswith(self.keys.namespace + ":") else f"{self.keys.namespace}:{key}"
+        return int(await self.redis.delete(full))
+
+    # ---- workers ---------------------------------------------------------------------------
+
+    async def workers(self) -> dict[str, str]:
+        """Worker name -> the queues it serves (comma-joined), from the resque `workers` set."""
+        out: dict[str, str] = {}
+        for member in await self.redis.smembers(self.keys.workers):
+            name, _, queues = member.rpartition(":")
+            out[name or member] = queues
+        return out
+
+    async def working_on(self, worker: str, queues: str | None = None) -> Any:
+        """What a worker runs now: `{run_at, queue, payload, worker}` or None."""
+        if queues is None:
+            queues = (await self.workers()).get(worker)
+            if queues is None:
+                return None
+        raw = await self.redis.get(self.keys.worker(f"{worker}:{queues}"))
+        return None if raw is None else self._parse(raw)
+
+    async def all_working_on(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        workers = await self.workers()
+        if not workers:
+            return out
+        names = list(workers)
+        raws = await self.redis.mget([self.keys.worker(f"{n}:{workers[n]}") for n in names])
+        for n, raw in zip(names, raws, strict=True):
+            out[n] = "started" if raw is None else self._parse(raw)
+        return out
+
+    async def clean_old_workers(self, age_seconds: float) -> dict[str, Any]:
+        """Remove worker records whose job started more than `age_seconds` ago and whose node is
+        not a live member. Returns the removed workers and what they were working on."""
+        removed: dict[str, Any] = {}
+        live = set(await self.live_members(age_seconds))
+        workers = await self.workers()
+        now = self.clock.time()
+        from .wire import parse_date
+
+        for name, queues in workers.items():
+            node = name.split("+", 1)[0]
+            record = await self.working_on(name, queues)
+            started = parse_date(record.get("run_at")) if isinstance(record, dict) else None
+            old = started is None or now - started > age_seconds
+            if node not in live and old:
+                wid = f"{name}:{queues}"
+                await self.redis.delete(self.keys.worker(wid), self.keys.worker_started(wid), self.keys.worker_ping(name))
+                await self.redis.srem(self.keys.workers, wid)
+                removed[name] = record
+        return removed
+
+    # ---- failed ----------------------------------------------------------------------------
+
+    async def failed_count(self) -> int:
+        return int(await self.redis.llen(self.keys.failed))
+
+    async def failed(self, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
+        """Failed entries as dicts; each keeps `raw` (the stored bytes) for removal."""
+        return [decode_failed(r).to_dict() for r in await self.redis.lrange(self.keys.failed, start, stop)]
+
+    @staticmethod
+    def _raw_entry(entry: dict[str, Any] | FailedEntry | str) -> str:
+        if isinstance(entry, str):
+            return entry
+        if isinstance(entry, FailedEntry):
+            return entry.raw
+        raw = entry.get("raw")
+        if isinstance(raw, str):
+            return raw
+        return js_dumps({k: entry.get(k) for k in ("worker", "queue", "payload", "exception", "error", "backtrace",
+                                                    "failed_at")})
+
+    async def remove_failed(self, entry: dict[str, Any] | FailedEntry | str) -> int:
+        return int(await self.redis.lrem(self.keys.failed, 1, self._raw_entry(entry)))
+
+    async def retry_and_remove_failed(self, entry: dict[str, Any] | FailedEntry | str) -> bool:
+        """Queue the failed job again (exact original bytes where known) and remove the entry."""
+        raw = self._raw_entry(entry)
+        fe = decode_failed(raw)
+        payload = fe.payload
+        if not isinstance(payload, dict) or not isinstance(payload.get("class"), str):
+            raise EnqueueError("this failed entry has no job payload to retry")
+        q = payload.get("queue") or fe.queue or "default"
+        job = encode_job(payload["class"], q, payload.get("args") or [])
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(self.keys.failed, 1, raw)
+            pipe.sadd(self.keys.queues, q)
+            pipe.rpush(self.keys.queue(q), job)
+            pipe.publish(self.keys.wake_channel, q)
+            removed, *_ = await pipe.execute()
+        if not removed:
+            # Someone removed it meanwhile: take our copy back out rather than double it.
+            await self.redis.lrem(self.keys.queue(q), -1, job)
+            return False
+        return True
+
+    # ---- stats, leader, cluster -------------------------------------------------------------
+
+    async def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        async for key in self.redis.scan_iter(match=self.keys.stat("*"), count=500):
+            val = await self.redis.get(key)
+            if val is not None:
+                out[self.keys.strip(key).split(":", 1)[1]] = int(val)
+        return out
+
+    async def leader(self) -> str | None:
+        """The leader's node id (a node-resque scheduler's name if one holds the lock), or None."""
+        info = await self.leader_info()
+        return info["node"] if info else None
+
+    async def leader_info(self) -> dict[str, Any] | None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.leader_lock)
+            pipe.hgetall(self.keys.leader)
+            pipe.pttl(self.keys.leader_lock)
+            token, info, pttl = await pipe.execute()
+        if token is None:
+            return None
+        if info and info.get("token") == token:
+            return {"node": info["node"], "epoch": int(info["epoch"]), "since": float(info["since"]),
+                    "ttl_ms": int(pttl)}
+        return {"node": token, "epoch": None, "since": None, "ttl_ms": int(pttl)}
+
+    async def members(self) -> dict[str, float]:
+        """Node id -> heartbeat age in seconds (Redis clock), every registered node."""
+        t = await self.redis.time()
+        now_ms = t[0] * 1000 + t[1] // 1000
+        return {m: max(0.0, (now_ms - s) / 1000) for m, s in await self.redis.zrange(self.keys.members, 0, -1,
+                                                                                     withscores=True)}
+
+    async def live_members(self, dead_after: float = 8.0) -> list[str]:
+        return sorted(m for m, age in (await self.members()).items() if age < dead_after)
+
+    async def node_info(self, node_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(self.keys.node(node_id), "info")
+        return None if raw is None else json.loads(raw)
+
+    async def details(self) -> dict[str, Any]:
+        queues = await self.queues()
+        lengths = {}
+        if queues:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for q in queues:
+                    pipe.llen(self.keys.queue(q))
+                lengths = dict(zip(queues, await pipe.execute(), strict=True))
+        return {
+            "queues": {q: {"length": int(n)} for q, n in lengths.items()},
+            "workers": await self.all_working_on(),
+            "stats": await self.stats(),
+            "leader": await self.leader(),
+        }
+
+    # ---- periodic ----------------------------------------------------------------------------
+
+    def _periodic_queue(self, task: str) -> str:
+        t = self.registry.find(task) if self.registry else None
+        return t.queue if t else "default"
+
+    async def enqueue_recurrent_job(self, task: str) -> bool:
+        """Resume a periodic task's schedule (the leader enqueues its next occurrence)."""
+        await self.redis.hdel(self.keys.periodic(task), "paused")
+        return True
+
+    async def stop_recurrent_job(self, task: str, queue: str | None = None) -> int:
+        """Pause a periodic task and remove its queued and delayed copies. Returns copies removed."""
+        q = queue or self._periodic_queue(task)
+        await self.redis.hset(self.keys.periodic(task), "paused", "1")
+        removed = await self.delete(q, task)
+        removed += len(await self.delete_delayed(q, task))
+        return removed

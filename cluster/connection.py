@@ -1,0 +1,96 @@
+"""Building Redis clients from a URL (and Sentinel settings), with timeouts that never hang.
+
+Every client decodes replies as UTF-8 with `surrogateescape`, so a job written with invalid
+UTF-8 by another producer still round-trips byte for byte instead of breaking the reader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """How to reach Redis. `url` may be redis://, rediss:// or unix://; with `sentinels`
+    (host:port list) and `sentinel_master`, the primary is looked up through Sentinel and
+    followed after a failover."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: str | None = None
+    username: str | None = None
+    sentinels: tuple[str, ...] = ()
+    sentinel_master: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    socket_timeout: float = 5.0
+    connect_timeout: float = 2.0
+
+    def redacted_url(self) -> str:
+        """The URL with any password replaced, safe for logs and /status."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.url)
+        if parts.password:
+            user = parts.username or ""
+            netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+            return urlunsplit(parts._replace(netloc=netloc))
+        return self.url
+
+
+def _common(settings: RedisSettings, socket_timeout: float | None) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "decode_responses": True,
+        "encoding_errors": "surrogateescape",
+        "socket_timeout": settings.socket_timeout if socket_timeout is None else socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_keepalive": True,
+        "retry_on_timeout": False,
+    }
+    if settings.password is not None:
+        kw["password"] = settings.password
+    if settings.username is not None:
+        kw["username"] = settings.username
+    return kw
+
+
+def make_redis(settings: RedisSettings, *, socket_timeout: float | None = None, max_connections: int | None = None) -> Redis:
+    """A client for the configured primary. ``make_redis(RedisSettings("redis://127.0.0.1:6379/0"))``"""
+    kw = _common(settings, socket_timeout)
+    if max_connections:
+        kw["max_connections"] = max_connections
+    tls = {}
+    if settings.tls_ca_file:
+        tls["ssl_ca_certs"] = settings.tls_ca_file
+    if settings.tls_cert_file:
+        tls["ssl_certfile"] = settings.tls_cert_file
+    if settings.tls_key_file:
+        tls["ssl_keyfile"] = settings.tls_key_file
+    if settings.sentinels:
+        if not settings.sentinel_master:
+            raise ConfigError("redis sentinels are set but sentinel master name is missing")
+        hosts = []
+        for h in settings.sentinels:
+            host, _, port = h.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"sentinel address {h!r} is not host:port")
+            hosts.append((host, int(port)))
+        sentinel_kw = {k: v for k, v in kw.items() if k in ("socket_timeout", "socket_connect_timeout")}
+        if settings.url.startswith("rediss://") or tls:
+            kw["ssl"] = True
+            kw.update(tls)
+        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)
+        return sentinel.master_for(settings.sentinel_master)
+    if not settings.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"redis url {settings.redacted_url()!r} must start with redis://, rediss:// or unix://")
+    if tls:
+        if not settings.url.startswith("rediss://"):
+            raise ConfigError("TLS files are set but the redis url does not use rediss://")
+        kw.update(tls)
+    return Redis.from_url(settings.url, **kw)

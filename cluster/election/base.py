@@ -1,0 +1,94 @@
+"""What every election backend shares: timing config, the term, and the node's view of it.
+
+A term is a scope. The backend calls `lead(term)` when this node wins and cancels it, before any
+further write, when the lease cannot be renewed by `term.deadline` (local monotonic clock,
+counted from when the last good renew was *sent*). Leases alone never make one leader: every
+leader write also passes `term.token` to a Lua script that refuses it unless the lock still holds
+that token (fencing), so a paused or partitioned ex-leader cannot write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clock import Clock
+from ..errors import ConfigError
+
+LeadFn = Callable[["Term"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ElectionConfig:
+    """Lease timing, seconds. ``ElectionConfig(lease=5.0, renew_period=1.0, renew_timeout=0.5, margin=1.5)``
+
+    The leader stops at `last renew sent + lease - margin`; Redis expires the lock no sooner than
+    `lease` after that renew arrived, so successors start at least `margin` after it stopped.
+    """
+
+    lease: float = 5.0
+    renew_period: float = 1.0
+    renew_timeout: float = 0.5
+    margin: float = 1.5
+    retry_period: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("lease", "renew_period", "renew_timeout", "margin", "retry_period"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+                raise ConfigError(f"election {name} must be a positive number of seconds, got {v!r}")
+        if not self.lease - self.margin > self.renew_period + self.renew_timeout:
+            raise ConfigError(
+                f"election timing: lease - margin ({self.lease} - {self.margin}) must exceed "
+                f"renew_period + renew_timeout ({self.renew_period} + {self.renew_timeout})"
+            )
+        if self.retry_period >= self.lease:
+            raise ConfigError(f"election retry_period ({self.retry_period}) must be below the lease ({self.lease})")
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease * 1000)
+
+
+def parse_token(token: str) -> tuple[str, int | None]:
+    """`<node>/<epoch>/<rand>` -> (node, epoch); a foreign holder (node-resque) -> (value, None)."""
+    parts = token.rsplit("/", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return token, None
+
+
+@dataclass
+class Term:
+    """This node's leadership term: pass `token`/`epoch` to fenced scripts; check `valid()` first."""
+
+    node: str
+    token: str
+    epoch: int
+    since: float
+    deadline: float
+    clock: Clock
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def valid(self) -> bool:
+        return not self.lost.is_set() and self.clock.monotonic() < self.deadline
+
+    def fenced_args(self, audit: bool) -> list[Any]:
+        return [self.token, "1" if audit else "0", self.epoch]
+
+
+@dataclass
+class ElectionState:
+    """The node's view, served by /leader: who leads, since when, and this node's own term."""
+
+    node: str
+    backend: str
+    is_leader: bool = False
+    leader: str | None = None
+    epoch: int = 0
+    since: float | None = None
+    transitions: int = 0
+    last_change_mono: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)

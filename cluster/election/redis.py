@@ -1,0 +1,215 @@
+"""Leader election on a Redis lock, fenced by a per-term token.
+
+Why this shape:
+- Key `resque_scheduler_leader_lock` is node-resque's, so a node-resque scheduler and Corral on
+  one namespace never both promote delayed jobs: whoever holds it, the other stays follower.
+- Acquire is one `SET NX PX` with a token never used before (`<node>/<epoch>/<random>`), and the
+  epoch (`corral:epoch`) grows by one per term. No lock ever exists without a TTL.
+- Renew is compare-and-PEXPIRE in Lua, sent every `renew_period` on a dedicated connection with
+  a `renew_timeout` socket timeout, on the same loop as the leader duties: a starved loop loses
+  the lease instead of holding it while doing nothing.
+- The leader stops its duties at `last renew sent + lease - margin` on the monotonic clock, even
+  with no error seen, strictly before Redis can expire the key for anyone else. A refused renew
+  or a connection that cannot be re-established at once stops it immediately.
+- Lease safety is not enough (client-go says as much): every leader write is a Lua script that
+  compares the token first (see scheduler, periodic, recovery), so a stale leader cannot write.
+- SIGTERM: compare-and-delete plus a publish on `corral:leader_released` wakes the candidates,
+  which take the lock within milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from ..clock import Clock
+from ..errors import LeaseLost
+from ..keys import Keys
+from ..observe import Observer
+from ..scripts import Scripts
+from .base import ElectionConfig, ElectionState, LeadFn, Term, parse_token
+
+log = logging.getLogger("corral.election")
+
+
+class RedisElector:
+    backend = "redis"
+
+    def __init__(self, *, node_id: str, keys: Keys, redis: Redis, election_redis: Redis, config: ElectionConfig,
+                 clock: Clock, observer: Observer) -> None:
+        self.node_id = node_id
+        self.keys = keys
+        self.redis = redis
+        self.eredis = election_redis
+        self.scripts = Scripts(election_redis)
+        self.config = config
+        self.clock = clock
+        self.observer = observer
+        self.state = ElectionState(node=node_id, backend=self.backend)
+        self.term: Term | None = None
+        self._released = asyncio.Event()
+        self._stopping = False
+
+    # ---- candidate -----------------------------------------------------------------------
+
+    async def run(self, lead: LeadFn) -> None:
+        """Contend forever; while elected, run `lead(term)` and cancel it when the term ends."""
+        listener = asyncio.create_task(self._listen_released(), name="election-release-listener")
+        try:
+            while not self._stopping:
+                term = await self._try_acquire()
+                if term is None:
+                    await self._wait_retry()
+                    continue
+                await self._lead_term(term, lead)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+
+    async def _try_acquire(self) -> Term | None:
+        sent = self.clock.monotonic()
+        try:
+            res = await asyncio.wait_for(
+                self.scripts.run("acquire", [self.keys.leader_lock, self.keys.epoch, self.keys.leader],
+                                 [self.node_id, secrets.token_hex(4), self.config.lease_ms, self.clock.time()]),
+                self.config.renew_timeout * 2,
+            )
+        except (RedisError, OSError, TimeoutError) as e:
+            self.observer.redis_error("election")
+            self._set_follower(None, self.state.epoch)
+            log.debug("election: acquire failed: %r", e)
+            return None
+        if int(res[0]) == 1:
+            epoch, token = int(res[1]), str(res[2])
+            term = Term(node=self.node_id, token=token, epoch=epoch, since=self.clock.time(),
+                        deadline=sent + self.config.lease - self.config.margin, clock=self.clock)
+            return term
+        holder, epoch = parse_token(str(res[2]))
+        self._pttl = int(res[1])
+        self._set_follower(holder, epoch if epoch is not None else self.state.epoch)
+        return None
+
+    async def _wait_retry(self) -> None:
+        self._released.clear()
+        delay = self.config.retry_period
+        pttl = getattr(self, "_pttl", -1)
+        if 0 < pttl / 1000 < delay:
+            delay = pttl / 1000
+        delay += random.uniform(0, 0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._released.wait(), delay)
+
+    async def _listen_released(self) -> None:
+        """Wake candidates when a leader releases (graceful handoff in milliseconds)."""
+        while not self._stopping:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.released_channel)
+                while not self._stopping:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is not None:
+                        self._released.set()
+            except (RedisError, OSError):
+                await asyncio.sleep(self.config.retry_period)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _set_follower(self, leader: str | None, epoch: int) -> None:
+        changed = self.state.is_leader
+        self.state.is_leader = False
+        self.state.leader = leader
+        self.state.epoch = epoch
+        if changed:
+            self.state.transitions += 1
+            self.state.last_change_mono = self.clock.monotonic()
+            self.observer.leader_changed(False, epoch)
+
+    # ---- leader ----------------------------------------------------------------------------
+
+    async def _lead_term(self, term: Term, lead: LeadFn) -> None:
+        self.term = term
+        self.state.is_leader = True
+        self.state.leader = self.node_id
+        self.state.epoch = term.epoch
+        self.state.since = term.since
+        self.state.transitions += 1
+        self.state.last_change_mono = self.clock.monotonic()
+        self.observer.leader_changed(True, term.epoch)
+        log.info("election: became leader", extra={"epoch": term.epoch, "event": "leader_acquired"})
+        reason = "stopped"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._renew_loop(term), name="election-renew")
+                tg.create_task(lead(term), name="leader-duties")
+        except* LeaseLost as eg:
+            reason = str(eg.exceptions[0])
+        finally:
+            term.lost.set()
+            self.term = None
+            self._set_follower(None, term.epoch)
+            log.warning("election: stepped down", extra={"epoch": term.epoch, "reason": reason,
+                                                          "event": "leader_stepped_down"})
+
+    async def _renew_loop(self, term: Term) -> None:
+        cfg = self.config
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(term.lost.wait(), cfg.renew_period)
+            if term.lost.is_set():
+                raise LeaseLost("released")
+            if self.clock.monotonic() >= term.deadline:
+                raise LeaseLost("deadline passed before a renew")
+            retried = False
+            while True:
+                sent = self.clock.monotonic()
+                try:
+                    ok = await asyncio.wait_for(
+                        self.scripts.run("renew", [self.keys.leader_lock], [term.token, cfg.lease_ms]),
+                        cfg.renew_timeout,
+                    )
+                except RedisConnectionError as e:
+                    self.observer.redis_error("election")
+                    if retried:
+                        raise LeaseLost(f"connection to Redis lost: {e}") from None
+                    retried = True
+                    continue
+                except (RedisError, OSError, TimeoutError):
+                    self.observer.redis_error("election")
+                    if self.clock.monotonic() >= term.deadline:
+                        raise LeaseLost("renew timed out past the deadline") from None
+                    break
+                if not ok:
+                    raise LeaseLost("lock no longer holds our token")
+                term.deadline = sent + cfg.lease - cfg.margin
+                break
+            if self.clock.monotonic() >= term.deadline:
+                raise LeaseLost("deadline passed")
+
+    async def release(self) -> None:
+        """Give up leadership now (SIGTERM): compare-and-delete and wake the candidates."""
+        self._stopping = True
+        term = self.term
+        if term is None:
+            return
+        term.lost.set()
+        try:
+            await asyncio.wait_for(
+                self.scripts.run("release", [self.keys.leader_lock, self.keys.leader],
+                                 [term.token, self.keys.released_channel]),
+                self.config.renew_timeout * 2,
+            )
+            log.info("election: released leadership", extra={"epoch": term.epoch, "event": "leader_released"})
+        except (RedisError, OSError, TimeoutError) as e:
+            log.warning("election: release failed (lock will expire): %r", e)
+
+    def stop(self) -> None:
+        self._stopping = True

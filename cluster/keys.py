@@ -1,0 +1,124 @@
+"""Every Redis key and channel name Corral uses, built in one place.
+
+resque layout (node-resque / Ruby resque read and write these):
+
+    queues                                  set of queue names
+    queue:<q>                               list of job JSON, RPUSH tail, pop head
+    delayed_queue_schedule                  zset, member = score = epoch seconds
+    delayed:<ts>                            list of job JSON due at second ts
+    timestamps:<job json>                   set of "delayed:<ts>" holding that exact job
+    workers                                 set of "<worker name>:<queues>"
+    worker:<name>:<queues>                  working-on JSON {run_at, queue, payload, worker}
+    worker:<name>:<queues>:started          start time
+    worker:ping:<name>                      node-resque liveness ping {time, name, queues}
+    stat:processed[:<name>] / stat:failed[:<name>]
+    failed                                  list of failed entries
+    resque_scheduler_leader_lock            leader lock, value = term token
+    lock:<task>:<queue>:<args>              QueueLock
+    workerslock:<task>:<queue>:<args>       JobLock
+    resque-retry:<task>:<args>              Retry attempt counter
+
+Corral only, under `corral:`:
+
+    corral:epoch                 int, one per leader term, never decreases
+    corral:leader                hash {node, epoch, since, token} of the current term
+    corral:members               zset node id -> last heartbeat (Redis time, ms)
+    corral:node:<id>             hash {info, workers}
+    corral:inflight:<id>         hash <slot> -> payload, <slot>:q -> queue, <slot>:e -> exec id
+    corral:recovered             hash sha1(payload) -> times recovered from a dead node
+    corral:periodic:<task>       hash {last, paused}
+    corral:promoting             list of promoted jobs waiting for their enqueue plugins
+    corral:audit                 stream of fenced leader writes (when auditing is on)
+    channels corral:wake, corral:leader_released, corral:delayed_wake
+
+Example: ``Keys("resque").queue("mail") == "resque:queue:mail"``.
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, namespace: str = "resque") -> None:
+        if not namespace or any(c in namespace for c in " \r\n\t"):
+            raise ValueError(f"bad namespace {namespace!r}")
+        self.namespace = namespace
+        self._p = namespace + ":"
+        self.queues = self._p + "queues"
+        self.delayed_schedule = self._p + "delayed_queue_schedule"
+        self.workers = self._p + "workers"
+        self.failed = self._p + "failed"
+        self.leader_lock = self._p + "resque_scheduler_leader_lock"
+        self.stat_processed = self._p + "stat:processed"
+        self.stat_failed = self._p + "stat:failed"
+        self.epoch = self.corral("epoch")
+        self.leader = self.corral("leader")
+        self.members = self.corral("members")
+        self.recovered = self.corral("recovered")
+        self.promoting = self.corral("promoting")
+        self.audit = self.corral("audit")
+        self.wake_channel = self.corral("wake")
+        self.released_channel = self.corral("leader_released")
+        self.delayed_channel = self.corral("delayed_wake")
+
+    def strip(self, key: str) -> str:
+        """`resque:queue:mail` -> `queue:mail`."""
+        return key[len(self._p) :] if key.startswith(self._p) else key
+
+    def queue(self, q: str) -> str:
+        return f"{self._p}queue:{q}"
+
+    def queue_prefix(self) -> str:
+        return f"{self._p}queue:"
+
+    def delayed(self, ts: int) -> str:
+        return f"{self._p}delayed:{ts}"
+
+    def delayed_member(self, ts: int) -> str:
+        """The member stored in a `timestamps:` set (no namespace, as node-resque writes it)."""
+        return f"delayed:{ts}"
+
+    def timestamps(self, payload: str) -> str:
+        return f"{self._p}timestamps:{payload}"
+
+    def worker(self, worker_id: str) -> str:
+        """worker_id is `<name>:<queues>` as stored in the `workers` set."""
+        return f"{self._p}worker:{worker_id}"
+
+    def worker_started(self, worker_id: str) -> str:
+        return f"{self._p}worker:{worker_id}:started"
+
+    def worker_ping(self, name: str) -> str:
+        return f"{self._p}worker:ping:{name}"
+
+    def worker_pattern(self) -> str:
+        return f"{self._p}worker:*"
+
+    def stat(self, kind: str, name: str | None = None) -> str:
+        return f"{self._p}stat:{kind}" + (f":{name}" if name else "")
+
+    def queue_lock(self, task: str, queue: str, args: str) -> str:
+        return f"{self._p}lock:{task}:{queue}:{args}"
+
+    def job_lock(self, task: str, queue: str, args: str) -> str:
+        return f"{self._p}workerslock:{task}:{queue}:{args}"
+
+    def lock_patterns(self) -> list[str]:
+        return [f"{self._p}lock:*", f"{self._p}workerslock:*"]
+
+    def retry_counter(self, task: str, args: str) -> str:
+        return f"{self._p}resque-retry:{task}:{args}"
+
+    def retry_failure(self, task: str, args: str) -> str:
+        return f"{self._p}failure-resque-retry:{task}:{args}"
+
+    def corral(self, *parts: str) -> str:
+        return self._p + "corral:" + ":".join(parts)
+
+    def node(self, node_id: str) -> str:
+        return self.corral("node", node_id)
+
+    def inflight(self, node_id: str) -> str:
+        return self.corral("inflight", node_id)
+
+    def periodic(self, task: str) -> str:
+        return self.corral("periodic", task)

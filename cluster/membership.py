@@ -1,0 +1,96 @@
+"""Membership: every node heartbeats into `corral:members` (score = Redis time, ms) with a
+unique id per process start, so the leader can tell dead nodes from live ones on one clock.
+
+A node that finds itself evicted (declared dead during a partition or a pause) registers its
+workers again; the jobs it was running were already returned to their queues, and its late
+acks are refused by execution id (fetch.lua), so the redelivered copies stay intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .clock import Clock
+from .keys import Keys
+from .observe import Observer
+from .scripts import Scripts
+
+log = logging.getLogger("corral.membership")
+
+
+class Membership:
+    def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, node_id: str,
+                 info: dict[str, Any], workers: list[tuple[str, str]], interval: float = 2.0,
+                 ping_ttl: float = 60.0) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = Scripts(redis)
+        self.clock = clock
+        self.observer = observer
+        self.node_id = node_id
+        self.info = info
+        self.workers = workers  # (name, queues joined by ",")
+        self.interval = interval
+        self.ping_ttl = ping_ttl
+        self.last_ok_mono: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def members(self) -> list[str]:
+        return [f"{name}:{queues}" for name, queues in self.workers]
+
+    async def register(self) -> None:
+        await self.scripts.run("register", [self.keys.workers, self.keys.node(self.node_id)],
+                               ["\n".join(self.members), *self.members])
+        await self.heartbeat()
+
+    async def heartbeat(self) -> bool:
+        """One heartbeat; returns False if this node had been evicted (and re-registers it)."""
+        now = self.clock.time()
+        pings = [json.dumps({"time": int(now), "name": name, "queues": queues}) for name, queues in self.workers]
+        was, _ms = await self.scripts.run(
+            "heartbeat",
+            [self.keys.members, self.keys.node(self.node_id), *[self.keys.worker_ping(n) for n, _ in self.workers]],
+            [self.node_id, json.dumps(self.info), int(self.ping_ttl * 1000), *pings],
+        )
+        self.last_ok_mono = self.clock.monotonic()
+        self.last_error = None
+        self.observer.heartbeat_ok()
+        if not int(was):
+            await self.scripts.run("register", [self.keys.workers, self.keys.node(self.node_id)],
+                                   ["\n".join(self.members), *self.members])
+            return False
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                if not await self.heartbeat():
+                    log.warning("membership: this node had been declared dead; registered again",
+                                extra={"event": "re_registered"})
+            except (RedisError, OSError) as e:
+                self.last_error = repr(e)
+                self.observer.redis_error("heartbeat")
+                log.warning("membership: heartbeat failed: %r", e, extra={"event": "heartbeat_failed"})
+
+    def age(self) -> float | None:
+        return None if self.last_ok_mono is None else self.clock.monotonic() - self.last_ok_mono
+
+    async def deregister(self) -> int:
+        keys: list[str] = []
+        for name, queues in self.workers:
+            wid = f"{name}:{queues}"
+            keys += [self.keys.worker(wid), self.keys.worker_started(wid), self.keys.worker_ping(name)]
+        left = await self.scripts.run(
+            "deregister",
+            [self.keys.members, self.keys.node(self.node_id), self.keys.inflight(self.node_id), self.keys.workers, *keys],
+            [self.node_id, *self.members],
+        )
+        return int(left)

@@ -1,0 +1,97 @@
+"""Dead-node recovery, leader only: a node whose heartbeat is older than `dead_after` (Redis
+clock) has its in-flight jobs returned to the head of their queues (at-least-once), its worker
+records, pings and the JobLocks of those jobs removed, in one fenced script per node. A job that
+was in flight on a dying node more than `max_recoveries` times is a poison pill: it goes to the
+failed list instead of killing another node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.asyncio import Redis
+
+from .clock import Clock
+from .election.base import Term
+from .keys import Keys
+from .leader import fenced
+from .observe import Observer
+from .plugins import JobLock
+from .scripts import Scripts
+from .task import Registry
+from .wire import decode_job, js_date, js_dumps
+
+log = logging.getLogger("corral.recovery")
+
+
+class Recovery:
+    name = "recovery"
+
+    def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, registry: Registry,
+                 dead_after: float = 8.0, interval: float = 1.0, max_recoveries: int = 3, audit: bool = False) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = Scripts(redis)
+        self.clock = clock
+        self.observer = observer
+        self.registry = registry
+        self.dead_after = dead_after
+        self.interval = interval
+        self.max_recoveries = max_recoveries
+        self.audit = audit
+
+    async def run(self, term: Term) -> None:
+        while True:
+            await self.tick(term)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(term.lost.wait(), self.interval)
+
+    async def tick(self, term: Term) -> int:
+        sec, usec = await self.redis.time()
+        now_ms = sec * 1000 + usec // 1000
+        dead = await self.redis.zrangebyscore(self.keys.members, "-inf", now_ms - int(self.dead_after * 1000))
+        total = 0
+        for node in dead:
+            total += await self.recover_node(term, node)
+        return total
+
+    def _lock_keys(self, payload: str, queue: str) -> list[str]:
+        try:
+            job = decode_job(payload)
+        except Exception:
+            return []
+        t = self.registry.find(job.task)
+        if t is None or not any(isinstance(p, JobLock) for p in t.plugin_instances()):
+            return []
+        return [self.keys.job_lock(job.task, queue, js_dumps(job.args))]
+
+    async def recover_node(self, term: Term, node: str) -> int:
+        inflight = await self.redis.hgetall(self.keys.inflight(node))
+        workers_raw = await self.redis.hget(self.keys.node(node), "workers") or ""
+        members = [w for w in workers_raw.split("\n") if w]
+        extra: list[str] = []
+        for m in members:
+            name = m.rpartition(":")[0]
+            extra += [self.keys.worker(m), self.keys.worker_started(m), self.keys.worker_ping(name)]
+        for field, payload in inflight.items():
+            if ":" not in field and f"{field}:q" in inflight:
+                extra += self._lock_keys(payload, inflight[f"{field}:q"])
+        now = self.clock.time()
+        res = await fenced(
+            self.scripts, "recover",
+            [self.keys.leader_lock, self.keys.audit, self.keys.members, self.keys.inflight(node), self.keys.node(node),
+             self.keys.workers, self.keys.recovered, self.keys.failed, self.keys.queues, *extra],
+            [node, int(self.dead_after * 1000), self.max_recoveries, self.keys.namespace + ":", js_date(now),
+             self.keys.wake_channel, *members],
+            term, self.observer, self.audit,
+        )
+        if res[0] != "OK":
+            return 0
+        recovered, poisoned = int(res[1]), int(res[2])
+        self.observer.jobs_recovered(recovered, poisoned)
+        log.warning("recovery: node declared dead, its jobs returned to their queues", extra={
+            "event": "node_recovered", "dead_node": node, "recovered": recovered, "poisoned": poisoned,
+            "detail": res[3]})
+        return recovered

@@ -1,0 +1,122 @@
+"""Delayed-job promotion, leader only: sleep until the earliest due second, then move due jobs
+to their queues in fenced batches (one Lua script per batch, no pop-then-push window).
+
+The leader is woken early by `corral:delayed_wake` when a Corral producer schedules an earlier
+second, and re-reads the schedule at least every `reread` seconds for producers that do not
+publish (node-resque, Ruby). Jobs whose task has enqueue plugins are staged, their hooks run
+here, then they are queued or dropped (`unstage.lua`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .client import Client
+from .clock import Clock
+from .election.base import Term
+from .keys import Keys
+from .leader import fenced
+from .observe import Observer
+from .plugins import PluginContext
+from .scripts import Scripts
+from .task import Registry
+from .wire import decode_job, js_date
+
+log = logging.getLogger("corral.scheduler")
+
+
+class Scheduler:
+    name = "scheduler"
+
+    def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, registry: Registry,
+                 client: Client, batch: int = 1000, reread: float = 1.0, audit: bool = False) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = Scripts(redis)
+        self.clock = clock
+        self.observer = observer
+        self.registry = registry
+        self.client = client
+        self.batch = batch
+        self.reread = reread
+        self.audit = audit
+        self.wake = asyncio.Event()
+        self.staged_tasks = [t.name for t in registry if t.has_enqueue_hooks()]
+
+    def notify(self, _msg: str = "") -> None:
+        self.wake.set()
+
+    async def run(self, term: Term) -> None:
+        while True:
+            self.wake.clear()
+            next_due = await self.tick(term)
+            now = self.clock.time()
+            delay = self.reread if next_due < 0 else min(self.reread, max(0.0, next_due - now))
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), delay)
+
+    async def tick(self, term: Term) -> float:
+        """Promote everything due now; returns the next due second (-1 if none)."""
+        while True:
+            now = self.clock.time()
+            res = await fenced(
+                self.scripts, "promote",
+                [self.keys.leader_lock, self.keys.audit, self.keys.delayed_schedule, self.keys.queues,
+                 self.keys.promoting, self.keys.failed],
+                [now, self.batch, self.keys.namespace + ":", self.keys.wake_channel, js_date(now),
+                 *self.staged_tasks],
+                term, self.observer, self.audit,
+            )
+            moved, staged, next_due, buckets = int(res[1]), int(res[2]), float(res[3]), str(res[4])
+            if moved or staged:
+                lateness = []
+                for b in buckets.split(","):
+                    ts, _, n = b.partition(":")
+                    lateness += [now - float(ts)] * int(n)
+                self.observer.promoted(moved + staged, lateness)
+                log.info("scheduler: promoted delayed jobs", extra={
+                    "event": "promoted", "count": moved + staged, "buckets": buckets,
+                    "lateness_ms": round(max(lateness) * 1000, 1) if lateness else 0})
+            if staged or await self.redis.llen(self.keys.promoting):
+                await self._run_staged(term)
+            lag = max(0.0, now - next_due) if 0 <= next_due <= now else 0.0
+            self.observer.scheduler_lag(lag)
+            if moved + staged < self.batch:
+                return next_due
+            await asyncio.sleep(0)  # let the loop breathe between batches of a backlog
+
+    async def _run_staged(self, term: Term) -> None:
+        for payload in await self.redis.lrange(self.keys.promoting, 0, 999):
+            push = True
+            queue = "default"
+            try:
+                job = decode_job(payload)
+                queue = job.queue or "default"
+                t = self.registry.find(job.task)
+                plugins = [p for p in t.plugin_instances() if p.has_enqueue_hooks] if t else []
+                ctx = PluginContext(self.redis, self.keys, self.scripts, job.task, queue, job.args, payload,
+                                    client=self.client)
+                for p in plugins:
+                    if not await p.before_enqueue(ctx):
+                        push = False
+                        break
+            except Exception:
+                log.exception("scheduler: enqueue hook failed; queueing the job anyway")
+            await fenced(self.scripts, "unstage",
+                         [self.keys.leader_lock, self.keys.audit, self.keys.promoting, self.keys.queues,
+                          self.keys.queue(queue)],
+                         [payload, "push" if push else "drop", queue, self.keys.wake_channel],
+                         term, self.observer, self.audit)
+            if not push:
+                log.info("scheduler: enqueue plugin dropped a promoted job", extra={"event": "promotion_dropped",
+                                                                                    "payload": payload[:200]})
+
+
+def describe(res: Any) -> str:
+    return repr(res)

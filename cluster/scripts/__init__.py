@@ -1,0 +1,32 @@
+"""Lua scripts, one per multi-key change; each file opens with its KEYS / ARGV / returns header.
+
+`Scripts(redis)` registers them all on a client; calls go out as EVALSHA and are reloaded
+transparently after a Redis restart (redis-py's Script handles NOSCRIPT).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+NAMES = (
+    "enqueue", "enqueue_at", "fetch", "pushback", "heartbeat", "register", "deregister",
+    "acquire", "renew", "release", "install_term", "promote", "unstage", "periodic_claim", "recover",
+    "cad", "delete_delayed",
+)
+
+
+def source(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text()
+
+
+class Scripts:
+    """Every script registered on one client. ``await scripts.run("renew", [lock], [token, 5000])``."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
+
+    async def run(self, name: str, keys: list[str], args: list[Any], client: Redis | None = None) -> Any:
+        return await self._scripts[name](keys=keys, args=args, client=client)

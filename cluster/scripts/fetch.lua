@@ -1,0 +1,58 @@
+-- Ack the slot's previous job (optional) and fetch the next one, in one atomic step.
+-- The popped job is recorded in the node's in-flight hash in the same step, so a node that dies
+-- mid-job leaves it where the leader's recovery finds it: nothing is popped and forgotten.
+-- KEYS[1] corral:inflight:<node>   KEYS[2] worker:<name>:<queues>   KEYS[3] ...:started
+-- KEYS[4] stat:processed   KEYS[5] stat:processed:<name>   KEYS[6] stat:failed   KEYS[7] stat:failed:<name>
+-- KEYS[8] failed list   KEYS[9] corral:recovered   KEYS[10..] queue:<q> lists, in priority order
+-- ARGV[1] slot   ARGV[2] exec id of the job being acked ("" = no ack)
+-- ARGV[3] ack kind: "ok" (processed), "fail" (failed + entry), "failcount" (failed, no entry: a
+--         retried attempt), "drop" (no stats: a before_perform hook refused it)
+-- ARGV[4] failed entry ("" unless fail)   ARGV[5] keep at most this many failed entries (0 = all)
+-- ARGV[6] fetch? "1"/"0"   ARGV[7] new exec id   ARGV[8] run_at string   ARGV[9] worker name
+-- ARGV[10] started (epoch seconds)   ARGV[11..] queue names matching KEYS[10..]
+-- returns {ack_status, queue or false, payload or false}; ack_status "OK", "LOST" (recovery took
+-- the job from us: nothing written) or "NONE" (no ack asked)
+local slot = ARGV[1]
+local ack = 'NONE'
+if ARGV[2] ~= '' then
+  if redis.call('HGET', KEYS[1], slot .. ':e') == ARGV[2] then
+    local payload = redis.call('HGET', KEYS[1], slot)
+    redis.call('HDEL', KEYS[1], slot, slot .. ':q', slot .. ':e')
+    redis.call('DEL', KEYS[2], KEYS[3])
+    local kind = ARGV[3]
+    if kind == 'ok' then
+      redis.call('INCR', KEYS[4])
+      redis.call('INCR', KEYS[5])
+    elseif kind == 'fail' or kind == 'failcount' then
+      redis.call('INCR', KEYS[6])
+      redis.call('INCR', KEYS[7])
+      if kind == 'fail' then
+        redis.call('RPUSH', KEYS[8], ARGV[4])
+        local keep = tonumber(ARGV[5])
+        if keep > 0 then redis.call('LTRIM', KEYS[8], -keep, -1) end
+      end
+    end
+    if payload and redis.call('HLEN', KEYS[9]) > 0 then
+      redis.call('HDEL', KEYS[9], redis.sha1hex(payload))
+    end
+    ack = 'OK'
+  else
+    ack = 'LOST'
+  end
+end
+if ARGV[6] ~= '1' then return {ack, false, false} end
+for i = 10, #KEYS do
+  local payload = redis.call('LPOP', KEYS[i])
+  if payload then
+    local q = ARGV[i + 1]
+    redis.call('HSET', KEYS[1], slot, payload, slot .. ':q', q, slot .. ':e', ARGV[7])
+    local first = string.sub(payload, 1, 1)
+    local body = payload
+    if first ~= '{' and first ~= '[' then body = cjson.encode(payload) end
+    redis.call('SET', KEYS[2], '{"run_at":' .. cjson.encode(ARGV[8]) .. ',"queue":' .. cjson.encode(q)
+      .. ',"payload":' .. body .. ',"worker":' .. cjson.encode(ARGV[9]) .. '}')
+    redis.call('SET', KEYS[3], ARGV[10])
+    return {ack, q, payload}
+  end
+end
+return {ack, false, false}

@@ -1,0 +1,206 @@
+"""Task definitions: `Task`, the `@task` decorator and the registry a node fills from task files.
+
+    @task(name="sendWelcomeEmail", queue="default", description="Welcome a new user")
+    async def send_welcome_email(params, ctx): ...
+
+    say_hello = Task(name="sayHello", frequency=1.0, run=hello)
+    nightly = Task(name="nightly", cron="0 3 * * *", timezone="UTC", run=report)
+
+Nothing registers itself at import: the loader collects every `Task` a file defines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import DuplicateTask, TaskDefinitionError, TaskNotFound
+from .wire import Job, check_queue_name
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .plugins import Plugin
+
+RunFn = Callable[..., Any]
+MISSED_POLICIES = ("catch_up", "skip")
+OVERLAP_POLICIES = ("allow", "skip")
+
+
+@dataclass
+class JobContext:
+    """What a running task sees besides its params.
+
+    `args` is the raw resque args list (jobs written by other clients may not follow
+    actionhero's `[params]`); `attempt` counts Retry re-runs (1 = first run).
+    """
+
+    job: Job
+    queue: str
+    worker: str
+    node_id: str
+    execution_id: str
+    client: Client | None
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    attempt: int = 1
+
+    @property
+    def args(self) -> list[Any]:
+        return self.job.args
+
+    @property
+    def task(self) -> str:
+        return self.job.task
+
+
+def _bad(field_name: str, message: str) -> TaskDefinitionError:
+    return TaskDefinitionError("<definition>", field_name, message)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task. `frequency` (seconds, > 0) or `cron` makes it periodic.
+
+    Periodic policies: `missed` = "catch_up" (default: occurrences missed while no leader ran are
+    enqueued once each when at most `catch_up_window` seconds late) or "skip" (only the newest);
+    `overlap` = "allow" (default) or "skip" (no new occurrence while one is still queued).
+    `cpu_bound=True` runs a sync function in the node's process pool (the function must be a
+    top-level function of its task file).
+    """
+
+    name: str
+    run: RunFn
+    description: str = ""
+    queue: str = "default"
+    frequency: float | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    plugins: Sequence[Any] = ()
+    plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    timeout: float | None = None
+    cpu_bound: bool = False
+    missed: str = "catch_up"
+    catch_up_window: float = 60.0
+    overlap: str = "allow"
+    source_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or any(c.isspace() for c in self.name):
+            raise _bad("name", f"must be a non-empty string without whitespace, got {self.name!r}")
+        if not callable(self.run):
+            raise _bad("run", f"must be a function, got {type(self.run).__name__}")
+        try:
+            check_queue_name(self.queue)
+        except ValueError as e:
+            raise _bad("queue", str(e)) from None
+        if self.frequency is not None:
+            if isinstance(self.frequency, bool) or not isinstance(self.frequency, int | float):
+                raise _bad("frequency", f"must be a number of seconds, got {self.frequency!r}")
+            if self.frequency < 0:
+                raise _bad("frequency", f"must be >= 0 seconds, got {self.frequency!r}")
+        if self.cron is not None:
+            if self.frequency:
+                raise _bad("cron", "set either frequency or cron, not both")
+            from croniter import croniter
+
+            if not isinstance(self.cron, str) or not croniter.is_valid(self.cron):
+                raise _bad("cron", f"not a valid cron expression: {self.cron!r}")
+            from zoneinfo import ZoneInfo
+
+            try:
+                ZoneInfo(self.timezone)
+            except Exception:
+                raise _bad("timezone", f"unknown time zone {self.timezone!r}") from None
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or self.timeout <= 0
+        ):
+            raise _bad("timeout", f"must be a positive number of seconds, got {self.timeout!r}")
+        if self.missed not in MISSED_POLICIES:
+            raise _bad("missed", f"must be one of {MISSED_POLICIES}, got {self.missed!r}")
+        if self.overlap not in OVERLAP_POLICIES:
+            raise _bad("overlap", f"must be one of {OVERLAP_POLICIES}, got {self.overlap!r}")
+        if self.cpu_bound and inspect.iscoroutinefunction(self.run):
+            raise _bad("cpu_bound", "an async function runs on the loop; cpu_bound needs a sync function")
+        if not isinstance(self.plugin_options, Mapping):
+            raise _bad("plugin_options", "must be a mapping of plugin name to options")
+        from .plugins import resolve_plugins
+
+        try:
+            resolve_plugins(self)
+        except (TypeError, ValueError) as e:
+            raise _bad("plugins", str(e)) from None
+
+    @property
+    def periodic(self) -> bool:
+        return bool(self.frequency) or self.cron is not None
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.run)
+
+    def plugin_instances(self) -> list[Plugin]:
+        from .plugins import resolve_plugins
+
+        return resolve_plugins(self)
+
+    def has_enqueue_hooks(self) -> bool:
+        return any(p.has_enqueue_hooks for p in self.plugin_instances())
+
+
+def task(
+    name: str | None = None, *, queue: str = "default", description: str = "", **options: Any
+) -> Callable[[RunFn], Task]:
+    """Decorator: turn a function `(params, ctx)` into a `Task`. ``@task(name="x", queue="mail")``."""
+
+    def wrap(fn: RunFn) -> Task:
+        return Task(name=name or fn.__name__, run=fn, queue=queue,
+                    description=description or (inspect.getdoc(fn) or "").split("\n")[0], **options)
+
+    return wrap
+
+
+class Registry:
+    """Tasks by name. ``registry.add(t)``; ``registry.get("sayHello")``."""
+
+    def __init__(self, tasks: Sequence[Task] = ()) -> None:
+        self._tasks: dict[str, Task] = {}
+        for t in tasks:
+            self.add(t)
+
+    def add(self, t: Task) -> None:
+        old = self._tasks.get(t.name)
+        if old is not None and old is not t:
+            raise DuplicateTask(t.name, [old.source_file or "<code>", t.source_file or "<code>"])
+        self._tasks[t.name] = t
+
+    def get(self, name: str) -> Task:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise TaskNotFound(name) from None
+
+    def find(self, name: str) -> Task | None:
+        return self._tasks.get(name)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._tasks.values())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def periodic(self) -> list[Task]:
+        return [t for t in self._tasks.values() if t.periodic]
+
+
+async def call_run(t: Task, params: dict[str, Any], ctx: JobContext) -> Any:
+    """Run an async task on the loop (sync ones are dispatched by the node's executor)."""
+    result = t.run(params, ctx)
+    if asyncio.iscoroutine(result):
+        return await result
+    return result

@@ -1,0 +1,370 @@
+"""The `corral` command. Every flag also reads `CORRAL_<FLAG>` (flag wins).
+
+    corral up                      local demo cluster: embedded Redis + 3 nodes
+    corral node --redis-url URL    one node
+    corral enqueue sayHello --params '{"to": "x"}' [--queue q] [--at EPOCH | --in SECONDS]
+    corral status [--json]
+    corral failed list|retry|remove
+    corral generate task NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cluster.client import Client
+from cluster.errors import ConfigError, CorralError
+from cluster.wire import js_date
+
+from .config import BY_NAME, OPTIONS, NodeConfig, env_name, environ_options
+
+UP_STATE = Path(".data") / "up.json"
+
+
+class Fail(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_node_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (env CORRAL_CONFIG)")
+    for o in OPTIONS:
+        help_text = f"{o.help} (env {env_name(o.name)}; default {o.default!r})"
+        if o.parse.__name__ == "_bool":
+            p.add_argument(_flag(o.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=help_text)
+        else:
+            p.add_argument(_flag(o.name), default=argparse.SUPPRESS, help=help_text, metavar=o.name.upper())
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=None, help="Redis URL (env CORRAL_REDIS_URL; default: the running `corral up`)")
+    p.add_argument("--namespace", default=None, help="key namespace (env CORRAL_NAMESPACE; default resque)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="corral", description="Corral: resque-compatible background jobs on many nodes")
+    sub = p.add_subparsers(dest="command", required=True)
+    node = sub.add_parser("node", help="run one node: workers, HTTP endpoints, leader candidacy")
+    add_node_options(node)
+    up = sub.add_parser("up", help="local demo cluster: embedded Redis and N nodes")
+    up.add_argument("--nodes", type=int, default=int(os.environ.get("CORRAL_NODES", "3")))
+    up.add_argument("--http-port", type=int, default=int(os.environ.get("CORRAL_HTTP_PORT", "8080")))
+    up.add_argument("--tasks-dir", default=os.environ.get("CORRAL_TASKS_DIR", "tasks"))
+    up.add_argument("--data-dir", default=os.environ.get("CORRAL_DATA_DIR", ".data"))
+    up.add_argument("--queues", default=os.environ.get("CORRAL_QUEUES", "*,*"))
+    up.add_argument("--for", dest="duration", type=float, default=None,
+                    help="stop by itself after this many seconds (default: until Ctrl-C)")
+    enq = sub.add_parser("enqueue", help="enqueue a job")
+    enq.add_argument("task")
+    enq.add_argument("--params", default=None, help="JSON object")
+    enq.add_argument("--queue", default=None)
+    when = enq.add_mutually_exclusive_group()
+    when.add_argument("--at", type=float, default=None, help="epoch seconds")
+    when.add_argument("--in", dest="delay", type=float, default=None, help="seconds from now")
+    _connection_args(enq)
+    st = sub.add_parser("status", help="the cluster at a glance")
+    st.add_argument("--json", action="store_true")
+    _connection_args(st)
+    failed = sub.add_parser("failed", help="the failed list")
+    fsub = failed.add_subparsers(dest="action", required=True)
+    fl = fsub.add_parser("list")
+    fl.add_argument("--json", action="store_true")
+    fl.add_argument("--limit", type=int, default=100)
+    _connection_args(fl)
+    for action in ("retry", "remove"):
+        fa = fsub.add_parser(action)
+        fa.add_argument("index", nargs="?", type=int, help="entry index as shown by `failed list`")
+        fa.add_argument("--all", action="store_true")
+        _connection_args(fa)
+    gen = sub.add_parser("generate", help="write a skeleton")
+    gsub = gen.add_subparsers(dest="what", required=True)
+    gt = gsub.add_parser("task")
+    gt.add_argument("name")
+    gt.add_argument("--tasks-dir", default=os.environ.get("CORRAL_TASKS_DIR", "tasks"))
+    return p
+
+
+def _resolve_url(args: argparse.Namespace) -> tuple[str, str]:
+    url = args.redis_url or os.environ.get("CORRAL_REDIS_URL")
+    ns = args.namespace or os.environ.get("CORRAL_NAMESPACE") or "resque"
+    if not url and UP_STATE.exists():
+        url = json.loads(UP_STATE.read_text()).get("redis_url")
+    if not url:
+        raise Fail("no Redis to talk to: pass --redis-url (or CORRAL_REDIS_URL), or start `corral up` here")
+    return url, ns
+
+
+async def _with_client(args: argparse.Namespace, fn: Any) -> Any:
+    url, ns = _resolve_url(args)
+    try:
+        client = await Client.connect(url, ns)
+    except (OSError, Exception) as e:
+        if isinstance(e, CorralError):
+            raise
+        raise Fail(f"cannot reach Redis at {url}: {type(e).__name__}: {e}") from None
+    try:
+        return await fn(client)
+    finally:
+        await client.close()
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    params = None
+    if args.params is not None:
+        try:
+            params = json.loads(args.params)
+        except ValueError as e:
+            raise Fail(f"--params is not valid JSON: {e}") from None
+        if not isinstance(params, dict):
+            raise Fail(f"--params must be a JSON object, got {type(params).__name__}")
+
+    async def go(client: Client) -> str:
+        if args.at is not None:
+            ts = await client.enqueue_at(args.at, args.task, params, queue=args.queue)
+            return f"scheduled {args.task} at {ts} ({js_date(ts)})"
+        if args.delay is not None:
+            ts = await client.enqueue_in(args.delay, args.task, params, queue=args.queue)
+            return f"scheduled {args.task} at {ts} ({js_date(ts)})"
+        ok = await client.enqueue(args.task, params, queue=args.queue)
+        return f"enqueued {args.task} on {args.queue or 'default'}" if ok else f"{args.task}: refused by a plugin lock"
+
+    print(asyncio.run(_with_client(args, go)))
+    return 0
+
+
+async def gather_status(client: Client) -> dict[str, Any]:
+    members = await client.members()
+    nodes = {}
+    for m, age in sorted(members.items()):
+        info = await client.node_info(m) or {}
+        nodes[m] = {"heartbeat_age_seconds": round(age, 3), "http_port": info.get("http_port"),
+                    "host": info.get("host"), "queues": info.get("queues")}
+    details = await client.details()
+    return {
+        "leader": await client.leader_info(),
+        "nodes": nodes,
+        "queues": {q: v["length"] for q, v in details["queues"].items()},
+        "delayed": await client.delayed_count(),
+        "failed": await client.failed_count(),
+        "stats": details["stats"],
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = asyncio.run(_with_client(args, gather_status))
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+        return 0
+    leader = st["leader"]
+    if leader:
+        print(f"leader   {leader['node']}  epoch {leader['epoch']}  since {js_date(leader['since'])}"
+              if leader["since"] else f"leader   {leader['node']} (not a Corral node)")
+    else:
+        print("leader   none")
+    print(f"nodes    {len(st['nodes'])}")
+    for n, v in st["nodes"].items():
+        print(f"  {n:32s} heartbeat {v['heartbeat_age_seconds']:6.2f}s ago  http :{v['http_port']}  queues {v['queues']}")
+    print("queues   " + (", ".join(f"{q}={n}" for q, n in st["queues"].items()) or "none"))
+    print(f"delayed  {st['delayed']}")
+    print(f"failed   {st['failed']}")
+    print(f"stats    processed={st['stats'].get('processed', 0)} failed={st['stats'].get('failed', 0)}")
+    return 0
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    async def go(client: Client) -> int:
+        if args.action == "list":
+            entries = await client.failed(0, args.limit - 1)
+            if args.json:
+                print(json.dumps(entries, indent=2))
+                return 0
+            for i, e in enumerate(entries):
+                p = e["payload"] if isinstance(e["payload"], dict) else {}
+                print(f"[{i}] {p.get('class', '?')} queue={e['queue']} {e['exception']}: {e['error']}")
+            print(f"{await client.failed_count()} failed")
+            return 0
+        entries = await client.failed(0, -1)
+        if args.all:
+            chosen = entries
+        elif args.index is not None:
+            if not 0 <= args.index < len(entries):
+                raise Fail(f"no failed entry at index {args.index} (there are {len(entries)})")
+            chosen = [entries[args.index]]
+        else:
+            raise Fail(f"failed {args.action}: give an INDEX or --all")
+        n = 0
+        for e in chosen:
+            if args.action == "retry":
+                try:
+                    n += int(await client.retry_and_remove_failed(e))
+                except CorralError as err:
+                    print(f"skipped one entry: {err}", file=sys.stderr)
+            else:
+                n += await client.remove_failed(e)
+        print(f"{'retried' if args.action == 'retry' else 'removed'} {n}")
+        return 0
+
+    return int(asyncio.run(_with_client(args, go)))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .loader import generate_task
+
+    path = generate_task(args.tasks_dir, args.name)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    flags = {k: v for k, v in vars(args).items() if k in BY_NAME}
+    cfg = NodeConfig.from_sources(flags, os.environ, getattr(args, "config", None))
+    from . import logs
+    from .embedded import EmbeddedRedis
+    from .loader import load_dir
+    from .runtime import Node
+
+    registry = load_dir(cfg.tasks_dir)
+    node_id = cfg.make_node_id()
+    logs.setup(node_id, cfg.log_format, cfg.log_level)
+    import logging
+
+    for name in environ_options():
+        logging.getLogger("corral.config").warning("ignoring unknown environment variable %s", name)
+    embedded = None
+    url = cfg.redis_url
+    if url is None and not cfg.redis_sentinels:
+        embedded = EmbeddedRedis(Path(cfg.data_dir) / "redis").start()
+        url = embedded.url
+        logging.getLogger("corral.node").info("started embedded Redis", extra={"url": url})
+    try:
+        node = Node(cfg, registry, redis_url=url, node_id=node_id)
+        import uvloop
+
+        return int(uvloop.run(node.run()))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _get_json(url: str, timeout: float = 0.5) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .embedded import EmbeddedRedis
+
+    if args.nodes < 1:
+        raise Fail(f"--nodes must be at least 1, got {args.nodes}")
+    if not Path(args.tasks_dir).is_dir():
+        raise Fail(f"tasks dir {args.tasks_dir!r} not found (run from the repository root, or pass --tasks-dir)")
+    data = Path(args.data_dir)
+    (data / "logs").mkdir(parents=True, exist_ok=True)
+    redis = EmbeddedRedis(data / "redis").start()
+    procs: list[subprocess.Popen[bytes]] = []
+    ports = [args.http_port + i for i in range(args.nodes)]
+    stop = {"now": False}
+
+    def on_signal(_sig: int, _frm: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for i, port in enumerate(ports):
+            log = open(data / "logs" / f"node{i + 1}.log", "ab")
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "node", "node", "--redis-url", redis.url, "--http-port", str(port),
+                 "--node-id", f"node{i + 1}", "--tasks-dir", args.tasks_dir, "--queues", args.queues,
+                 "--shutdown-timeout", "10"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            log.close()
+        UP_STATE.parent.mkdir(parents=True, exist_ok=True)
+        UP_STATE.write_text(json.dumps({"redis_url": redis.url, "ports": ports}))
+        deadline = time.monotonic() + 30
+        leader = None
+        while time.monotonic() < deadline and not stop["now"]:
+            for i, p in enumerate(procs):
+                if p.poll() is not None:
+                    raise Fail(f"node{i + 1} exited with status {p.returncode}; see {data / 'logs' / f'node{i + 1}.log'}")
+            try:
+                views = [_get_json(f"http://127.0.0.1:{port}/leader") for port in ports]
+                ready = all(_get_json(f"http://127.0.0.1:{port}/readyz").get("ready") for port in ports)
+            except OSError:
+                time.sleep(0.1)
+                continue
+            leaders = [v for v in views if v["is_leader"]]
+            if ready and len(leaders) == 1:
+                leader = leaders[0]
+                break
+            time.sleep(0.1)
+        if leader is None:
+            if stop["now"]:
+                return 0
+            raise Fail(f"the cluster did not become ready with one leader in 30 s; see {data / 'logs'}")
+        print(f"Corral is up: {args.nodes} nodes on an embedded Redis at {redis.url}")
+        print(f"leader: {leader['node']} (epoch {leader['epoch']})")
+        for i, port in enumerate(ports):
+            view = _get_json(f"http://127.0.0.1:{port}/leader")
+            mark = "  <- leader" if view["is_leader"] else ""
+            print(f"  node{i + 1}  {view['node']:24s} http://127.0.0.1:{port}/status  /metrics  /leader{mark}")
+        print(f"logs: {data / 'logs'}/node*.log    try: corral enqueue sendWelcomeEmail --params "
+              "'{\"to\": \"evan@example.com\"}'    corral status")
+        print("Ctrl-C stops the cluster.", flush=True)
+        started = time.monotonic()
+        while not stop["now"]:
+            if args.duration is not None and time.monotonic() - started >= args.duration:
+                break
+            for i, p in enumerate(procs):
+                if p.poll() is not None:
+                    print(f"node{i + 1} exited with status {p.returncode}", file=sys.stderr)
+                    stop["now"] = True
+            time.sleep(0.2)
+        return 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        redis.stop()
+        UP_STATE.unlink(missing_ok=True)
+        print("stopped", flush=True)
+
+
+COMMANDS = {"node": cmd_node, "up": cmd_up, "enqueue": cmd_enqueue, "status": cmd_status, "failed": cmd_failed,
+            "generate": cmd_generate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (Fail, ConfigError, CorralError) as e:
+        print(f"corral: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Node configuration: one frozen, validated object read from flags, `CORRAL_*` env vars, a TOML
+file and defaults, in that order of precedence (flag > env > file > default).
+
+    cfg = NodeConfig.from_sources(parsed_flags, os.environ)
+
+The TOML file (`--config corral.toml`) mirrors actionhero's `config.tasks`: flat keys named like
+the flags (`queues = ["default", "default"]`, `scheduler = true`, `timeout = 0.5` = poll
+interval in seconds) and a `[redis]` table (`url`, `password`, `sentinels`, `sentinel_master`,
+`tls_ca_file`, ...). Unknown keys and bad values fail with a message naming them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from cluster.connection import RedisSettings
+from cluster.election.base import ElectionConfig
+from cluster.errors import ConfigError
+
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in TRUE | FALSE:
+        return v.strip().lower() in TRUE
+    raise ValueError(f"expected true/false, got {v!r}")
+
+
+def _list(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        items = [x.strip() for x in v.split(",")]
+    elif isinstance(v, list | tuple):
+        items = [str(x).strip() for x in v]
+    else:
+        raise ValueError(f"expected a comma-separated list, got {v!r}")
+    if any(not x for x in items):
+        raise ValueError(f"empty item in list {v!r}")
+    return tuple(items)
+
+
+def _opt_str(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {v!r}")
+    return v
+
+
+def _num(kind: type, minimum: float, allow_equal: bool = False) -> Callable[[Any], Any]:
+    def parse(v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError(f"expected a number, got {v!r}")
+        try:
+            n = kind(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {v!r}") from None
+        if n < minimum or (n == minimum and not allow_equal):
+            raise ValueError(f"must be {'>=' if allow_equal else '>'} {minimum}, got {v!r}")
+        return n
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}; got {v!r}")
+        return str(v)
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    secret: bool = False
+    metavar: str | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("redis_url", _opt_str, None, "Redis URL (redis://, rediss://, unix://); none = start an embedded server",
+           secret=True),
+    Option("redis_password", _opt_str, None, "Redis password (prefer this env var to a password in the URL)",
+           secret=True),
+    Option("redis_username", _opt_str, None, "Redis ACL user name"),
+    Option("redis_sentinels", _list, (), "Sentinel addresses host:port,host:port (Redis via Sentinel)"),
+    Option("redis_sentinel_master", _opt_str, None, "Sentinel master name"),
+    Option("redis_tls_ca_file", _opt_str, None, "CA bundle to verify the Redis server (rediss://)"),
+    Option("redis_tls_cert_file", _opt_str, None, "client certificate for Redis TLS"),
+    Option("redis_tls_key_file", _opt_str, None, "client key for Redis TLS"),
+    Option("namespace", _opt_str, "resque", "key namespace (node-resque's default)"),
+    Option("tasks_dir", _opt_str, "tasks", "directory of task definition files"),
+    Option("queues", _list, ("*",), "queues, one worker per entry (default,default = 2 workers; * = any)"),
+    Option("concurrency", _num(int, 1, True), 1, "async slots per worker entry"),
+    Option("scheduler", _bool, True, "may this node lead (scheduler, periodic, recovery)"),
+    Option("election", _choice("redis", "zookeeper"), "redis", "election backend"),
+    Option("zookeeper_hosts", _opt_str, None, "ZooKeeper hosts host:port,... (with --election zookeeper)"),
+    Option("zookeeper_session_timeout", _num(float, 1, True), 10.0, "ZooKeeper session timeout, seconds"),
+    Option("http_host", _opt_str, "127.0.0.1", "HTTP bind address"),
+    Option("http_port", _num(int, 0, True), 8080, "HTTP port (0 = any free port)"),
+    Option("node_id", _opt_str, None, "node name; a per-start suffix is appended (default: hostname)"),
+    Option("log_format", _choice("text", "json"), "text", "log format"),
+    Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
+    Option("shutdown_timeout", _num(float, 0, True), 30.0, "SIGTERM drain grace for running jobs, seconds"),
+    Option("poll_interval", _num(float, 0.001, True), 0.5,
+           "idle re-check for jobs queued by producers that do not publish wake-ups (node-resque, Ruby), seconds"),
+    Option("lease", _num(float, 0.1), 5.0, "leader lease, seconds"),
+    Option("renew_period", _num(float, 0.01), 1.0, "leader renew period, seconds"),
+    Option("renew_timeout", _num(float, 0.01), 0.5, "timeout of one renew, seconds"),
+    Option("lease_margin", _num(float, 0.01), 1.5, "leader stops this long before its lease could expire, seconds"),
+    Option("heartbeat_interval", _num(float, 0.05), 2.0, "membership heartbeat period, seconds"),
+    Option("dead_after", _num(float, 0.1), 8.0, "a node whose heartbeat is older than this is dead, seconds"),
+    Option("max_recoveries", _num(int, 0, True), 3, "recoveries before a job is failed as a poison pill"),
+    Option("threads", _num(int, 1, True), 16, "thread pool size for sync tasks"),
+    Option("processes", _num(int, 0, True), 0, "process pool size for cpu_bound tasks (0 = number of CPUs)"),
+    Option("metrics_refresh", _num(float, 0.1, True), 5.0, "refresh period of cluster-wide gauges, seconds"),
+    Option("audit", _bool, False, "append every fenced leader write to the corral:audit stream (fault tests)"),
+    Option("data_dir", _opt_str, ".data", "data directory of the embedded Redis"),
+    Option("failed_max", _num(int, 0, True), 0, "trim the failed list to this many newest entries (0 = keep all)"),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+
+# actionhero config.tasks names accepted in the TOML file
+ALIASES = {"timeout": "poll_interval", "minTaskProcessors": "concurrency", "maxTaskProcessors": "concurrency"}
+REDIS_TABLE = {"url": "redis_url", "password": "redis_password", "username": "redis_username",
+               "sentinels": "redis_sentinels", "sentinel_master": "redis_sentinel_master",
+               "tls_ca_file": "redis_tls_ca_file", "tls_cert_file": "redis_tls_cert_file",
+               "tls_key_file": "redis_tls_key_file", "namespace": "namespace"}
+
+
+def env_name(option: str) -> str:
+    return "CORRAL_" + option.upper()
+
+
+def default_node_id() -> str:
+    return socket.gethostname().split(".")[0] or "node"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    redis_url: str | None = None
+    redis_password: str | None = None
+    redis_username: str | None = None
+    redis_sentinels: tuple[str, ...] = ()
+    redis_sentinel_master: str | None = None
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
+    namespace: str = "resque"
+    tasks_dir: str = "tasks"
+    queues: tuple[str, ...] = ("*",)
+    concurrency: int = 1
+    scheduler: bool = True
+    election: str = "redis"
+    zookeeper_hosts: str | None = None
+    zookeeper_session_timeout: float = 10.0
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    node_id: str | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    shutdown_timeout: float = 30.0
+    poll_interval: float = 0.5
+    lease: float = 5.0
+    renew_period: float = 1.0
+    renew_timeout: float = 0.5
+    lease_margin: float = 1.5
+    heartbeat_interval: float = 2.0
+    dead_after: float = 8.0
+    max_recoveries: int = 3
+    threads: int = 16
+    processes: int = 0
+    metrics_refresh: float = 5.0
+    audit: bool = False
+    data_dir: str = ".data"
+    failed_max: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for q in self.queues:
+            if q != "*" and any(c in q for c in ":*, \t"):
+                raise ConfigError(f"queues: bad queue name {q!r} (no ':', ',', '*' or spaces; '*' alone = any)")
+        if self.election == "zookeeper" and not self.zookeeper_hosts:
+            raise ConfigError("election = zookeeper needs zookeeper_hosts (--zookeeper-hosts / CORRAL_ZOOKEEPER_HOSTS)")
+        if self.node_id is not None and not all(c.isalnum() or c in "._-" for c in self.node_id):
+            raise ConfigError(f"node_id {self.node_id!r} may contain only letters, digits, '.', '_' and '-'")
+        self.election_config()  # raises ConfigError on a bad lease relation
+        if self.dead_after <= self.heartbeat_interval * 2:
+            raise ConfigError(f"dead_after ({self.dead_after}) must exceed twice heartbeat_interval "
+                              f"({self.heartbeat_interval}), or live nodes would be declared dead")
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            raise ConfigError("redis_sentinels and redis_sentinel_master must be set together")
+        if self.redis_url and "@" in self.redis_url and self.redis_password:
+            raise ConfigError("give the Redis password either in redis_url or in redis_password, not both")
+        if self.http_host not in ("127.0.0.1", "localhost", "::1") and self.redis_url is None \
+                and not self.redis_sentinels:
+            raise ConfigError(f"http_host {self.http_host!r} exposes the node beyond this machine while it runs an "
+                              "embedded Redis meant for local use; set redis_url or bind to 127.0.0.1")
+
+    def election_config(self) -> ElectionConfig:
+        return ElectionConfig(lease=self.lease, renew_period=self.renew_period, renew_timeout=self.renew_timeout,
+                              margin=self.lease_margin, retry_period=min(0.5, self.lease / 4))
+
+    def redis_settings(self, url: str | None = None) -> RedisSettings:
+        return RedisSettings(
+            url=url or self.redis_url or "redis://127.0.0.1:6379/0",
+            password=self.redis_password, username=self.redis_username,
+            sentinels=self.redis_sentinels, sentinel_master=self.redis_sentinel_master,
+            tls_ca_file=self.redis_tls_ca_file, tls_cert_file=self.redis_tls_cert_file,
+            tls_key_file=self.redis_tls_key_file,
+        )
+
+    def make_node_id(self) -> str:
+        """Unique per process start: the configured name plus a random suffix."""
+        return f"{self.node_id or default_node_id()}-{secrets.token_hex(3)}"
+
+    def redacted(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if BY_NAME[f.name].secret and v:
+                v = self.redis_settings().redacted_url() if f.name == "redis_url" else "***"
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_sources(cls, flags: Mapping[str, Any], environ: Mapping[str, str],
+                     config_file: str | None = None) -> NodeConfig:
+        """flags: only the options given on the command line (name -> raw value)."""
+        values: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        path = config_file or environ.get("CORRAL_CONFIG")
+        if path:
+            for k, v in load_toml(path).items():
+                values[k], origin[k] = v, f"{path}: {k}"
+        for o in OPTIONS:
+            env = environ.get(env_name(o.name))
+            if env is not None:
+                values[o.name], origin[o.name] = env, f"env {env_name(o.name)}"
+        for k, v in flags.items():
+            if k not in BY_NAME:
+                raise ConfigError(f"unknown option {k!r}")
+            values[k], origin[k] = v, "--" + k.replace("_", "-")
+        parsed: dict[str, Any] = {}
+        for k, v in values.items():
+            try:
+                parsed[k] = BY_NAME[k].parse(v)
+            except ValueError as e:
+                raise ConfigError(f"{origin[k]}: {e}") from None
+        return cls(**parsed)
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "redis":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [redis] must be a table")
+            for rk, rv in value.items():
+                if rk not in REDIS_TABLE:
+                    raise ConfigError(f"{path}: unknown key redis.{rk} (known: {', '.join(sorted(REDIS_TABLE))})")
+                out[REDIS_TABLE[rk]] = rv
+            continue
+        name = ALIASES.get(key, key.replace("-", "_"))
+        if name not in BY_NAME:
+            raise ConfigError(f"{path}: unknown key {key!r}")
+        out[name] = value
+    return out
+
+
+def environ_options(environ: Mapping[str, str] | None = None) -> list[str]:
+    """CORRAL_* variables that name no option (typos), to warn about."""
+    environ = os.environ if environ is None else environ
+    known = {env_name(o.name) for o in OPTIONS} | {"CORRAL_CONFIG"}
+    return sorted(k for k in environ if k.startswith("CORRAL_") and k not in known)

@@ -1,0 +1,145 @@
+"""Prometheus metrics of one node (a `CollectorRegistry` per node, created in the runtime).
+
+Per node: job counters and histograms, workers, leadership, Redis errors, recovered jobs.
+Cluster-wide (every node exports the same values, read from Redis on a cached interval; take
+`max` across nodes, never `sum`): queue lengths, oldest job age, delayed and failed counts,
+cluster members.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cluster.observe import Observer
+
+# 1 ms to 10 min: no-op jobs through report generation
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+METRIC_NAMES: frozenset[str] = frozenset({
+    "corral_jobs_processed_total", "corral_jobs_failed_total", "corral_jobs_retried_total",
+    "corral_job_duration_seconds", "corral_job_wait_seconds",
+    "corral_queue_length", "corral_oldest_job_age_seconds", "corral_delayed_jobs", "corral_failed_jobs",
+    "corral_cluster_members",
+    "corral_is_leader", "corral_leader_epoch", "corral_leader_transitions_total", "corral_scheduler_lag_seconds",
+    "corral_scheduler_lateness_seconds", "corral_delayed_promoted_total", "corral_periodic_enqueued_total",
+    "corral_periodic_lateness_seconds",
+    "corral_workers", "corral_jobs_recovered_total", "corral_jobs_poisoned_total", "corral_redis_errors_total",
+    "corral_stale_leader_writes_total", "corral_node_info", "corral_node_heartbeat_age_seconds",
+    "corral_cluster_gauges_age_seconds",
+})
+
+
+class ClusterGauges(Collector):
+    """Cluster-wide values, refreshed by the node's refresher task; a scrape reads memory only."""
+
+    def __init__(self) -> None:
+        self.queue_lengths: dict[str, int] = {}
+        self.oldest_age: dict[str, float] = {}
+        self.delayed = 0
+        self.failed = 0
+        self.members = 0
+        self.refreshed_mono: float | None = None
+        self.now_mono: float = 0.0
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        g = GaugeMetricFamily("corral_queue_length", "Jobs waiting in each queue (cluster-wide)", labels=["queue"])
+        for q, n in sorted(self.queue_lengths.items()):
+            g.add_metric([q], n)
+        yield g
+        g = GaugeMetricFamily("corral_oldest_job_age_seconds",
+                              "Age of the oldest job waiting in each queue, from Corral enqueues (cluster-wide)",
+                              labels=["queue"])
+        for q, n in sorted(self.oldest_age.items()):
+            g.add_metric([q], n)
+        yield g
+        yield GaugeMetricFamily("corral_delayed_jobs", "Delayed jobs not yet due (cluster-wide)", value=self.delayed)
+        yield GaugeMetricFamily("corral_failed_jobs", "Entries in the failed list (cluster-wide)", value=self.failed)
+        yield GaugeMetricFamily("corral_cluster_members", "Live nodes seen in Redis (cluster-wide)", value=self.members)
+
+
+class NodeMetrics(Observer):
+    def __init__(self, registry: CollectorRegistry, *, node_id: str, version: str, backend: str) -> None:
+        self.registry = registry
+        r = registry
+        self.processed = Counter("corral_jobs_processed", "Jobs run successfully by this node", ["queue", "task"],
+                                 registry=r)
+        self.failed = Counter("corral_jobs_failed", "Jobs that failed on this node", ["queue", "task"], registry=r)
+        self.retried = Counter("corral_jobs_retried", "Jobs re-scheduled by Retry on this node", ["queue", "task"],
+                               registry=r)
+        self.duration = Histogram("corral_job_duration_seconds", "Job run time", ["queue", "task"],
+                                  buckets=DURATION_BUCKETS, registry=r)
+        self.wait = Histogram("corral_job_wait_seconds", "Enqueue (or due) time to start", ["queue"],
+                              buckets=DURATION_BUCKETS, registry=r)
+        self.is_leader = Gauge("corral_is_leader", "1 on the leader, 0 elsewhere", registry=r)
+        self.epoch = Gauge("corral_leader_epoch", "Epoch of the current term as seen by this node", registry=r)
+        self.transitions = Counter("corral_leader_transitions", "Leadership changes of this node", registry=r)
+        self.lag = Gauge("corral_scheduler_lag_seconds", "How late the oldest due delayed job is (leader)", registry=r)
+        self.lateness = Histogram("corral_scheduler_lateness_seconds", "Promotion time minus due second",
+                                  buckets=LATENESS_BUCKETS, registry=r)
+        self.promoted_total = Counter("corral_delayed_promoted", "Delayed jobs promoted by this node", registry=r)
+        self.periodic_total = Counter("corral_periodic_enqueued", "Periodic occurrences enqueued by this node",
+                                      ["task"], registry=r)
+        self.periodic_lateness = Histogram("corral_periodic_lateness_seconds", "Enqueue time minus slot time",
+                                           buckets=LATENESS_BUCKETS, registry=r)
+        self.workers = Gauge("corral_workers", "Worker slots of this node by state", ["state"], registry=r)
+        self.recovered = Counter("corral_jobs_recovered", "Jobs re-queued from dead nodes by this node", registry=r)
+        self.poisoned = Counter("corral_jobs_poisoned", "Jobs failed as poison pills by this node", registry=r)
+        self.redis_errors = Counter("corral_redis_errors", "Redis errors seen by this node", ["where"], registry=r)
+        self.stale = Counter("corral_stale_leader_writes", "Leader writes refused by fencing (stale term)", ["op"],
+                             registry=r)
+        self.info = Gauge("corral_node_info", "Node identity", ["node", "version", "backend"], registry=r)
+        self.info.labels(node_id, version, backend).set(1)
+        self.heartbeat_age = Gauge("corral_node_heartbeat_age_seconds", "Seconds since this node's last heartbeat",
+                                   registry=r)
+        self.gauges_age = Gauge("corral_cluster_gauges_age_seconds", "Age of the cluster-wide gauges", registry=r)
+        self.cluster = ClusterGauges()
+        r.register(self.cluster)
+        for where in ("worker", "election", "heartbeat", "leader", "metrics"):
+            self.redis_errors.labels(where)
+        self.workers.labels("busy").set(0)
+        self.workers.labels("idle").set(0)
+
+    def job_started(self, queue: str, task: str, wait_seconds: float | None) -> None:
+        if wait_seconds is not None:
+            self.wait.labels(queue).observe(max(0.0, wait_seconds))
+
+    def job_finished(self, queue: str, task: str, seconds: float, ok: bool) -> None:
+        (self.processed if ok else self.failed).labels(queue, task).inc()
+        self.duration.labels(queue, task).observe(seconds)
+
+    def job_retried(self, queue: str, task: str) -> None:
+        self.retried.labels(queue, task).inc()
+
+    def worker_state(self, busy: int, idle: int) -> None:
+        self.workers.labels("busy").set(busy)
+        self.workers.labels("idle").set(idle)
+
+    def leader_changed(self, is_leader: bool, epoch: int) -> None:
+        self.is_leader.set(1 if is_leader else 0)
+        self.epoch.set(epoch)
+        self.transitions.inc()
+
+    def stale_write_rejected(self, op: str) -> None:
+        self.stale.labels(op).inc()
+
+    def scheduler_lag(self, seconds: float) -> None:
+        self.lag.set(seconds)
+
+    def promoted(self, count: int, lateness: list[float]) -> None:
+        self.promoted_total.inc(count)
+        for x in lateness:
+            self.lateness.observe(max(0.0, x))
+
+    def periodic_enqueued(self, task: str, lateness: float) -> None:
+        self.periodic_total.labels(task).inc()
+        self.periodic_lateness.observe(max(0.0, lateness))
+
+    def jobs_recovered(self, count: int, poisoned: int) -> None:
+        self.recovered.inc(count)
+        self.poisoned.inc(poisoned)
+
+    def redis_error(self, where: str) -> None:
+        self.redis_errors.labels(where).inc()

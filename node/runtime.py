@@ -1,0 +1,313 @@
+"""One node process: wires the cluster library to workers, HTTP, metrics and signals.
+
+Shutdown order on SIGTERM/SIGINT (FAULTS.md): release leadership first (compare-and-delete +
+publish, so a successor takes over in milliseconds), stop fetching, let running jobs finish
+within `shutdown_timeout`, push back what could not finish (one atomic script per job),
+deregister, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from importlib import metadata
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+from redis.exceptions import RedisError
+
+from cluster.client import Client
+from cluster.clock import SYSTEM_CLOCK, Clock
+from cluster.connection import make_redis
+from cluster.election.base import Term
+from cluster.election.redis import RedisElector
+from cluster.errors import RedisUnavailable
+from cluster.keys import Keys
+from cluster.leader import LeaderDuties
+from cluster.membership import Membership
+from cluster.notify import Notifier
+from cluster.periodic import PeriodicEnqueuer
+from cluster.recovery import Recovery
+from cluster.scheduler import Scheduler
+from cluster.task import Registry
+
+from .config import NodeConfig
+from .executor import Executor
+from .http import HttpServer, Response, json_response
+from .metrics import NodeMetrics
+from .worker import WorkerPool
+
+log = logging.getLogger("corral.node")
+
+
+def version() -> str:
+    try:
+        return metadata.version("corral")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+class Node:
+    def __init__(self, cfg: NodeConfig, registry: Registry, *, redis_url: str | None = None,
+                 node_id: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.clock = clock
+        self.node_id = node_id or cfg.make_node_id()
+        self.settings = cfg.redis_settings(redis_url)
+        self.keys = Keys(cfg.namespace)
+        self.stop_event = asyncio.Event()
+        self.started_mono = clock.monotonic()
+        self.started_wall = clock.time()
+        self.stopping = False
+        self.http_port: int | None = None
+        self.loop_lag = 0.0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        cfg = self.cfg
+        slots = len(cfg.queues) * cfg.concurrency
+        self.redis = make_redis(self.settings, max_connections=slots + 64)
+        self.election_redis = make_redis(self.settings, socket_timeout=cfg.renew_timeout, max_connections=8)
+        deadline = self.clock.monotonic() + 10.0
+        while True:
+            try:
+                await self.redis.ping()
+                return
+            except (RedisError, OSError) as e:
+                if self.clock.monotonic() > deadline:
+                    raise RedisUnavailable(self.settings.redacted_url(), str(e) or type(e).__name__) from None
+                await asyncio.sleep(0.25)
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        backend = cfg.election
+        self.metrics_registry = CollectorRegistry()
+        ProcessCollector(registry=self.metrics_registry)
+        self.metrics = NodeMetrics(self.metrics_registry, node_id=self.node_id, version=version(), backend=backend)
+        self.client = Client(self.redis, cfg.namespace, registry=self.registry, clock=self.clock)
+        self.executor = Executor(threads=cfg.threads, processes=cfg.processes, tasks_dir=cfg.tasks_dir)
+        self.pool = WorkerPool(redis=self.redis, keys=self.keys, registry=self.registry, executor=self.executor,
+                               client=self.client, node_id=self.node_id, queue_specs=cfg.queues,
+                               concurrency=cfg.concurrency, clock=self.clock, observer=self.metrics,
+                               poll_interval=cfg.poll_interval, failed_max=cfg.failed_max)
+        info = {"node": self.node_id, "host": socket.gethostname(), "pid": os.getpid(), "version": version(),
+                "queues": list(cfg.queues), "concurrency": cfg.concurrency, "scheduler": cfg.scheduler,
+                "started": self.started_wall, "http_port": None}
+        self.info = info
+        self.membership = Membership(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
+                                     node_id=self.node_id, info=info, workers=self.pool.workers,
+                                     interval=cfg.heartbeat_interval)
+        self.scheduler = Scheduler(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
+                                   registry=self.registry, client=self.client, reread=min(1.0, cfg.poll_interval * 2),
+                                   audit=cfg.audit)
+        self.periodic = PeriodicEnqueuer(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
+                                         registry=self.registry, audit=cfg.audit)
+        self.recovery = Recovery(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
+                                 registry=self.registry, dead_after=cfg.dead_after, max_recoveries=cfg.max_recoveries,
+                                 audit=cfg.audit)
+        self.elector: Any = None
+        if cfg.scheduler:
+            if cfg.election == "zookeeper":
+                from cluster.election.zookeeper import ZooKeeperElector
+
+                self.elector = ZooKeeperElector(
+                    node_id=self.node_id, keys=self.keys, redis=self.election_redis, hosts=cfg.zookeeper_hosts or "",
+                    config=cfg.election_config(), clock=self.clock, observer=self.metrics,
+                    session_timeout=cfg.zookeeper_session_timeout, namespace=cfg.namespace)
+            else:
+                self.elector = RedisElector(node_id=self.node_id, keys=self.keys, redis=self.redis,
+                                            election_redis=self.election_redis, config=cfg.election_config(),
+                                            clock=self.clock, observer=self.metrics)
+        self.notifier = Notifier(self.redis, {self.keys.wake_channel: self.pool.on_wake,
+                                              self.keys.delayed_channel: self.scheduler.notify})
+        self.http = HttpServer({"/metrics": self.h_metrics, "/healthz": self.h_healthz, "/readyz": self.h_readyz,
+                                "/leader": self.h_leader, "/status": self.h_status}, cfg.http_host, cfg.http_port)
+
+    async def lead(self, term: Term) -> None:
+        await LeaderDuties([self.scheduler, self.periodic, self.recovery]).run(term)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self, ready: asyncio.Event | None = None) -> int:
+        await self._connect()
+        self._build()
+        self.http_port = await self.http.start()
+        self.info["http_port"] = self.http_port
+        await self.membership.register()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        background: list[asyncio.Task[Any]] = []
+        log.info("node: started", extra={"event": "node_started", "http": f"{self.cfg.http_host}:{self.http_port}",
+                                          "queues": ",".join(self.cfg.queues), "workers": len(self.pool.slots),
+                                          "tasks": ",".join(self.registry.names()),
+                                          "redis": self.settings.redacted_url()})
+        exit_code = 0
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self.pool.start(tg)
+                background.append(tg.create_task(self.membership.run(), name="membership"))
+                background.append(tg.create_task(self.notifier.run(), name="notifier"))
+                background.append(tg.create_task(self._refresh_gauges(), name="gauges"))
+                background.append(tg.create_task(self._watch_loop(), name="loop-lag"))
+                if self.elector is not None:
+                    background.append(tg.create_task(self.elector.run(self.lead), name="election"))
+                if ready is not None:
+                    ready.set()
+                await self.stop_event.wait()
+                await self._shutdown()
+                for t in background:
+                    t.cancel()
+        finally:
+            await self.http.close()
+            self.executor.shutdown()
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+            with contextlib.suppress(Exception):
+                await self.election_redis.aclose()
+        return exit_code
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        t0 = self.clock.monotonic()
+        log.info("node: stopping", extra={"event": "node_stopping"})
+        if self.elector is not None:
+            await self.elector.release()
+        pushed = await self.pool.stop(self.cfg.shutdown_timeout)
+        try:
+            left = await self.membership.deregister()
+        except (RedisError, OSError) as e:
+            left = -1
+            log.warning("node: deregister failed: %r", e)
+        log.info("node: stopped", extra={"event": "node_stopped", "pushed_back": pushed, "inflight_left": left,
+                                          "seconds": round(self.clock.monotonic() - t0, 3)})
+
+    # ---- background ----------------------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        """Loop lag: how late a 0.25 s sleep wakes. /healthz reports it."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.25)
+            self.loop_lag = max(0.0, time.monotonic() - t - 0.25)
+
+    async def _refresh_gauges(self) -> None:
+        c = self.metrics.cluster
+        while True:
+            try:
+                queues = sorted(await self.redis.smembers(self.keys.queues))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for q in queues:
+                        pipe.llen(self.keys.queue(q))
+                    pipe.zrange(self.keys.delayed_schedule, 0, 999)
+                    pipe.llen(self.keys.failed)
+                    pipe.time()
+                    pipe.zrange(self.keys.members, 0, -1, withscores=True)
+                    res = await pipe.execute()
+                lengths = res[: len(queues)]
+                tss, failed, now, members = res[len(queues):]
+                c.queue_lengths = {q: int(n) for q, n in zip(queues, lengths, strict=True)}
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for ts in tss:
+                        pipe.llen(self.keys.delayed(int(float(ts))))
+                    c.delayed = sum(int(n) for n in await pipe.execute()) if tss else 0
+                c.failed = int(failed)
+                now_ms = now[0] * 1000 + now[1] // 1000
+                c.members = sum(1 for _m, s in members if now_ms - s < self.cfg.dead_after * 1000)
+                c.refreshed_mono = self.clock.monotonic()
+            except (RedisError, OSError):
+                self.metrics.redis_error("metrics")
+            await asyncio.sleep(self.cfg.metrics_refresh)
+
+    # ---- HTTP ------------------------------------------------------------------------------------
+
+    def _leader_view(self) -> dict[str, Any]:
+        e = self.elector
+        if e is None:
+            return {"node": self.node_id, "leader": None, "is_leader": False, "epoch": 0, "since": None,
+                    "backend": self.cfg.election, "candidate": False}
+        s = e.state
+        return {"node": self.node_id, "leader": s.leader, "is_leader": s.is_leader, "epoch": s.epoch,
+                "since": s.since if s.is_leader else s.extra.get("since"), "backend": s.backend, "candidate": True}
+
+    async def h_leader(self) -> Response:
+        view = self._leader_view()
+        if self.elector is None:
+            try:
+                info = await asyncio.wait_for(self.client.leader_info(), 0.5)
+                if info:
+                    view.update(leader=info["node"], epoch=info["epoch"] or 0, since=info["since"])
+            except (RedisError, OSError, TimeoutError):
+                pass
+        elif not view["is_leader"] and view["leader"] is not None:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                info = await asyncio.wait_for(self.client.leader_info(), 0.5)
+                if info and info["node"] == view["leader"]:
+                    view["since"] = info["since"]
+        return json_response(200, view)
+
+    async def h_metrics(self) -> Response:
+        age = self.membership.age()
+        self.metrics.heartbeat_age.set(age if age is not None else -1)
+        c = self.metrics.cluster
+        self.metrics.gauges_age.set(-1 if c.refreshed_mono is None else self.clock.monotonic() - c.refreshed_mono)
+        return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.metrics_registry)
+
+    async def h_healthz(self) -> Response:
+        e = self.elector
+        term = e.term if e is not None else None
+        if term is not None and self.clock.monotonic() > term.deadline + self.cfg.lease_margin:
+            return json_response(503, {"ok": False, "reason": "this node believes it leads past its lease"})
+        return json_response(200, {"ok": True, "loop_lag_seconds": round(self.loop_lag, 4)})
+
+    async def h_readyz(self) -> Response:
+        if self.stopping:
+            return json_response(503, {"ready": False, "reason": "node is shutting down"})
+        try:
+            await asyncio.wait_for(self.redis.ping(), 0.5)
+        except (RedisError, OSError, TimeoutError) as e:
+            return json_response(503, {"ready": False, "reason": f"Redis unreachable: {type(e).__name__}"})
+        age = self.membership.age()
+        if age is None or age > self.cfg.dead_after:
+            return json_response(503, {"ready": False, "reason": "membership heartbeat is stale"})
+        return json_response(200, {"ready": True, "workers": len(self.pool.slots)})
+
+    async def h_status(self) -> Response:
+        workers = []
+        for s in self.pool.slots:
+            job = None
+            if s.current is not None:
+                job = {"queue": s.current["queue"], "payload": s.current["payload"][:500],
+                       "running_seconds": round(self.clock.time() - s.current["started"], 3)}
+            workers.append({"name": s.name, "queues": s.spec, "busy": not s.idle, "job": job})
+        node = {"id": self.node_id, "is_leader": self._leader_view()["is_leader"], "workers": workers,
+                "queues": list(self.cfg.queues), "uptime_seconds": round(self.clock.monotonic() - self.started_mono, 3),
+                "version": version(), "http_port": self.http_port}
+        cluster: dict[str, Any] = {}
+        try:
+            members = await asyncio.wait_for(self.client.members(), 1.0)
+            cluster["members"] = {m: {"heartbeat_age_seconds": round(a, 3), "alive": a < self.cfg.dead_after}
+                                  for m, a in members.items()}
+            c = self.metrics.cluster
+            cluster["queues"] = dict(c.queue_lengths)
+            cluster["delayed"] = c.delayed
+            cluster["failed"] = c.failed
+            cluster["leader"] = self._leader_view()["leader"]
+        except (RedisError, OSError, TimeoutError) as e:
+            cluster["error"] = f"Redis unreachable: {type(e).__name__}"
+        return json_response(200, {"node": node, "cluster": cluster})
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)

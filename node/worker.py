@@ -1,0 +1,307 @@
+"""Worker slots: each one is a resque worker that fetches, runs and acks jobs, one at a time.
+
+Steady state costs one Redis round trip per job: the ack of a job and the fetch of the next are
+one Lua script (`fetch.lua`), which also records the fetched job in the node's in-flight hash.
+An idle slot waits for a `corral:wake` message naming one of its queues (Corral producers publish
+one per enqueue) or for `poll_interval` (producers that do not publish), whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cluster.client import Client
+from cluster.clock import Clock
+from cluster.errors import JobDecodeError, Retry, TaskNotFound
+from cluster.keys import Keys
+from cluster.observe import Observer
+from cluster.plugins import PluginContext
+from cluster.scripts import Scripts
+from cluster.task import JobContext, Registry
+from cluster.wire import decode_job, encode_failed, js_date
+
+from .executor import Executor
+
+log = logging.getLogger("corral.worker")
+
+
+class JobTimeout(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    kind: str  # ok | fail | failcount | drop
+    entry: str = ""
+
+
+class WorkerPool:
+    """All slots of one node plus what they share (queue list cache, wake-ups, counters)."""
+
+    def __init__(self, *, redis: Redis, keys: Keys, registry: Registry, executor: Executor, client: Client,
+                 node_id: str, queue_specs: Sequence[str], concurrency: int, clock: Clock, observer: Observer,
+                 poll_interval: float = 0.5, failed_max: int = 0) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = Scripts(redis)
+        self.registry = registry
+        self.executor = executor
+        self.client = client
+        self.node_id = node_id
+        self.clock = clock
+        self.observer = observer
+        self.poll_interval = poll_interval
+        self.failed_max = failed_max
+        self.slots: list[Slot] = []
+        n = 0
+        for spec in queue_specs:
+            for _ in range(concurrency):
+                self.slots.append(Slot(self, n, spec))
+                n += 1
+        self.stopping = False
+        self.busy = 0
+        self._all_queues: list[str] = []
+        self._all_queues_at = -1e9
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def workers(self) -> list[tuple[str, str]]:
+        return [(s.name, s.spec) for s in self.slots]
+
+    def on_wake(self, queue: str) -> None:
+        """A producer queued work on `queue`: wake one idle slot that serves it."""
+        if queue not in self._all_queues:
+            self._all_queues_at = -1e9
+        for s in self.slots:
+            if s.idle and (s.spec == queue or s.spec == "*") and not s.wake.is_set():
+                s.wake.set()
+                return
+
+    async def queues_for(self, spec: str) -> list[str]:
+        if spec != "*":
+            return [spec]
+        now = self.clock.monotonic()
+        if now - self._all_queues_at > self.poll_interval:
+            self._all_queues = sorted(await self.redis.smembers(self.keys.queues))
+            self._all_queues_at = now
+        return self._all_queues
+
+    def report(self) -> None:
+        self.observer.worker_state(self.busy, len(self.slots) - self.busy)
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        self.report()
+        for s in self.slots:
+            self._tasks.append(tg.create_task(s.run(), name=f"slot-{s.index}"))
+
+    async def stop(self, grace: float) -> int:
+        """Stop fetching, let running jobs finish within `grace`, push back the rest. Returns pushed back."""
+        self.stopping = True
+        for s in self.slots:
+            s.wake.set()
+        if not self._tasks:
+            return 0
+        _done, pending = await asyncio.wait(self._tasks, timeout=grace)
+        for s in self.slots:
+            if s.job_task is not None and not s.job_task.done():
+                s.job_task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=max(5.0, grace))
+        return sum(s.pushed_back for s in self.slots)
+
+
+class Slot:
+    def __init__(self, pool: WorkerPool, index: int, spec: str) -> None:
+        self.pool = pool
+        self.index = index
+        self.spec = spec
+        self.name = f"{pool.node_id}+{index}"
+        self.wid = f"{self.name}:{spec}"
+        self.wake = asyncio.Event()
+        self.idle = True
+        self.current: dict[str, Any] | None = None
+        self.job_task: asyncio.Task[Outcome] | None = None
+        self.pushed_back = 0
+        k = pool.keys
+        self._fixed_keys = [k.inflight(pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
+                            k.stat("processed"), k.stat("processed", self.name), k.stat("failed"),
+                            k.stat("failed", self.name), k.failed, k.recovered]
+
+    async def _fetch(self, ack: tuple[str, Outcome] | None, fetch: bool) -> tuple[str, str | None, str | None, str]:
+        pool = self.pool
+        queues = await pool.queues_for(self.spec) if fetch else []
+        exec_id = secrets.token_hex(8)
+        now = pool.clock.time()
+        res = await pool.scripts.run(
+            "fetch",
+            [*self._fixed_keys, *[pool.keys.queue(q) for q in queues]],
+            [self.index, ack[0] if ack else "", ack[1].kind if ack else "", ack[1].entry if ack else "",
+             pool.failed_max, "1" if fetch and queues else "0", exec_id, js_date(now), self.name, int(now), *queues],
+        )
+        status, queue, payload = res[0], res[1], res[2]
+        if status == "LOST":
+            log.warning("worker: ack refused, the job had been recovered by the leader (this node was declared dead)",
+                        extra={"event": "ack_lost", "worker": self.name})
+        return status, queue or None, payload or None, exec_id
+
+    async def run(self) -> None:
+        pool = self.pool
+        ack: tuple[str, Outcome] | None = None
+        backoff = 0.05
+        while True:
+            fetch = not pool.stopping
+            if not fetch and ack is None:
+                return
+            try:
+                _status, queue, payload, exec_id = await self._fetch(ack, fetch)
+            except (RedisError, OSError) as e:
+                pool.observer.redis_error("worker")
+                log.warning("worker: Redis error, retrying: %r", e, extra={"worker": self.name})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            ack = None
+            if queue is None or payload is None:
+                if pool.stopping:
+                    return
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), pool.poll_interval)
+                continue
+            self.idle = False
+            pool.busy += 1
+            pool.report()
+            self.current = {"queue": queue, "payload": payload, "execution_id": exec_id,
+                            "started": pool.clock.time()}
+            self.job_task = asyncio.create_task(self.perform(queue, payload, exec_id))
+            try:
+                outcome = await asyncio.shield(self.job_task)
+            except asyncio.CancelledError:
+                if self.job_task.done() and not self.job_task.cancelled():
+                    outcome = self.job_task.result()
+                else:
+                    await self._push_back(queue, exec_id)
+                    return
+            finally:
+                self.idle = True
+                pool.busy -= 1
+                pool.report()
+                self.current = None
+            if self.job_task.cancelled():
+                await self._push_back(queue, exec_id)
+                return
+            self.job_task = None
+            ack = (exec_id, outcome)
+
+    async def _push_back(self, queue: str, exec_id: str) -> None:
+        k = self.pool.keys
+        for attempt in range(3):
+            try:
+                n = await self.pool.scripts.run(
+                    "pushback", [k.inflight(self.pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
+                                 k.queue(queue), k.queues],
+                    [self.index, exec_id, queue, k.wake_channel])
+                self.pushed_back += int(n)
+                log.warning("worker: job not finished within the shutdown grace; pushed back to its queue",
+                            extra={"event": "job_pushed_back", "worker": self.name, "queue": queue})
+                return
+            except (RedisError, OSError) as e:
+                log.warning("worker: push back failed (attempt %d): %r", attempt + 1, e)
+                await asyncio.sleep(0.2)
+
+    def _entry(self, queue: str, payload: str, exc_name: str, error: str, backtrace: list[str] | None) -> str:
+        return encode_failed(worker=self.name, queue=queue, payload_raw=payload, exception=exc_name,
+                             error=error, backtrace=backtrace, failed_at=self.pool.clock.time())
+
+    async def perform(self, queue: str, payload: str, exec_id: str) -> Outcome:
+        pool = self.pool
+        clock = pool.clock
+        try:
+            job = decode_job(payload)
+        except JobDecodeError as e:
+            pool.observer.job_finished(queue, "unknown", 0.0, False)
+            log.error("worker: bad payload moved to failed", extra={"event": "job_failure", "queue": queue,
+                                                                     "error": e.reason})
+            return Outcome("fail", self._entry(queue, payload, "JobDecodeError", str(e), None))
+        t = pool.registry.find(job.task)
+        if t is None:
+            err = TaskNotFound(job.task)
+            pool.observer.job_finished(queue, "unknown", 0.0, False)
+            log.error("worker: unknown task moved to failed", extra={"event": "job_failure", "queue": queue,
+                                                                      "task": job.task})
+            return Outcome("fail", self._entry(queue, payload, "TaskNotFound", str(err), None))
+        plugins = t.plugin_instances()
+        pctx = PluginContext(pool.redis, pool.keys, pool.scripts, job.task, queue, job.args, payload, client=pool.client)
+        for p in plugins:
+            if not await p.before_perform(pctx):
+                log.info("worker: plugin %s skipped job", p.name, extra={"event": "job_skipped", "task": job.task,
+                                                                         "queue": queue})
+                return Outcome("drop")
+        jlog = logging.LoggerAdapter(logging.getLogger(f"corral.task.{job.task}"),
+                                     {"task": job.task, "queue": queue, "worker": self.name})
+        retry_counter = pctx.state.get("retry")
+        ctx = JobContext(job=job, queue=queue, worker=self.name, node_id=pool.node_id, execution_id=exec_id,
+                         client=pool.client, log=jlog, attempt=int(retry_counter or 0) + 1)
+        pool.observer.job_started(queue, job.task, None)
+        log.debug("worker: working job", extra={"event": "job_start", "task": job.task, "queue": queue,
+                                                "worker": self.name})
+        start = clock.monotonic()
+        error: BaseException | None = None
+        retry_signal: Retry | None = None
+        try:
+            await pool.executor.run(t, job.params, ctx)
+        except Retry as r:
+            retry_signal = r
+        except TimeoutError:
+            error = JobTimeout(f"task {job.task!r} exceeded its timeout of {t.timeout}s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            error = e
+        duration = clock.monotonic() - start
+        if retry_signal is not None:
+            await pool.client.enqueue_in(retry_signal.delay, job.task, queue=queue, raw_args=job.args)
+            pool.observer.job_retried(queue, job.task)
+            log.info("worker: job asked to retry", extra={"event": "job_retry", "task": job.task, "queue": queue,
+                                                           "delay": retry_signal.delay})
+            return Outcome("drop")
+        pctx.error = error
+        for p in plugins:
+            try:
+                await p.after_perform(pctx)
+            except Exception as e:
+                log.exception("worker: plugin %s after_perform failed", p.name)
+                pctx.error = pctx.error or e
+        if pctx.retry_in is not None and pctx.error is not None:
+            await pool.client.enqueue_in(pctx.retry_in, job.task, queue=queue, raw_args=job.args)
+            pool.observer.job_retried(queue, job.task)
+            pool.observer.job_finished(queue, job.task, duration, False)
+            log.warning("worker: job failed, retry scheduled", extra={
+                "event": "job_retry", "task": job.task, "queue": queue, "delay": pctx.retry_in,
+                "error": repr(pctx.error), "duration_ms": round(duration * 1000, 2)})
+            return Outcome("failcount")
+        if pctx.error is not None:
+            err = pctx.error
+            pool.observer.job_finished(queue, job.task, duration, False)
+            tb = traceback.format_exception(err)
+            lines = [ln.rstrip() for chunk in tb[1:] for ln in chunk.splitlines() if ln.strip()] or None
+            log.error("worker: job failed", extra={"event": "job_failure", "task": job.task, "queue": queue,
+                                                    "error": f"{type(err).__name__}: {err}",
+                                                    "duration_ms": round(duration * 1000, 2)})
+            return Outcome("fail", self._entry(queue, payload, type(err).__name__, str(err) or type(err).__name__,
+                                               lines))
+        pool.observer.job_finished(queue, job.task, duration, True)
+        log.info("worker: job success", extra={"event": "job_success", "task": job.task, "queue": queue,
+                                                "worker": self.name, "duration_ms": round(duration * 1000, 2)})
+        return Outcome("ok")
