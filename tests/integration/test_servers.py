@@ -256,6 +256,7 @@ def test_node_cluster_controls_and_kills_its_nodes(tmp_path: Path, redis_url: st
             assert f"127.0.0.1:{cluster.proxy(node).port}" in node.status()["argv"][1]
         assert cluster.wait_leader(5) is n1
         assert n1.leader()["is_leader"] and not n2.leader()["is_leader"]
+        assert cluster.owner_of(n2.leader()["leader"]) is n1 and n1.reported_id == "n1"
         assert n1.metric("corral_is_leader") == 1
         assert n2.metric("corral_workers", {"state": "idle"}) == 2
         assert n2.metric("corral_workers", {"state": "busy"}) is None

@@ -80,6 +80,7 @@ class NodeProcess(ManagedProcess):
         self.node_id = node_id
         self.redis_url = redis_url
         self.http_port = http_port or free_port()
+        self._reported: tuple[int, str] | None = None
         args = [
             "--redis-url", redis_url,
             "--namespace", namespace,
@@ -119,6 +120,21 @@ class NodeProcess(ManagedProcess):
     def url(self) -> str:
         """Base URL of the node's HTTP server."""
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def reported_id(self) -> str:
+        """The id this run of the node reports in `/leader`, `/status` and its logs.
+
+        Corral appends a per-start suffix to `--node-id` (`n1` runs as `n1-3fa2c1`), so match
+        ids from Redis or `/leader` with `owns(id)` or `NodeCluster.owner_of(id)`."""
+        if self._reported is None or self._reported[0] != self.pid:
+            self._reported = (self.pid, str(self.leader()["node"]))
+        return self._reported[1]
+
+    def owns(self, reported_id: str | None) -> bool:
+        """True if `reported_id` is this node's id (`n1` or `n1-<suffix>`, any run)."""
+        return reported_id is not None and (
+            reported_id == self.node_id or reported_id.startswith(self.node_id + "-"))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -300,6 +316,10 @@ class NodeCluster:
             if node.node_id == node_id:
                 return node
         raise KeyError(node_id)
+
+    def owner_of(self, reported_id: str | None) -> NodeProcess | None:
+        """The node whose (suffixed) id this is, e.g. `cluster.owner_of(n.leader()["leader"])`."""
+        return next((n for n in self.nodes if n.owns(reported_id)), None)
 
     def proxy(self, node: NodeProcess | str) -> TcpProxy:
         """The proxy between `node` and Redis (the node must have been started `proxied`)."""
