@@ -184,7 +184,7 @@ class Client:
     # ---- queues ----------------------------------------------------------------------------
 
     async def queues(self) -> list[str]:
-        return sorted(await self.redis.smembers(self.keys.queues))
+        return sorted(map(str, await self.redis.smembers(self.keys.queues)))
 
     async def length(self, q: str) -> int:
         return int(await self.redis.llen(self.keys.queue(q)))
@@ -198,7 +198,7 @@ class Client:
 
     async def queued(self, q: str, start: int = 0, stop: int = -1) -> list[Any]:
         """Jobs in a queue (parsed JSON; entries that are not JSON come back as strings)."""
-        return [self._parse(r) for r in await self.redis.lrange(self.keys.queue(q), start, stop)]
+        return [self._parse(str(r)) for r in await self.redis.lrange(self.keys.queue(q), start, stop)]
 
     async def delete_queue(self, q: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -214,7 +214,8 @@ class Client:
     async def delete_by_task(self, q: str, task: str) -> int:
         """Remove every queued job of a task, whatever its params."""
         removed = 0
-        for raw in await self.redis.lrange(self.keys.queue(q), 0, -1):
+        for item in await self.redis.lrange(self.keys.queue(q), 0, -1):
+            raw = str(item)
             try:
                 if decode_job(raw).task == task:
                     removed += int(await self.redis.lrem(self.keys.queue(q), 1, raw))
@@ -233,13 +234,13 @@ class Client:
     async def scheduled_at(self, q: str, task: str, params: dict[str, Any] | None = None) -> list[int]:
         payload = encode_job(task, q, _args(params, None))
         members = await self.redis.smembers(self.keys.timestamps(payload))
-        return sorted(int(m.split(":", 1)[1]) for m in members)
+        return sorted(int(str(m).split(":", 1)[1]) for m in members)
 
     async def timestamps(self) -> list[int]:
-        return [int(float(x)) for x in await self.redis.zrange(self.keys.delayed_schedule, 0, -1)]
+        return [int(float(str(x))) for x in await self.redis.zrange(self.keys.delayed_schedule, 0, -1)]
 
     async def delayed_at(self, ts: int) -> list[Any]:
-        return [self._parse(r) for r in await self.redis.lrange(self.keys.delayed(int(ts)), 0, -1)]
+        return [self._parse(str(r)) for r in await self.redis.lrange(self.keys.delayed(int(ts)), 0, -1)]
 
     async def all_delayed(self) -> dict[int, list[Any]]:
         out: dict[int, list[Any]] = {}
@@ -265,7 +266,7 @@ class Client:
             async for key in self.redis.scan_iter(match=pattern, count=500):
                 val = await self.redis.get(key)
                 if val is not None:
-                    out[self.keys.strip(key)] = val
+                    out[self.keys.strip(str(key))] = str(val)
         return out
 
     async def delete_lock(self, key: str) -> int:
@@ -277,7 +278,8 @@ class Client:
     async def workers(self) -> dict[str, str]:
         """Worker name -> the queues it serves (comma-joined), from the resque `workers` set."""
         out: dict[str, str] = {}
-        for member in await self.redis.smembers(self.keys.workers):
+        for item in await self.redis.smembers(self.keys.workers):
+            member = str(item)
             name, _, queues = member.rpartition(":")
             out[name or member] = queues
         return out
@@ -289,7 +291,7 @@ class Client:
             if queues is None:
                 return None
         raw = await self.redis.get(self.keys.worker(f"{worker}:{queues}"))
-        return None if raw is None else self._parse(raw)
+        return None if raw is None else self._parse(str(raw))
 
     async def all_working_on(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -299,7 +301,7 @@ class Client:
         names = list(workers)
         raws = await self.redis.mget([self.keys.worker(f"{n}:{workers[n]}") for n in names])
         for n, raw in zip(names, raws, strict=True):
-            out[n] = "started" if raw is None else self._parse(raw)
+            out[n] = "started" if raw is None else self._parse(str(raw))
         return out
 
     async def clean_old_workers(self, age_seconds: float) -> dict[str, Any]:
@@ -330,7 +332,7 @@ class Client:
 
     async def failed(self, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
         """Failed entries as dicts; each keeps `raw` (the stored bytes) for removal."""
-        return [decode_failed(r).to_dict() for r in await self.redis.lrange(self.keys.failed, start, stop)]
+        return [decode_failed(str(r)).to_dict() for r in await self.redis.lrange(self.keys.failed, start, stop)]
 
     @staticmethod
     def _raw_entry(entry: dict[str, Any] | FailedEntry | str) -> str:
@@ -375,7 +377,7 @@ class Client:
         async for key in self.redis.scan_iter(match=self.keys.stat("*"), count=500):
             val = await self.redis.get(key)
             if val is not None:
-                out[self.keys.strip(key).split(":", 1)[1]] = int(val)
+                out[self.keys.strip(str(key)).split(":", 1)[1]] = int(val)
         return out
 
     async def leader(self) -> str | None:
@@ -399,16 +401,16 @@ class Client:
     async def members(self) -> dict[str, float]:
         """Node id -> heartbeat age in seconds (Redis clock), every registered node."""
         t = await self.redis.time()
-        now_ms = t[0] * 1000 + t[1] // 1000
-        return {m: max(0.0, (now_ms - s) / 1000) for m, s in await self.redis.zrange(self.keys.members, 0, -1,
-                                                                                     withscores=True)}
+        now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
+        rows: Any = await self.redis.zrange(self.keys.members, 0, -1, withscores=True)
+        return {str(m): max(0.0, (now_ms - float(s)) / 1000) for m, s in rows}
 
     async def live_members(self, dead_after: float = 8.0) -> list[str]:
         return sorted(m for m, age in (await self.members()).items() if age < dead_after)
 
     async def node_info(self, node_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.keys.node(node_id), "info")
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else dict(json.loads(raw))
 
     async def details(self) -> dict[str, Any]:
         queues = await self.queues()

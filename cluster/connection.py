@@ -85,8 +85,9 @@ def make_redis(settings: RedisSettings, *, socket_timeout: float | None = None, 
         if settings.url.startswith("rediss://") or tls:
             kw["ssl"] = True
             kw.update(tls)
-        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)
-        return sentinel.master_for(settings.sentinel_master)
+        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)  # type: ignore[no-untyped-call]
+        master: Redis = sentinel.master_for(settings.sentinel_master)
+        return master
     if not settings.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis url {settings.redacted_url()!r} must start with redis://, rediss:// or unix://")
     if tls:

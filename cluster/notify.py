@@ -44,4 +44,4 @@ class Notifier:
                 await asyncio.sleep(self.retry)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -49,12 +49,12 @@ class Recovery:
                 await asyncio.wait_for(term.lost.wait(), self.interval)
 
     async def tick(self, term: Term) -> int:
-        sec, usec = await self.redis.time()
-        now_ms = sec * 1000 + usec // 1000
+        t = await self.redis.time()
+        now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
         dead = await self.redis.zrangebyscore(self.keys.members, "-inf", now_ms - int(self.dead_after * 1000))
         total = 0
         for node in dead:
-            total += await self.recover_node(term, node)
+            total += await self.recover_node(term, str(node))
         return total
 
     def _lock_keys(self, payload: str, queue: str) -> list[str]:
@@ -68,8 +68,8 @@ class Recovery:
         return [self.keys.job_lock(job.task, queue, js_dumps(job.args))]
 
     async def recover_node(self, term: Term, node: str) -> int:
-        inflight = await self.redis.hgetall(self.keys.inflight(node))
-        workers_raw = await self.redis.hget(self.keys.node(node), "workers") or ""
+        inflight = {str(k): str(v) for k, v in (await self.redis.hgetall(self.keys.inflight(node))).items()}
+        workers_raw = str(await self.redis.hget(self.keys.node(node), "workers") or "")
         members = [w for w in workers_raw.split("\n") if w]
         extra: list[str] = []
         for m in members:

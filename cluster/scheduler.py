@@ -92,7 +92,8 @@ class Scheduler:
             await asyncio.sleep(0)  # let the loop breathe between batches of a backlog
 
     async def _run_staged(self, term: Term) -> None:
-        for payload in await self.redis.lrange(self.keys.promoting, 0, 999):
+        for item in await self.redis.lrange(self.keys.promoting, 0, 999):
+            payload = str(item)
             push = True
             queue = "default"
             try:

@@ -72,7 +72,7 @@ def _needs_js_path(obj: Any, depth: int = 0) -> bool:
     if isinstance(obj, str):
         return any(0xD800 <= ord(c) <= 0xDFFF for c in obj)
     if isinstance(obj, dict):
-        for k, v in obj.items():
+        for k in obj:
             if not isinstance(k, str):
                 raise EnqueueError(f"object key {k!r} is not a string")
         return any(_needs_js_path(v, depth + 1) for v in obj.values())
@@ -137,10 +137,11 @@ class Job:
 
 def decode_job(raw: str | bytes) -> Job:
     if isinstance(raw, bytes):
+        data = raw
         try:
-            raw = raw.decode()
+            raw = data.decode()
         except UnicodeDecodeError as e:
-            raise JobDecodeError(raw.decode(errors="replace"), "not UTF-8") from e
+            raise JobDecodeError(data.decode(errors="replace"), "not UTF-8") from e
     try:
         obj = json.loads(raw)
     except (ValueError, RecursionError) as e:

@@ -11,6 +11,7 @@ import functools
 import logging
 import multiprocessing
 import os
+from collections.abc import Awaitable
 from concurrent.futures import Executor as _Executor
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +57,7 @@ class Executor:
 
     async def run(self, t: Task, params: dict[str, Any], ctx: JobContext) -> Any:
         loop = asyncio.get_running_loop()
+        coro: Awaitable[Any]
         if t.is_async:
             coro = call_run(t, params, ctx)
         elif t.cpu_bound:

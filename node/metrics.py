@@ -38,9 +38,9 @@ class ClusterGauges(Collector):
     def __init__(self) -> None:
         self.queue_lengths: dict[str, int] = {}
         self.oldest_age: dict[str, float] = {}
-        self.delayed = 0
-        self.failed = 0
-        self.members = 0
+        self.delayed: float = 0
+        self.failed: float = 0
+        self.members: float = 0
         self.refreshed_mono: float | None = None
         self.now_mono: float = 0.0
 
@@ -52,8 +52,8 @@ class ClusterGauges(Collector):
         g = GaugeMetricFamily("corral_oldest_job_age_seconds",
                               "Age of the oldest job waiting in each queue, from Corral enqueues (cluster-wide)",
                               labels=["queue"])
-        for q, n in sorted(self.oldest_age.items()):
-            g.add_metric([q], n)
+        for q, age in sorted(self.oldest_age.items()):
+            g.add_metric([q], age)
         yield g
         yield GaugeMetricFamily("corral_delayed_jobs", "Delayed jobs not yet due (cluster-wide)", value=self.delayed)
         yield GaugeMetricFamily("corral_failed_jobs", "Entries in the failed list (cluster-wide)", value=self.failed)

@@ -56,7 +56,7 @@ def version() -> str:
 
 class Node:
     def __init__(self, cfg: NodeConfig, registry: Registry, *, redis_url: str | None = None,
-                 node_id: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+                 node_id: str | None = None, clock: Clock = SYSTEM_CLOCK, install_signals: bool = True) -> None:
         self.cfg = cfg
         self.registry = registry
         self.clock = clock
@@ -69,6 +69,7 @@ class Node:
         self.stopping = False
         self.http_port: int | None = None
         self.loop_lag = 0.0
+        self.install_signals = install_signals
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -117,7 +118,7 @@ class Node:
         self.elector: Any = None
         if cfg.scheduler:
             if cfg.election == "zookeeper":
-                from cluster.election.zookeeper import ZooKeeperElector
+                from cluster.election.zookeeper import ZooKeeperElector  # type: ignore[import-not-found,unused-ignore]
 
                 self.elector = ZooKeeperElector(
                     node_id=self.node_id, keys=self.keys, redis=self.election_redis, hosts=cfg.zookeeper_hosts or "",
@@ -145,7 +146,7 @@ class Node:
         self.info["http_port"] = self.http_port
         await self.membership.register()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT) if self.install_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         background: list[asyncio.Task[Any]] = []
@@ -206,7 +207,7 @@ class Node:
         c = self.metrics.cluster
         while True:
             try:
-                queues = sorted(await self.redis.smembers(self.keys.queues))
+                queues = sorted(map(str, await self.redis.smembers(self.keys.queues)))
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for q in queues:
                         pipe.llen(self.keys.queue(q))
@@ -223,8 +224,8 @@ class Node:
                         pipe.llen(self.keys.delayed(int(float(ts))))
                     c.delayed = sum(int(n) for n in await pipe.execute()) if tss else 0
                 c.failed = int(failed)
-                now_ms = now[0] * 1000 + now[1] // 1000
-                c.members = sum(1 for _m, s in members if now_ms - s < self.cfg.dead_after * 1000)
+                now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+                c.members = sum(1 for _m, s in members if now_ms - float(s) < self.cfg.dead_after * 1000)
                 c.refreshed_mono = self.clock.monotonic()
             except (RedisError, OSError):
                 self.metrics.redis_error("metrics")

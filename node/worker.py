@@ -92,7 +92,7 @@ class WorkerPool:
             return [spec]
         now = self.clock.monotonic()
         if now - self._all_queues_at > self.poll_interval:
-            self._all_queues = sorted(await self.redis.smembers(self.keys.queues))
+            self._all_queues = sorted(map(str, await self.redis.smembers(self.keys.queues)))
             self._all_queues_at = now
         return self._all_queues
 
@@ -236,11 +236,10 @@ class Slot:
             return Outcome("fail", self._entry(queue, payload, "JobDecodeError", str(e), None))
         t = pool.registry.find(job.task)
         if t is None:
-            err = TaskNotFound(job.task)
             pool.observer.job_finished(queue, "unknown", 0.0, False)
             log.error("worker: unknown task moved to failed", extra={"event": "job_failure", "queue": queue,
                                                                       "task": job.task})
-            return Outcome("fail", self._entry(queue, payload, "TaskNotFound", str(err), None))
+            return Outcome("fail", self._entry(queue, payload, "TaskNotFound", str(TaskNotFound(job.task)), None))
         plugins = t.plugin_instances()
         pctx = PluginContext(pool.redis, pool.keys, pool.scripts, job.task, queue, job.args, payload, client=pool.client)
         for p in plugins:

@@ -10,14 +10,14 @@ that token (fencing), so a paused or partitioned ex-leader cannot write.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import Clock
 from ..errors import ConfigError
 
-LeadFn = Callable[["Term"], Awaitable[None]]
+LeadFn = Callable[["Term"], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)

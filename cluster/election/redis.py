@@ -92,9 +92,9 @@ class RedisElector:
             term = Term(node=self.node_id, token=token, epoch=epoch, since=self.clock.time(),
                         deadline=sent + self.config.lease - self.config.margin, clock=self.clock)
             return term
-        holder, epoch = parse_token(str(res[2]))
+        holder, holder_epoch = parse_token(str(res[2]))
         self._pttl = int(res[1])
-        self._set_follower(holder, epoch if epoch is not None else self.state.epoch)
+        self._set_follower(holder, holder_epoch if holder_epoch is not None else self.state.epoch)
         return None
 
     async def _wait_retry(self) -> None:
@@ -121,7 +121,7 @@ class RedisElector:
                 await asyncio.sleep(self.config.retry_period)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _set_follower(self, leader: str | None, epoch: int) -> None:
         changed = self.state.is_leader
