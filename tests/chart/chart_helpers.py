@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "corral"
 HELM = REPO / ".tools" / "bin" / "helm"
+DOCKERFILE = REPO / "deploy" / "Dockerfile"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 RELEASE = "corral"
 NAMESPACE = "jobs"
@@ -124,3 +126,45 @@ def flag_value(args: list[str], flag: str) -> str | None:
         if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
     return None
+
+
+def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs; continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        instr, _, rest = full.partition(" ")
+        out.append((instr.upper(), rest.strip()))
+    return out
+
+
+def env_of(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    """Variables set by ENV (`K=V K2=V2` form) in the final stage."""
+    final = _final_stage(instructions)
+    env: dict[str, str] = {}
+    for instr, rest in final:
+        if instr == "ENV":
+            for m in re.finditer(r'(\w+)=("([^"]*)"|\S*)', rest):
+                env[m.group(1)] = m.group(3) if m.group(3) is not None else m.group(2)
+    return env
+
+
+def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    starts = [i for i, (instr, _) in enumerate(instructions) if instr == "FROM"]
+    return instructions[starts[-1]:]
+
+
+def last_instruction(instructions: list[tuple[str, str]], name: str) -> str:
+    found = [rest for instr, rest in _final_stage(instructions) if instr == name]
+    assert found, f"no {name} in the final stage of {DOCKERFILE}"
+    return found[-1]

@@ -15,56 +15,12 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import CHART, REPO, in_ci
+from chart_helpers import CHART, DOCKERFILE, REPO, env_of, in_ci, last_instruction, parse_dockerfile
 
-DOCKERFILE = REPO / "deploy" / "Dockerfile"
 SHARED = REPO.parent / "shared"
-
-
-def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs; continuation lines joined, comments dropped."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        full = (pending + line).strip()
-        pending = ""
-        instr, _, rest = full.partition(" ")
-        out.append((instr.upper(), rest.strip()))
-    return out
-
-
-def env_of(instructions: list[tuple[str, str]]) -> dict[str, str]:
-    """Variables set by ENV (`K=V K2=V2` form) in the final stage."""
-    final = _final_stage(instructions)
-    env: dict[str, str] = {}
-    for instr, rest in final:
-        if instr == "ENV":
-            for m in re.finditer(r'(\w+)=("([^"]*)"|\S*)', rest):
-                env[m.group(1)] = m.group(3) if m.group(3) is not None else m.group(2)
-    return env
-
-
-def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    starts = [i for i, (instr, _) in enumerate(instructions) if instr == "FROM"]
-    return instructions[starts[-1]:]
-
-
-def last(instructions: list[tuple[str, str]], name: str) -> str:
-    found = [rest for instr, rest in _final_stage(instructions) if instr == name]
-    assert found, f"no {name} in the final stage of {DOCKERFILE}"
-    return found[-1]
 
 
 def node_flags() -> tuple[set[str], int, str]:
@@ -98,15 +54,15 @@ def instructions() -> list[tuple[str, str]]:
 
 def test_entrypoint_is_the_console_script(instructions: list[tuple[str, str]]) -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    entrypoint = json.loads(last(instructions, "ENTRYPOINT"))  # exec form: a JSON array
+    entrypoint = json.loads(last_instruction(instructions, "ENTRYPOINT"))  # exec form: a JSON array
     assert entrypoint == ["corral"] and "corral" in scripts, (entrypoint, scripts)
-    assert json.loads(last(instructions, "CMD")) == ["node"]
+    assert json.loads(last_instruction(instructions, "CMD")) == ["node"]
 
 
 def test_base_image_user_and_install(instructions: list[tuple[str, str]]) -> None:
     froms = [rest for instr, rest in instructions if instr == "FROM"]
     assert all(f.split()[0].startswith("python:3.11-slim") for f in froms), froms
-    user = last(instructions, "USER")
+    user = last_instruction(instructions, "USER")
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) > 0, f"USER must be a numeric non-root id, got {user!r}"
     values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -128,7 +84,7 @@ def test_env_defaults_are_real_node_flags(instructions: list[tuple[str, str]]) -
 
 def test_expose_matches_the_default_port(instructions: list[tuple[str, str]]) -> None:
     _, default_port, source = node_flags()
-    exposed = [int(p.split("/")[0]) for p in last(instructions, "EXPOSE").split()]
+    exposed = [int(p.split("/")[0]) for p in last_instruction(instructions, "EXPOSE").split()]
     assert exposed == [default_port], f"EXPOSE {exposed}, default port {default_port} ({source})"
     assert int(env_of(instructions).get("CORRAL_HTTP_PORT", default_port)) == default_port
     values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -136,7 +92,7 @@ def test_expose_matches_the_default_port(instructions: list[tuple[str, str]]) ->
 
 
 def test_healthcheck_asks_healthz_with_python(instructions: list[tuple[str, str]]) -> None:
-    check = last(instructions, "HEALTHCHECK")
+    check = last_instruction(instructions, "HEALTHCHECK")
     assert "/healthz" in check and '"python"' in check
     assert "curl" not in check and "wget" not in check, "python:3.11-slim has neither"
 
