@@ -28,7 +28,9 @@ from chart_helpers import (
     Doc,
     HelmError,
     flag_value,
+    in_ci,
     node_container,
+    node_flags,
     of_kind,
     one,
     render_chart,
@@ -313,10 +315,57 @@ def test_node_command_identity_and_config_mount(render) -> None:
     config_path = flag_value(c["args"], "--config")
     mount = [m for m in c["volumeMounts"] if config_path.startswith(m["mountPath"] + "/")]
     assert mount and mount[0]["readOnly"]
-    assert flag_value(c["args"], "--redis-url") == "redis://redis-master.redis.svc:6379/0"
+    env_values = {e["name"]: e.get("value") for e in c["env"]}
+    assert env_values["CORRAL_REDIS_URL"] == "redis://redis-master.redis.svc:6379/0"
+    assert env_values["CORRAL_NAMESPACE"] == "resque"
     cfg = _toml(docs)
-    assert cfg["namespace"] == "resque" and cfg["queues"] == "default" and cfg["scheduler"] is True
+    assert cfg["queues"] == "default" and cfg["scheduler"] is True and "namespace" not in cfg
     assert flag_value(c["args"], "--tasks-dir") == "/app/tasks"
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=CI_IDS)
+def test_rendered_settings_are_real_node_options(render, values_file: Path, tmp_path: Path) -> None:
+    """Every CORRAL_* env, flag and corral.toml key the chart renders is a `corral node` option,
+    and the node's own config loader accepts the rendered pod (values, relations, TOML)."""
+    docs = render(values_file)
+    c = node_container(docs)
+    flags, _, source = node_flags()
+    env_names = {e["name"] for e in c["env"] if e["name"].startswith("CORRAL_")}
+    unknown_env = env_names - {"CORRAL_" + f.upper().replace("-", "_") for f in flags}
+    assert not unknown_env, f"env {sorted(unknown_env)} names no flag (flags from {source})"
+    unknown_flags = {a[2:].split("=")[0] for a in c["args"] if a.startswith("--")} - flags
+    assert not unknown_flags, f"args {sorted(unknown_flags)} are not flags (from {source})"
+    unknown_keys = {k.replace("_", "-") for k in _toml(docs)} - flags
+    assert not unknown_keys, f"corral.toml keys {sorted(unknown_keys)} are not options"
+
+    try:
+        from node.cli import parser
+        from node.config import BY_NAME, NodeConfig
+    except ImportError as e:
+        if in_ci():
+            pytest.fail(f"the node's config loader cannot be imported: {e}", pytrace=False)
+        pytest.skip(f"the node's config loader is not there yet: {e}")
+    config = tmp_path / "corral.toml"
+    config.write_text(next(d for d in of_kind(docs, "ConfigMap")
+                           if "corral.toml" in d.get("data", {}))["data"]["corral.toml"])
+    args = [str(config) if a.endswith("/corral.toml") else a for a in c["args"]]
+    environ: dict[str, str] = {}
+    for e in c["env"]:
+        if "value" in e:
+            environ[e["name"]] = e["value"]
+        elif "fieldRef" in e["valueFrom"]:
+            environ[e["name"]] = {"metadata.name": "corral-5d8c7b9f6-x2x9q",
+                                  "metadata.namespace": NAMESPACE}[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:  # secretKeyRef: a stand-in of the right shape
+            environ[e["name"]] = ("redis://redis:6379/0" if e["name"] == "CORRAL_REDIS_URL"
+                                  else "s3cret")
+    parsed = parser().parse_args(["node", *args])
+    given = {k: v for k, v in vars(parsed).items() if k in BY_NAME}
+    cfg = NodeConfig.from_sources(given, environ, parsed.config)
+    values = yaml.safe_load(values_file.read_text())
+    assert cfg.namespace == values.get("corral", {}).get("namespace", "resque")
+    assert cfg.http_host == "0.0.0.0" and cfg.node_id == "corral-5d8c7b9f6-x2x9q"
+    assert cfg.redis_url or cfg.redis_sentinels, "never the embedded Redis in a pod"
 
 
 def test_config_checksum_follows_the_config(render) -> None:
@@ -431,14 +480,14 @@ def _env(container: Doc) -> dict[str, Doc]:
 def test_sentinel_tls_and_password_from_secret(render) -> None:
     docs = render("ci/sentinel-values.yaml")
     c = node_container(docs)
-    args = c["args"]
-    assert flag_value(args, "--redis-sentinels") == ",".join(
+    env = _env(c)
+    assert env["CORRAL_REDIS_SENTINELS"]["value"] == ",".join(
         f"redis-node-{i}.redis-headless.redis.svc:26379" for i in range(3))
-    assert flag_value(args, "--redis-sentinel-master") == "mymaster"
-    assert flag_value(args, "--redis-url") is None
-    ref = _env(c)["CORRAL_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert env["CORRAL_REDIS_SENTINEL_MASTER"]["value"] == "mymaster"
+    assert "CORRAL_REDIS_URL" not in env
+    ref = env["CORRAL_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "corral-redis", "key": "redis-password"}
-    files = {flag_value(args, f"--redis-tls-{k}-file") for k in ("ca", "cert", "key")}
+    files = {env[f"CORRAL_REDIS_TLS_{k}_FILE"]["value"] for k in ("CA", "CERT", "KEY")}
     assert files == {f"/etc/corral/redis-tls/{k}" for k in ("ca.crt", "tls.crt", "tls.key")}
     (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/etc/corral/redis-tls"]
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -463,7 +512,6 @@ def test_zookeeper_election_and_url_from_secret(render) -> None:
     assert flag_value(c["args"], "--election") == "zookeeper"
     assert flag_value(c["args"], "--zookeeper-hosts") == ",".join(
         f"zk-{i}.zk-headless.zk.svc:2181" for i in range(3))
-    assert flag_value(c["args"], "--redis-url") is None, "the URL comes from the Secret only"
     ref = _env(c)["CORRAL_REDIS_URL"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "corral-redis", "key": "redis-url"}
 

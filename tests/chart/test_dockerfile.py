@@ -12,39 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import tomllib
 
 import pytest
 import yaml
-from chart_helpers import CHART, DOCKERFILE, REPO, env_of, in_ci, last_instruction, parse_dockerfile
-
-SHARED = REPO.parent / "shared"
-
-
-def node_flags() -> tuple[set[str], int, str]:
-    """(flags of `corral node`, default HTTP port, where they came from)."""
-    proc = subprocess.run([sys.executable, "-m", "node", "node", "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
-    if proc.returncode == 0 and "--http-port" in proc.stdout:
-        flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", proc.stdout))
-        m = re.search(r"--http-port\b[^\n]*(?:\n(?!\s*--)[^\n]*)*?default:?\s*(\d+)", proc.stdout)
-        port = int(m.group(1)) if m else 8080
-        return flags, port, "python -m node node --help"
-    reason = f"`python -m node node --help` failed (exit {proc.returncode}): {proc.stderr[-500:]}"
-    if in_ci():
-        pytest.fail(f"{reason}; under CI the flag list must come from the real CLI", pytrace=False)
-    # Fallback until the node CLI exists: the flags named in SPEC §1 and DESIGN's CLI section.
-    text = ""
-    for doc in (SHARED / "SPEC.md", REPO / "docs" / "DESIGN.md"):
-        if doc.exists():
-            text += doc.read_text()
-    flags = set(re.findall(r"`[^`]*?--([a-z][a-z0-9-]*)", text))
-    flags |= set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", text))
-    if not flags:
-        pytest.skip(f"{reason}; and no SPEC.md/DESIGN.md to fall back on")
-    return flags, 8080, f"SPEC.md/DESIGN.md ({reason})"
+from chart_helpers import CHART, DOCKERFILE, REPO, env_of, last_instruction, node_flags, parse_dockerfile
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ The chart is rendered for 3 replicas; each "pod" is one process started with the
 command, args and env exactly as rendered, with only these substitutions (asserted below):
 
 - `corral` (the console script) → `python -m node` (the same entry point, this checkout);
-- the `--redis-url` value → a local redis-server (password protected: the password travels
-  as rendered, through `CORRAL_REDIS_PASSWORD` from a `secretKeyRef`, resolved here like the
-  kubelet would from a fake Secret);
+- the `CORRAL_REDIS_URL` value → a local redis-server (password protected: the password
+  travels as rendered, through `CORRAL_REDIS_PASSWORD` from a `secretKeyRef`, resolved here
+  like the kubelet would from a fake Secret);
 - `--http-host 0.0.0.0` → 127.0.0.1 and `--http-port 8080` → a free port per process (three
   pods share this one machine, and tests listen on loopback only);
 - ConfigMap volumes are written to a tmp dir at their mount paths, and every argument or env
@@ -179,10 +179,7 @@ def build_pods(docs: list[Doc], redis_port: int, tmp_path: Path) -> list[Pod]:
         launched = []
         for j, arg in enumerate(args):
             prev = args[j - 1] if j else ""
-            if prev == "--redis-url":
-                rendered = urlsplit_path(arg)
-                arg = f"redis://127.0.0.1:{redis_port}{rendered}"
-            elif prev == "--http-host":
+            if prev == "--http-host":
                 arg = "127.0.0.1"
             elif prev == "--http-port":
                 arg = str(port)
@@ -190,13 +187,15 @@ def build_pods(docs: list[Doc], redis_port: int, tmp_path: Path) -> list[Pod]:
                 arg = localise(arg, mounts)
             launched.append(arg)
         changed = {args[j - 1] for j, (a, b) in enumerate(zip(args, launched, strict=True)) if a != b}
-        assert changed <= {"--redis-url", "--http-host", "--http-port", "--config", "--tasks-dir"}, changed
+        assert changed <= {"--http-host", "--http-port", "--config", "--tasks-dir"}, changed
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
         env["PYTHONPATH"] = str(REPO)
         env["TMPDIR"] = str(mounts["/tmp"])
         env.update(image_env)
         env["PATH"] = os.environ["PATH"]
-        env.update({k: localise(v, mounts) for k, v in resolve_env(container["env"], name).items()})
+        pod_env = {k: localise(v, mounts) for k, v in resolve_env(container["env"], name).items()}
+        pod_env["CORRAL_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}{urlsplit_path(pod_env['CORRAL_REDIS_URL'])}"
+        env.update(pod_env)
         argv = [sys.executable, "-m", "node", *command[1:], *launched]
         (root / "app").mkdir(parents=True, exist_ok=True)
         pods.append(Pod(name, argv, env, port, root / "app"))
@@ -224,7 +223,7 @@ def test_rendered_pods_run_as_a_cluster(render, redis_factory, prometheus_factor
     redis = redis_factory(requirepass=f'"{PASSWORD}"')
     docs = render("ci/default-values.yaml", set_values=VALUES)
     container = node_container(docs)
-    assert flag_value(container["args"], "--redis-url") == VALUES["redis.url"]
+    assert {e["name"]: e.get("value") for e in container["env"]}["CORRAL_REDIS_URL"] == VALUES["redis.url"]
     assert PASSWORD not in json.dumps(docs), "the password stays in the Secret"
     pods = build_pods(docs, redis.port, tmp_path)
     assert len(pods) == REPLICAS
@@ -269,10 +268,9 @@ def test_rendered_pods_run_as_a_cluster(render, redis_factory, prometheus_factor
         # -- the task file from the tasks ConfigMap runs --------------------------------------
         from cluster import Client
 
+        namespace = pods[0].env["CORRAL_NAMESPACE"]
+
         async def enqueue() -> None:
-            namespace = tomllib.loads(next(
-                d for d in of_kind(docs, "ConfigMap") if "corral.toml" in d.get("data", {})
-            )["data"]["corral.toml"])["namespace"]
             async with await Client.connect(redis.url, namespace=namespace) as client:
                 await client.enqueue("chartHello", {"name": "helm"}, queue="default")
 

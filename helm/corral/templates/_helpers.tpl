@@ -159,10 +159,10 @@ renders an object, so `helm template -s` of any one file still checks.
 {{- end }}
 {{- end }}
 
-{{/* corral.toml: the node's behaviour. Connection settings tied to other objects are flags. */}}
+{{/* corral.toml: how the node behaves. Where it connects and listens are env and flags. */}}
 {{- define "corral.configToml" -}}
 {{- $c := .Values.corral }}
-{{- $cfg := dict "namespace" $c.namespace "queues" (include "corral.queues" .) "concurrency" (int $c.concurrency) "scheduler" $c.scheduler "log_format" $c.logFormat "log_level" $c.logLevel "shutdown_timeout" $c.shutdownTimeout }}
+{{- $cfg := dict "queues" (include "corral.queues" .) "concurrency" (int $c.concurrency) "scheduler" $c.scheduler "log_format" $c.logFormat "log_level" $c.logLevel "shutdown_timeout" $c.shutdownTimeout }}
 {{- if not (kindIs "invalid" $c.lease) }}{{ $_ := set $cfg "lease" $c.lease }}{{ end }}
 {{- $cfg = mergeOverwrite $cfg (deepCopy $c.config) -}}
 # corral.toml rendered by the Corral Helm chart; keys are `corral node` flags with dashes as
@@ -170,7 +170,10 @@ renders an object, so `helm template -s` of any one file still checks.
 {{ toToml $cfg }}
 {{- end }}
 
-{{/* Container args of `corral node` (exec form: Corral is PID 1 and receives SIGTERM). */}}
+{{/*
+Container args of `corral node` (exec form: Corral is PID 1 and receives SIGTERM): what ties the
+node to this pod (config file, tasks mount, listening address, election backend).
+*/}}
 {{- define "corral.args" -}}
 - --config
 - {{ include "corral.configDir" . }}/corral.toml
@@ -186,34 +189,16 @@ renders an object, so `helm template -s` of any one file still checks.
 - --zookeeper-hosts
 - {{ join "," .Values.zookeeper.hosts | quote }}
 {{- end }}
-{{- if and .Values.redis.url (not .Values.redis.existingSecretUrlKey) }}
-- --redis-url
-- {{ .Values.redis.url | quote }}
-{{- end }}
-{{- if .Values.redis.sentinel.enabled }}
-- --redis-sentinels
-- {{ join "," .Values.redis.sentinel.hosts | quote }}
-- --redis-sentinel-master
-- {{ .Values.redis.sentinel.masterName | quote }}
-{{- end }}
-{{- if .Values.redis.tls.enabled }}
-{{- if .Values.redis.tls.existingSecret }}
-- --redis-tls-ca-file
-- {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.caKey | quote }}
-{{- end }}
-{{- if .Values.redis.tls.certKey }}
-- --redis-tls-cert-file
-- {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.certKey | quote }}
-- --redis-tls-key-file
-- {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.keyKey | quote }}
-{{- end }}
-{{- end }}
 {{- range .Values.corral.extraArgs }}
 - {{ . | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Container env: identity from the downward API, secrets from Secrets. */}}
+{{/*
+Container env: identity from the downward API, and the Redis connection as the env form of the
+node's flags (CORRAL_REDIS_URL = --redis-url, ...), so every `corral` command run in the pod
+(`kubectl exec deploy/<name> -- corral status`) finds the same Redis and namespace.
+*/}}
 {{- define "corral.env" -}}
 - name: CORRAL_NODE_ID
   valueFrom:
@@ -227,12 +212,17 @@ renders an object, so `helm template -s` of any one file still checks.
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+- name: CORRAL_NAMESPACE
+  value: {{ .Values.corral.namespace | quote }}
 {{- if .Values.redis.existingSecretUrlKey }}
 - name: CORRAL_REDIS_URL
   valueFrom:
     secretKeyRef:
       name: {{ .Values.redis.existingSecret | quote }}
       key: {{ .Values.redis.existingSecretUrlKey | quote }}
+{{- else if .Values.redis.url }}
+- name: CORRAL_REDIS_URL
+  value: {{ .Values.redis.url | quote }}
 {{- end }}
 {{- with include "corral.redisPasswordKey" . }}
 - name: CORRAL_REDIS_PASSWORD
@@ -240,6 +230,24 @@ renders an object, so `helm template -s` of any one file still checks.
     secretKeyRef:
       name: {{ include "corral.redisSecretName" $ | quote }}
       key: {{ . | quote }}
+{{- end }}
+{{- if .Values.redis.sentinel.enabled }}
+- name: CORRAL_REDIS_SENTINELS
+  value: {{ join "," .Values.redis.sentinel.hosts | quote }}
+- name: CORRAL_REDIS_SENTINEL_MASTER
+  value: {{ .Values.redis.sentinel.masterName | quote }}
+{{- end }}
+{{- if .Values.redis.tls.enabled }}
+{{- if .Values.redis.tls.existingSecret }}
+- name: CORRAL_REDIS_TLS_CA_FILE
+  value: {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.caKey | quote }}
+{{- end }}
+{{- if .Values.redis.tls.certKey }}
+- name: CORRAL_REDIS_TLS_CERT_FILE
+  value: {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.certKey | quote }}
+- name: CORRAL_REDIS_TLS_KEY_FILE
+  value: {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.keyKey | quote }}
+{{- end }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
