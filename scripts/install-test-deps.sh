@@ -43,8 +43,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     trap '"${sudo[@]}" rm -f "$policy"' EXIT
   fi
   "${sudo[@]}" apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y \
-    redis-server redis-sentinel redis-tools zookeeper prometheus "${missing[@]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${apt_packages[@]}"
 else
   log "apt: all of ${apt_packages[*]} already installed"
 fi
@@ -54,7 +53,7 @@ mkdir -p .tools/stamps
 pip_stamp=.tools/stamps/pip-$(sha pyproject.toml)
 installed_here() {
   # The editable install must point at this checkout (CI clones elsewhere).
-  "$PYTHON" - "$root" <<'PY' 2>/dev/null
+  "$PYTHON" -I - "$root" <<'PY' 2>/dev/null
 import importlib.metadata as md, json, pathlib, sys
 url = json.loads(md.distribution("corral").read_text("direct_url.json") or "{}").get("url", "")
 sys.exit(0 if url == pathlib.Path(sys.argv[1]).resolve().as_uri() else 1)
