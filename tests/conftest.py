@@ -49,7 +49,13 @@ from tests.support.servers import (  # noqa: E402
     ScrapeTarget,
     ZooKeeperServer,
     find_binary,
+    install_sigterm_cleanup,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A pytest run ended by SIGTERM still kills the servers and nodes it started.
+    install_sigterm_cleanup()
 
 # -- Redis --------------------------------------------------------------------------------------
 

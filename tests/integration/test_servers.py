@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support import http_get, wait_until
+from tests.support import REPO_ROOT, http_get, wait_until
 from tests.support.nodes import NodeCluster, NodeProcess, with_port
 from tests.support.servers import (
     PrometheusServer,
@@ -85,6 +86,31 @@ def test_redis_pause_stalls_and_debug_command(redis_factory) -> None:
             c.ping()
         server.resume()
     assert server.ping()
+
+
+def test_sigterm_to_the_test_process_kills_its_servers(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from pathlib import Path
+        from tests.support.servers import RedisServer, install_sigterm_cleanup
+        install_sigterm_cleanup()
+        server = RedisServer(Path({str(tmp_path)!r})).start()
+        print(server.pid, flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        redis_pid = int(proc.stdout.readline())
+        os.kill(redis_pid, 0)  # running
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+    wait_until(lambda: not os.path.exists(f"/proc/{redis_pid}"), 5, message="redis-server to be gone")
 
 
 def test_redis_debug_command_is_off_by_default(redis_url: str) -> None:

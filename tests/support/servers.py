@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -42,6 +43,7 @@ __all__ = [
     "ServerError",
     "ZooKeeperServer",
     "find_binary",
+    "install_sigterm_cleanup",
     "run_node",
 ]
 
@@ -76,6 +78,26 @@ def _kill_leftovers() -> None:
     # kill what this process started, by pid, and nothing else.
     for proc in list(_live.values()):
         proc.kill()
+
+
+def install_sigterm_cleanup() -> None:
+    """On SIGTERM, kill every process this test process started (by pid), then die of SIGTERM.
+
+    Servers run in their own sessions, so a pytest run ended by SIGTERM (an outer `timeout`,
+    CI's stop) would otherwise leave them behind; atexit does not run on a fatal signal. Does
+    nothing off the main thread or when SIGTERM already has a handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        _kill_leftovers()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 class ManagedProcess:
