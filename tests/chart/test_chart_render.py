@@ -210,6 +210,8 @@ REJECTED = [
     ("cert-without-key", {**REDIS, "redis.tls.enabled": True, "redis.tls.existingSecret": "t",
                           "redis.tls.certKey": "tls.crt"},
      "redis.tls.certKey and redis.tls.keyKey go together"),
+    ("config-shadowed-by-env", {**REDIS, "corral.config": {"namespace": "other"}},
+     "corral.config.namespace: the chart sets this itself"),
     ("keda-star-queue", {**REDIS, "keda.enabled": True, "corral.queues": ["*"]},
      "keda.queues is required when corral.queues contains *"),
 ]

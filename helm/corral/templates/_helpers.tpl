@@ -151,6 +151,11 @@ renders an object, so `helm template -s` of any one file still checks.
 {{- if lt $grace $need }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be at least corral.shutdownTimeout + 5 (%d): the kubelet would SIGKILL nodes still draining jobs" $grace $need) }}
 {{- end }}
+{{- range $key := list "namespace" "redis" "redis_url" "redis_password" "redis_sentinels" "redis_sentinel_master" "tasks_dir" "http_host" "http_port" "election" "zookeeper_hosts" "node_id" "config" }}
+{{- if hasKey $v.corral.config $key }}
+{{- fail (printf "corral.config.%s: the chart sets this itself (env or flag, which win over corral.toml); use its chart value instead (corral.*, redis.*, zookeeper.*, tasks.*)" $key) }}
+{{- end }}
+{{- end }}
 {{- if and $v.tasks.files $v.tasks.existingConfigMap }}
 {{- fail "tasks.files and tasks.existingConfigMap are exclusive" }}
 {{- end }}
