@@ -82,12 +82,13 @@ class PeriodicEnqueuer:
 
     async def run(self, term: Term) -> None:
         if not self.tasks:
-            await asyncio.Event().wait()
+            await term.lost.wait()
+            return
         last: dict[str, float | None] = {}
         for t in self.tasks:
             raw = await self.redis.hget(self.keys.periodic(t.name), "last")
             last[t.name] = float(raw) if raw is not None else None
-        while True:
+        while not term.lost.is_set():
             now = self.clock.time()
             for t in self.tasks:
                 await self._fire_due(term, t, last, now)

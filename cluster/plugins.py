@@ -186,6 +186,11 @@ class Retry(Plugin):
             return float(backoff[min(retry, len(backoff)) - 1])
         return float(self.options["delay"])
 
+    async def before_perform(self, ctx: PluginContext) -> bool:
+        done = await ctx.redis.get(ctx.keys.retry_counter(ctx.task, ctx.args_key))
+        ctx.state["retry"] = int(done or 0)  # retries already made: the task sees attempt = this + 1
+        return True
+
     async def after_perform(self, ctx: PluginContext) -> None:
         key = ctx.keys.retry_counter(ctx.task, ctx.args_key)
         if ctx.error is None:

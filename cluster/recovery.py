@@ -43,7 +43,7 @@ class Recovery:
         self.audit = audit
 
     async def run(self, term: Term) -> None:
-        while True:
+        while not term.lost.is_set():
             await self.tick(term)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(term.lost.wait(), self.interval)

@@ -52,7 +52,7 @@ class Scheduler:
         self.wake.set()
 
     async def run(self, term: Term) -> None:
-        while True:
+        while not term.lost.is_set():
             self.wake.clear()
             next_due = await self.tick(term)
             now = self.clock.time()
