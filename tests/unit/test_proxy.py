@@ -162,7 +162,7 @@ def test_reset_sends_rst_to_both_peers_and_refuses_new_connections(
     wait_until(lambda: echo.resets == 1, 5, message="the target to see RST")
     assert proxy.active_connections == 0
 
-    with connect(proxy) as sock, pytest.raises(ConnectionResetError):
+    with pytest.raises(ConnectionResetError), connect(proxy) as sock:  # the reset may beat connect()
         sock.sendall(b"x")
         sock.recv(10)
     assert echo.accepted == 1  # the reset connection never reached the target
@@ -205,10 +205,10 @@ def test_delay_with_jitter_keeps_byte_order(proxy: TcpProxy) -> None:
 
 
 def test_target_down_resets_the_client() -> None:
-    with TcpProxy(free_port(), name="nowhere") as p, connect(p) as sock:
-        with pytest.raises((ConnectionResetError, EOFError)):
-            sock.sendall(b"x")
-            recv_exactly(sock, 1)
+    with TcpProxy(free_port(), name="nowhere") as p, pytest.raises((ConnectionResetError, EOFError)), \
+            connect(p) as sock:  # the reset may arrive before connect() returns
+        sock.sendall(b"x")
+        recv_exactly(sock, 1)
 
 
 def test_close_ends_connections_and_frees_the_port(echo: EchoServer) -> None:
