@@ -130,7 +130,7 @@ class Client:
         payload = self._payload(task, q, args)
         if not await self._enqueue_hooks_pass(task, q, args, payload):
             return False
-        await self.scripts.run("enqueue", [self.keys.queues, self.keys.queue(q)],
+        await self.scripts.run("enqueue", [self.keys.queues, self.keys.queue(q), self.keys.qtimes(q)],
                                [q, self.keys.wake_channel, payload])
         return True
 
@@ -153,7 +153,7 @@ class Client:
             for q, payloads in by_queue.items():
                 for i in range(0, len(payloads), batch_size):
                     chunk = payloads[i : i + batch_size]
-                    await self.scripts.run("enqueue", [self.keys.queues, self.keys.queue(q)],
+                    await self.scripts.run("enqueue", [self.keys.queues, self.keys.queue(q), self.keys.qtimes(q)],
                                            [q, self.keys.wake_channel, *chunk], client=pipe)
                     count += len(chunk)
             await pipe.execute()
@@ -202,7 +202,7 @@ class Client:
 
     async def delete_queue(self, q: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.queue(q))
+            pipe.delete(self.keys.queue(q), self.keys.qtimes(q))
             pipe.srem(self.keys.queues, q)
             await pipe.execute()
 
@@ -362,6 +362,7 @@ class Client:
             pipe.lrem(self.keys.failed, 1, raw)
             pipe.sadd(self.keys.queues, q)
             pipe.rpush(self.keys.queue(q), job)
+            pipe.rpush(self.keys.qtimes(q), f"1:{int(self.clock.time() * 1000)}")
             pipe.publish(self.keys.wake_channel, q)
             removed, *_ = await pipe.execute()
         if not removed:

@@ -29,6 +29,7 @@ Corral only, under `corral:`:
     corral:periodic:<task>       hash {last, paused}
     corral:promoting             list of promoted jobs waiting for their enqueue plugins
     corral:audit                 stream of fenced leader writes (when auditing is on)
+    corral:qtimes:<q>            enqueue (or due) times of queue:<q>, entries "count:ms", oldest first
     channels corral:wake, corral:leader_released, corral:delayed_wake
 
 Example: ``Keys("resque").queue("mail") == "resque:queue:mail"``.
@@ -122,3 +123,7 @@ class Keys:
 
     def periodic(self, task: str) -> str:
         return self.corral("periodic", task)
+
+    def qtimes(self, q: str) -> str:
+        """Enqueue times of the jobs in `queue:<q>`, run-length encoded `count:ms`, oldest first."""
+        return self.corral("qtimes", q)

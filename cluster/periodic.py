@@ -121,7 +121,7 @@ class PeriodicEnqueuer:
             res = await fenced(
                 self.scripts, "periodic_claim",
                 [self.keys.leader_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
-                 self.keys.queue(t.queue)],
+                 self.keys.queue(t.queue), self.keys.qtimes(t.queue)],
                 [repr(slot), payload, t.queue, self.keys.wake_channel, t.overlap, t.name],
                 term, self.observer, self.audit,
             )

@@ -111,7 +111,7 @@ class Scheduler:
                 log.exception("scheduler: enqueue hook failed; queueing the job anyway")
             await fenced(self.scripts, "unstage",
                          [self.keys.leader_lock, self.keys.audit, self.keys.promoting, self.keys.queues,
-                          self.keys.queue(queue)],
+                          self.keys.queue(queue), self.keys.qtimes(queue)],
                          [payload, "push" if push else "drop", queue, self.keys.wake_channel],
                          term, self.observer, self.audit)
             if not push:

@@ -76,7 +76,8 @@ class NodeMetrics(Observer):
         self.is_leader = Gauge("corral_is_leader", "1 on the leader, 0 elsewhere", registry=r)
         self.epoch = Gauge("corral_leader_epoch", "Epoch of the current term as seen by this node", registry=r)
         self.transitions = Counter("corral_leader_transitions", "Leadership changes of this node", registry=r)
-        self.lag = Gauge("corral_scheduler_lag_seconds", "How late the oldest due delayed job is (leader)", registry=r)
+        self.lag = Gauge("corral_scheduler_lag_seconds",
+                         "How overdue the earliest delayed second is beyond 1 s (cluster-wide, from Redis)", registry=r)
         self.lateness = Histogram("corral_scheduler_lateness_seconds", "Promotion time minus due second",
                                   buckets=LATENESS_BUCKETS, registry=r)
         self.promoted_total = Counter("corral_delayed_promoted", "Delayed jobs promoted by this node", registry=r)
@@ -99,6 +100,8 @@ class NodeMetrics(Observer):
         r.register(self.cluster)
         for where in ("worker", "election", "heartbeat", "leader", "metrics"):
             self.redis_errors.labels(where)
+        for op in ("promote", "unstage", "periodic_claim", "recover"):
+            self.stale.labels(op)
         self.workers.labels("busy").set(0)
         self.workers.labels("idle").set(0)
 
@@ -120,13 +123,14 @@ class NodeMetrics(Observer):
     def leader_changed(self, is_leader: bool, epoch: int) -> None:
         self.is_leader.set(1 if is_leader else 0)
         self.epoch.set(epoch)
-        self.transitions.inc()
+        if is_leader:
+            self.transitions.inc()  # acquisitions only
 
     def stale_write_rejected(self, op: str) -> None:
         self.stale.labels(op).inc()
 
     def scheduler_lag(self, seconds: float) -> None:
-        self.lag.set(seconds)
+        pass  # cluster-wide: every node computes it from Redis in the gauge refresher
 
     def promoted(self, count: int, lateness: list[float]) -> None:
         self.promoted_total.inc(count)

@@ -215,9 +215,13 @@ class Node:
                     pipe.llen(self.keys.failed)
                     pipe.time()
                     pipe.zrange(self.keys.members, 0, -1, withscores=True)
+                    for q in queues:
+                        pipe.lindex(self.keys.qtimes(q), 0)
                     res = await pipe.execute()
-                lengths = res[: len(queues)]
-                tss, failed, now, members = res[len(queues):]
+                n = len(queues)
+                lengths = res[:n]
+                tss, failed, now, members = res[n:n + 4]
+                heads = res[n + 4:]
                 c.queue_lengths = {q: int(n) for q, n in zip(queues, lengths, strict=True)}
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for ts in tss:
@@ -225,6 +229,13 @@ class Node:
                     c.delayed = sum(int(n) for n in await pipe.execute()) if tss else 0
                 c.failed = int(failed)
                 now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+                c.oldest_age = {}
+                for q, length, head in zip(queues, lengths, heads, strict=True):
+                    if int(length) > 0:
+                        c.oldest_age[q] = max(0.0, (now_ms - float(str(head).partition(":")[2])) / 1000) if head else 0.0
+                # scheduler lag, cluster-wide: how overdue the earliest delayed second is, on Redis' clock
+                c_lag = max(0.0, now_ms / 1000 - float(tss[0])) if tss else 0.0
+                self.metrics.lag.set(c_lag if c_lag > 1.0 else 0.0)
                 c.members = sum(1 for _m, s in members if now_ms - float(s) < self.cfg.dead_after * 1000)
                 c.refreshed_mono = self.clock.monotonic()
             except (RedisError, OSError):

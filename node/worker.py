@@ -132,6 +132,7 @@ class Slot:
         self.current: dict[str, Any] | None = None
         self.job_task: asyncio.Task[Outcome] | None = None
         self.pushed_back = 0
+        self.enqueued_ms: float | None = None
         k = pool.keys
         self._fixed_keys = [k.inflight(pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
                             k.stat("processed"), k.stat("processed", self.name), k.stat("failed"),
@@ -144,11 +145,12 @@ class Slot:
         now = pool.clock.time()
         res = await pool.scripts.run(
             "fetch",
-            [*self._fixed_keys, *[pool.keys.queue(q) for q in queues]],
+            [*self._fixed_keys, *[pool.keys.queue(q) for q in queues], *[pool.keys.qtimes(q) for q in queues]],
             [self.index, ack[0] if ack else "", ack[1].kind if ack else "", ack[1].entry if ack else "",
              pool.failed_max, "1" if fetch and queues else "0", exec_id, js_date(now), self.name, int(now), *queues],
         )
         status, queue, payload = res[0], res[1], res[2]
+        self.enqueued_ms = float(res[3]) if res[3] else None
         if status == "LOST":
             log.warning("worker: ack refused, the job had been recovered by the leader (this node was declared dead)",
                         extra={"event": "ack_lost", "worker": self.name})
@@ -210,7 +212,7 @@ class Slot:
             try:
                 n = await self.pool.scripts.run(
                     "pushback", [k.inflight(self.pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
-                                 k.queue(queue), k.queues],
+                                 k.queue(queue), k.queues, k.qtimes(queue)],
                     [self.index, exec_id, queue, k.wake_channel])
                 self.pushed_back += int(n)
                 log.warning("worker: job not finished within the shutdown grace; pushed back to its queue",
@@ -252,7 +254,8 @@ class Slot:
         retry_counter = pctx.state.get("retry")
         ctx = JobContext(job=job, queue=queue, worker=self.name, node_id=pool.node_id, execution_id=exec_id,
                          client=pool.client, log=jlog, attempt=int(retry_counter or 0) + 1)
-        pool.observer.job_started(queue, job.task, None)
+        wait = None if self.enqueued_ms is None else clock.time() - self.enqueued_ms / 1000
+        pool.observer.job_started(queue, job.task, wait)
         log.debug("worker: working job", extra={"event": "job_start", "task": job.task, "queue": queue,
                                                 "worker": self.name})
         start = clock.monotonic()

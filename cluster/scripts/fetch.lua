@@ -3,14 +3,15 @@
 -- mid-job leaves it where the leader's recovery finds it: nothing is popped and forgotten.
 -- KEYS[1] corral:inflight:<node>   KEYS[2] worker:<name>:<queues>   KEYS[3] ...:started
 -- KEYS[4] stat:processed   KEYS[5] stat:processed:<name>   KEYS[6] stat:failed   KEYS[7] stat:failed:<name>
--- KEYS[8] failed list   KEYS[9] corral:recovered   KEYS[10..] queue:<q> lists, in priority order
+-- KEYS[8] failed list   KEYS[9] corral:recovered   KEYS[10..] queue:<q> lists, in priority order, then
+-- their corral:qtimes:<q> keys in the same order
 -- ARGV[1] slot   ARGV[2] exec id of the job being acked ("" = no ack)
 -- ARGV[3] ack kind: "ok" (processed), "fail" (failed + entry), "failcount" (failed, no entry: a
 --         retried attempt), "drop" (no stats: a before_perform hook refused it)
 -- ARGV[4] failed entry ("" unless fail)   ARGV[5] keep at most this many failed entries (0 = all)
 -- ARGV[6] fetch? "1"/"0"   ARGV[7] new exec id   ARGV[8] run_at string   ARGV[9] worker name
 -- ARGV[10] started (epoch seconds)   ARGV[11..] queue names matching KEYS[10..]
--- returns {ack_status, queue or false, payload or false}; ack_status "OK", "LOST" (recovery took
+-- returns {ack_status, queue or false, payload or false, enqueued ms or false}; ack_status "OK", "LOST" (recovery took
 -- the job from us: nothing written) or "NONE" (no ack asked)
 local slot = ARGV[1]
 local ack = 'NONE'
@@ -40,8 +41,9 @@ if ARGV[2] ~= '' then
     ack = 'LOST'
   end
 end
-if ARGV[6] ~= '1' then return {ack, false, false} end
-for i = 10, #KEYS do
+if ARGV[6] ~= '1' then return {ack, false, false, false} end
+local nq = (#KEYS - 9) / 2
+for i = 10, 9 + nq do
   local payload = redis.call('LPOP', KEYS[i])
   if payload then
     local q = ARGV[i + 1]
@@ -52,7 +54,18 @@ for i = 10, #KEYS do
     redis.call('SET', KEYS[2], '{"run_at":' .. cjson.encode(ARGV[8]) .. ',"queue":' .. cjson.encode(q)
       .. ',"payload":' .. body .. ',"worker":' .. cjson.encode(ARGV[9]) .. '}')
     redis.call('SET', KEYS[3], ARGV[10])
-    return {ack, q, payload}
+    local qt = KEYS[i + nq]
+    local enq = false
+    local head = redis.call('LINDEX', qt, 0)
+    if head then
+      local sep = string.find(head, ':', 1, true)
+      local n = tonumber(string.sub(head, 1, sep - 1))
+      enq = string.sub(head, sep + 1)
+      if n <= 1 then redis.call('LPOP', qt) else redis.call('LSET', qt, 0, (n - 1) .. ':' .. enq) end
+    end
+    -- producers that do not write qtimes (node-resque, LREM) desync it; an empty queue resets it
+    if redis.call('LLEN', KEYS[i]) == 0 then redis.call('DEL', qt) end
+    return {ack, q, payload, enq}
   end
 end
-return {ack, false, false}
+return {ack, false, false, false}

@@ -2,7 +2,7 @@
 -- The per-task record keeps the last claimed slot; a slot at or before it is never enqueued
 -- again, whatever node leads, however often it restarts, with no TTL involved.
 -- KEYS[1] leader lock   KEYS[2] corral:audit   KEYS[3] corral:periodic:<task>   KEYS[4] queues set
--- KEYS[5] queue:<q>
+-- KEYS[5] queue:<q>   KEYS[6] corral:qtimes:<q>
 -- ARGV[1] token   ARGV[2] audit   ARGV[3] epoch   ARGV[4] slot (epoch seconds)   ARGV[5] payload
 -- ARGV[6] queue name   ARGV[7] wake channel   ARGV[8] overlap "allow"/"skip"   ARGV[9] task name
 -- returns {"OK"|"DUP"|"PAUSED"|"SKIPPED"} or {"STALE"}
@@ -16,6 +16,7 @@ if ARGV[8] == 'skip' and redis.call('LPOS', KEYS[5], ARGV[5], 'MAXLEN', 10000) t
 end
 redis.call('SADD', KEYS[4], ARGV[6])
 redis.call('RPUSH', KEYS[5], ARGV[5])
+redis.call('RPUSH', KEYS[6], '1:' .. math.floor(tonumber(ARGV[4]) * 1000))
 redis.call('PUBLISH', ARGV[7], ARGV[6])
 if ARGV[2] == '1' then
   local t = redis.call('TIME')

@@ -43,6 +43,7 @@ for _, ts in ipairs(due) do
     else
       redis.call('SADD', KEYS[4], q)
       redis.call('RPUSH', prefix .. 'queue:' .. q, payload)
+      redis.call('RPUSH', prefix .. 'corral:qtimes:' .. q, '1:' .. (tonumber(ts) * 1000))
       woken[q] = true
       moved = moved + 1
     end

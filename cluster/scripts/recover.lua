@@ -37,6 +37,7 @@ for field, payload in pairs(rec) do
       else
         redis.call('SADD', KEYS[9], q)
         redis.call('LPUSH', ARGV[7] .. 'queue:' .. q, payload)
+        redis.call('LPUSH', ARGV[7] .. 'corral:qtimes:' .. q, '1:' .. ms)
         redis.call('PUBLISH', ARGV[9], q)
         recovered = recovered + 1
       end
