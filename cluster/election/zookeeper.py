@@ -355,10 +355,14 @@ class ZooKeeperElector:
                                                           "event": "leader_stepped_down"})
 
     async def _renew_loop(self, term: Term) -> None:
+        """Re-install the term every `renew_period`; end it at the deadline at the latest (every
+        wait is cut at the deadline, so the duties stop then, not at the next renew)."""
         cfg = self.config
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(term.lost.wait(), cfg.renew_period)
+            wait = min(cfg.renew_period, term.deadline - self.clock.monotonic())
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(term.lost.wait(), wait)
             if term.lost.is_set():
                 raise LeaseLost(self._lost_reason or "released")
             if self.clock.monotonic() >= term.deadline:
@@ -367,7 +371,7 @@ class ZooKeeperElector:
             while True:
                 sent = self.clock.monotonic()
                 try:
-                    ok = await self._install(term, cfg.renew_timeout)
+                    ok = await self._install(term, min(cfg.renew_timeout, max(0.001, term.deadline - sent)))
                 except RedisConnectionError as e:
                     self.observer.redis_error("election")
                     if retried:
