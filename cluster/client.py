@@ -105,8 +105,9 @@ class Client:
 
     def _payload(self, task: str, queue: str, args: list[Any]) -> str:
         payload = encode_job(task, queue, args)
-        if len(payload) > self.max_payload_bytes:
-            raise EnqueueError(f"job payload for {task!r} is {len(payload)} bytes; the limit is {self.max_payload_bytes}")
+        limit = self.max_payload_bytes
+        if len(payload) * 4 > limit and (size := len(payload.encode(errors="surrogateescape"))) > limit:
+            raise EnqueueError(f"job payload for {task!r} is {size} bytes; the limit is {self.max_payload_bytes}")
         return payload
 
     async def _enqueue_hooks_pass(self, task: str, queue: str, args: list[Any], payload: str) -> bool:
@@ -226,10 +227,14 @@ class Client:
     # ---- delayed ---------------------------------------------------------------------------
 
     async def delete_delayed(self, q: str, task: str, params: dict[str, Any] | None = None) -> list[int]:
+        """Remove every delayed copy of one exact job; returns the seconds it was scheduled at."""
+        return (await self._delete_delayed(q, task, params))[0]
+
+    async def _delete_delayed(self, q: str, task: str, params: dict[str, Any] | None) -> tuple[list[int], int]:
         payload = encode_job(task, q, _args(params, None))
         out = await self.scripts.run("delete_delayed", [self.keys.timestamps(payload), self.keys.delayed_schedule],
                                      [payload, self.keys.namespace + ":"])
-        return sorted(int(x) for x in out)
+        return sorted(int(x) for x in out[1:]), int(out[0])
 
     async def scheduled_at(self, q: str, task: str, params: dict[str, Any] | None = None) -> list[int]:
         payload = encode_job(task, q, _args(params, None))
@@ -317,6 +322,13 @@ class Client:
             node = name.split("+", 1)[0]
             record = await self.working_on(name, queues)
             started = parse_date(record.get("run_at")) if isinstance(record, dict) else None
+            if started is None:
+                # idle worker: judge it by its liveness ping (node-resque and Corral both write one)
+                ping = await self.redis.get(self.keys.worker_ping(name))
+                try:
+                    started = float(json.loads(str(ping))["time"]) if ping else None
+                except (ValueError, KeyError, TypeError):
+                    started = None
             old = started is None or now - started > age_seconds
             if node not in live and old:
                 wid = f"{name}:{queues}"
@@ -444,5 +456,5 @@ class Client:
         q = queue or self._periodic_queue(task)
         await self.redis.hset(self.keys.periodic(task), "paused", "1")
         removed = await self.delete(q, task)
-        removed += len(await self.delete_delayed(q, task))
+        removed += (await self._delete_delayed(q, task, None))[1]
         return removed

@@ -58,7 +58,12 @@ def _js_string(s: str) -> str:
     return out
 
 
-def _needs_js_path(obj: Any, depth: int = 0) -> bool:
+def _is_index(key: str) -> bool:
+    """JS orders array-index keys ('0'..'4294967294', canonical) before the others, ascending."""
+    return key.isdigit() and (key == "0" or key[0] != "0") and int(key) < 4294967295
+
+
+def _needs_js_path(obj: Any, depth: int = 0, strict: bool = True) -> bool:
     if depth > 200:
         raise EnqueueError("params are nested more than 200 levels deep")
     if isinstance(obj, float):
@@ -66,18 +71,20 @@ def _needs_js_path(obj: Any, depth: int = 0) -> bool:
     if isinstance(obj, bool) or obj is None:
         return False
     if isinstance(obj, int):
-        if abs(obj) > MAX_SAFE_INT:
+        if strict and abs(obj) > MAX_SAFE_INT:
             raise EnqueueError(f"integer {obj} is beyond 2**53 and would lose precision in JavaScript")
         return False
     if isinstance(obj, str):
         return any(0xD800 <= ord(c) <= 0xDFFF for c in obj)
     if isinstance(obj, dict):
+        reorder = False
         for k in obj:
             if not isinstance(k, str):
                 raise EnqueueError(f"object key {k!r} is not a string")
-        return any(_needs_js_path(v, depth + 1) for v in obj.values())
+            reorder = reorder or _is_index(k)
+        return any([reorder] + [_needs_js_path(v, depth + 1, strict) for v in obj.values()])
     if isinstance(obj, list | tuple):
-        return any(_needs_js_path(v, depth + 1) for v in obj)
+        return any([_needs_js_path(v, depth + 1, strict) for v in obj])
     raise EnqueueError(f"value of type {type(obj).__name__} is not JSON")
 
 
@@ -91,13 +98,20 @@ def _js_dumps(obj: Any) -> str:
     if isinstance(obj, str):
         return _js_string(obj)
     if isinstance(obj, dict):
-        return "{" + ",".join(f"{_js_string(k)}:{_js_dumps(v)}" for k, v in obj.items()) + "}"
+        items = list(obj.items())
+        if any(_is_index(k) for k, _ in items):
+            items = sorted((kv for kv in items if _is_index(kv[0])), key=lambda kv: int(kv[0])) + [
+                kv for kv in items if not _is_index(kv[0])]
+        return "{" + ",".join(f"{_js_string(k)}:{_js_dumps(v)}" for k, v in items) + "}"
     return "[" + ",".join(_js_dumps(v) for v in obj) + "]"
 
 
-def js_dumps(obj: Any) -> str:
-    """`JSON.stringify(obj)` for JSON-shaped Python data; raises EnqueueError otherwise."""
-    if _needs_js_path(obj):
+def js_dumps(obj: Any, strict: bool = True) -> str:
+    """`JSON.stringify(obj)` for JSON-shaped Python data; raises EnqueueError otherwise.
+
+    `strict=False` re-serialises data read back (another producer's integers beyond 2**53 are
+    written as they are instead of refused)."""
+    if _needs_js_path(obj, 0, strict):
         return _js_dumps(obj)
     return _dumps(obj)
 
@@ -225,7 +239,7 @@ def encode_failed(
         "backtrace": backtrace,
         "failed_at": js_date(failed_at),
     }
-    return js_dumps(entry)
+    return js_dumps(entry, strict=False)
 
 
 @dataclass(frozen=True)

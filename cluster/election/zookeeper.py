@@ -57,6 +57,13 @@ log = logging.getLogger("corral.election")
 
 T = TypeVar("T")
 
+# A Redis call can fail these ways: redis-py's errors, socket errors, our timeouts, and uvloop's
+# RuntimeError ("unable to perform operation on <TCPTransport closed=True>") when redis-py writes
+# to a connection the peer reset. Each one means "Redis did not answer", never a crash.
+REDIS_DOWN = (RedisError, OSError, TimeoutError, RuntimeError)
+# Dropped connections among them: retried once at once, then the term ends (F4: RST -> stop now).
+REDIS_DROPPED = (RedisConnectionError, ConnectionError, RuntimeError)
+
 _CLOSE_WAIT = 3.0  # bound on closing the ZooKeeper session (release, shutdown)
 _ZK_CALL_WAIT = 2.0  # bound on one short blocking ZooKeeper call awaited from the loop
 
@@ -234,7 +241,7 @@ class ZooKeeperElector:
         self._lost_reason = None
         try:
             installed = await self._install(term, self.config.renew_timeout * 2)
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_DOWN as e:
             self.observer.redis_error("election")
             log.warning("election: won the ZooKeeper lock but cannot install the term in Redis: %r", e,
                         extra={"epoch": epoch})
@@ -257,8 +264,9 @@ class ZooKeeperElector:
             await self._lead_term(term, lead)
         finally:
             self._watched = None
-            await self._release_redis(term)
-            await self._release_zk(lock)
+            # Both at once: a leader cut off from Redis must not hold the ZooKeeper lock while its
+            # Redis release times out (the lock being overwritten by the next term is enough).
+            await asyncio.gather(self._release_redis(term), self._release_zk(lock))
 
     def _acquire(self, lock: Any) -> int | None:
         """Thread: drop lock nodes left by our earlier terms, wait for the lock, return its czxid."""
@@ -307,7 +315,7 @@ class ZooKeeperElector:
                 else:
                     holder, holder_epoch = parse_token(str(token))
                     leader, epoch = holder, holder_epoch if holder_epoch is not None else epoch
-        except (RedisError, OSError, TimeoutError, ValueError, KeyError):
+        except (*REDIS_DOWN, ValueError, KeyError):
             self.observer.redis_error("election")
             lock = self._lock
             if lock is not None and self._connected.is_set():
@@ -372,13 +380,13 @@ class ZooKeeperElector:
                 sent = self.clock.monotonic()
                 try:
                     ok = await self._install(term, min(cfg.renew_timeout, max(0.001, term.deadline - sent)))
-                except RedisConnectionError as e:
+                except REDIS_DROPPED as e:
                     self.observer.redis_error("election")
                     if retried:
                         raise LeaseLost(f"connection to Redis lost: {e}") from None
                     retried = True
                     continue
-                except (RedisError, OSError, TimeoutError):
+                except REDIS_DOWN:
                     self.observer.redis_error("election")
                     if self.clock.monotonic() >= term.deadline:
                         raise LeaseLost("renew timed out past the deadline") from None
@@ -401,7 +409,7 @@ class ZooKeeperElector:
                 self.config.renew_timeout * 2,
             )
             return bool(res)
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_DOWN as e:
             log.warning("election: Redis release failed (the lock will expire): %r", e, extra={"epoch": term.epoch})
             return False
 

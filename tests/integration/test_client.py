@@ -229,9 +229,6 @@ async def test_bad_input_raises_enqueue_error_and_writes_nothing(
     assert await _keys(r) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cluster/client.py Client._payload compares len(payload) (characters) with max_payload_bytes; "
-    "non-ASCII text is 2-4 bytes per character, so a payload over the byte limit is accepted"))
 async def test_payload_limit_counts_utf8_bytes(redis_url: str, r: Redis) -> None:
     client = Client(make_redis(RedisSettings(url=redis_url)), max_payload_bytes=1000)
     try:
@@ -392,9 +389,6 @@ async def test_clean_old_workers(api: Client, r: Redis) -> None:
     assert await api.clean_old_workers(600) == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cluster/client.py clean_old_workers treats a worker with no working-on record as old whatever its age, so "
-    "it unregisters a live, idle node-resque worker sharing the namespace (its fresh worker:ping is ignored)"))
 async def test_clean_old_workers_keeps_a_live_idle_node_resque_worker(api: Client, r: Redis) -> None:
     await r.sadd("resque:workers", "nodehost:77:default")
     await r.set("resque:worker:nodehost:77:default:started", int(NOW - 30))
@@ -521,9 +515,6 @@ async def test_stop_recurrent_job_pauses_and_removes_queued_copies(api: Client, 
     assert await r.hget("resque:corral:periodic:sayHello", "paused") is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cluster/client.py stop_recurrent_job adds len(delete_delayed(...)), the number of due seconds, not the "
-    "number of delayed copies removed: identical copies in one second count once"))
 async def test_stop_recurrent_job_counts_every_delayed_copy(api: Client, r: Redis) -> None:
     await api.enqueue("sayHello")
     await api.enqueue_at(1_900_000_000, "sayHello")

@@ -47,18 +47,8 @@ FIXTURE = INTEROP / "fixtures" / "golden.json"
 GOLDEN: dict[str, Any] = json.loads(FIXTURE.read_text(encoding="utf-8"))
 
 # Known product bugs, kept visible: strict xfail turns into a failure once the product is fixed.
-ENCODE_BUGS = {
-    "integer-like keys": (
-        "cluster/wire.py js_dumps keeps dict insertion order, but JS orders array-index keys "
-        "('0'..'4294967294') first, ascending, so encode_job differs from node-resque for such params"
-    ),
-}
-REENCODE_BUGS = {
-    "safe integers": (
-        "cluster/wire.py js_dumps rejects the integer 9007199254740992 that JSON.stringify writes for 2**53 "
-        "(and any larger integer another producer wrote), so re-serialising a job read back raises EnqueueError"
-    ),
-}
+ENCODE_BUGS: dict[str, str] = {}
+REENCODE_BUGS: dict[str, str] = {}
 
 
 def _node_or_missing() -> str:
@@ -126,7 +116,7 @@ def test_encode_job_from_python_values() -> None:
 @pytest.mark.parametrize("case", _job_cases(REENCODE_BUGS))
 def test_reserialising_golden_bytes_is_identity(case: dict[str, Any]) -> None:
     """`JSON.stringify(JSON.parse(x)) == x` holds in Python too: what node-resque's removeFailed relies on."""
-    assert js_dumps(json.loads(case["bytes"])) == case["bytes"]
+    assert js_dumps(json.loads(case["bytes"]), strict=False) == case["bytes"]
 
 
 @pytest.mark.parametrize("x, js", [
@@ -323,10 +313,6 @@ def test_encode_failed_keeps_an_unparseable_payload_as_a_string() -> None:
     assert obj["payload"] == "not json {"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cluster/wire.py encode_failed re-serialises the payload with js_dumps, which raises EnqueueError for "
-    "integers beyond 2**53 (Ruby producers write them); the worker's failure path then raises instead of "
-    "writing the failed entry"))
 def test_encode_failed_accepts_payloads_js_cannot_round_trip() -> None:
     payload = '{"class":"rubyJob","queue":"q","args":[12345678901234567890]}'
     raw = encode_failed(worker="w", queue="q", payload_raw=payload, exception="TaskNotFound", error="no task",
