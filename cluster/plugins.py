@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis.asyncio import Redis
 
+from .clock import SYSTEM_CLOCK, Clock
 from .keys import Keys
 from .wire import js_dumps
 
@@ -44,6 +45,7 @@ class PluginContext:
     error: BaseException | None = None
     retry_in: float | None = None
     state: dict[str, Any] = field(default_factory=dict)
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def args_key(self) -> str:
@@ -104,9 +106,7 @@ class JobLock(Plugin):
         return ctx.keys.job_lock(ctx.task, ctx.queue, ctx.args_key)
 
     async def before_perform(self, ctx: PluginContext) -> bool:
-        import time
-
-        value = f"{time.time() + self.options['lock_timeout']:.0f}:{id(ctx)}"
+        value = f"{ctx.clock.time() + self.options['lock_timeout']:.0f}:{id(ctx)}"
         got = await ctx.redis.set(self.key(ctx), value, nx=True, ex=int(self.options["lock_timeout"]))
         if got:
             ctx.state["JobLock"] = value
@@ -137,10 +137,8 @@ class QueueLock(Plugin):
         return ctx.keys.queue_lock(ctx.task, ctx.queue, ctx.args_key)
 
     async def before_enqueue(self, ctx: PluginContext) -> bool:
-        import time
-
         timeout = int(self.options["lock_timeout"])
-        return bool(await ctx.redis.set(self.key(ctx), f"{time.time() + timeout:.0f}", nx=True, ex=timeout))
+        return bool(await ctx.redis.set(self.key(ctx), f"{ctx.clock.time() + timeout:.0f}", nx=True, ex=timeout))
 
     async def before_perform(self, ctx: PluginContext) -> bool:
         await ctx.redis.delete(self.key(ctx))

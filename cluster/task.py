@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import DuplicateTask, TaskDefinitionError, TaskNotFound
+from .errors import DuplicateTask, EnqueueError, TaskDefinitionError, TaskNotFound
 from .wire import Job, check_queue_name
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class Task:
             raise _bad("run", f"must be a function, got {type(self.run).__name__}")
         try:
             check_queue_name(self.queue)
-        except ValueError as e:
+        except (ValueError, EnqueueError) as e:
             raise _bad("queue", str(e)) from None
         if self.frequency is not None:
             if isinstance(self.frequency, bool) or not isinstance(self.frequency, int | float):

@@ -35,7 +35,7 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
@@ -66,6 +66,14 @@ REDIS_DROPPED = (RedisConnectionError, ConnectionError, RuntimeError)
 
 _CLOSE_WAIT = 3.0  # bound on closing the ZooKeeper session (release, shutdown)
 _ZK_CALL_WAIT = 2.0  # bound on one short blocking ZooKeeper call awaited from the loop
+
+
+async def within(seconds: float, aw: Awaitable[T]) -> T:
+    """`aw` bounded by `seconds` (TimeoutError). Not `asyncio.wait_for`: on Python 3.11 it turns a
+    cancellation that races its timeout into TimeoutError (fixed in 3.12), which a caller that
+    tolerates timeouts would then swallow; `asyncio.timeout` keeps the cancellation."""
+    async with asyncio.timeout(seconds):
+        return await aw
 
 
 class ZooKeeperElector:
@@ -135,7 +143,7 @@ class ZooKeeperElector:
         return fut
 
     async def _zk_call(self, fn: Callable[[], T], name: str) -> T:
-        return await asyncio.wait_for(self._in_thread(fn, name), _ZK_CALL_WAIT)
+        return await within(_ZK_CALL_WAIT, self._in_thread(fn, name))
 
     def _listener(self, state: Any) -> None:
         """kazoo's connection thread: never block here (python-zk/kazoo#381)."""
@@ -218,7 +226,7 @@ class ZooKeeperElector:
     async def _contend_once(self, lead: LeadFn) -> None:
         if not self._connected.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._connected.wait(), self.config.retry_period)
+                await within(self.config.retry_period, self._connected.wait())
             return
         lock = self._zk.Lock(self.path, identifier=self.node_id)
         self._lock = lock
@@ -285,11 +293,11 @@ class ZooKeeperElector:
             return None
         return int(stat.czxid)
 
-    async def _install(self, term: Term, within: float) -> int:
-        res = await asyncio.wait_for(
+    async def _install(self, term: Term, limit: float) -> int:
+        res = await within(
+            limit,
             self.scripts.run("install_term", [self.keys.leader_lock, self.keys.corral("zk_epoch"), self.keys.leader],
                              [self.node_id, term.token, term.epoch, self.config.lease_ms, term.since]),
-            within,
         )
         return int(res)
 
@@ -308,7 +316,7 @@ class ZooKeeperElector:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys.leader_lock)
                 pipe.hgetall(self.keys.leader)
-                token, info = await asyncio.wait_for(pipe.execute(), self.config.renew_timeout * 2)
+                token, info = await within(self.config.renew_timeout * 2, pipe.execute())
             if token is not None:
                 if info and info.get("token") == token:
                     leader, epoch, since = str(info["node"]), int(info["epoch"]), float(info["since"])
@@ -351,7 +359,7 @@ class ZooKeeperElector:
         reason = "stopped"
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._renew_loop(term), name="election-renew")
+                tg.create_task(self._renew(term), name="election-renew")
                 tg.create_task(lead(term), name="leader-duties")
         except* LeaseLost as eg:
             reason = str(eg.exceptions[0])
@@ -362,6 +370,15 @@ class ZooKeeperElector:
             log.warning("election: stepped down", extra={"epoch": term.epoch, "reason": reason,
                                                           "event": "leader_stepped_down"})
 
+    async def _renew(self, term: Term) -> None:
+        try:
+            await self._renew_loop(term)
+        finally:
+            # Set before the duties are cancelled, not after: a duty whose cancellation was lost
+            # (Python 3.11 wait_for) still ends when it sees the term lost, instead of keeping the
+            # TaskGroup (and this node's is_leader) alive forever.
+            term.lost.set()
+
     async def _renew_loop(self, term: Term) -> None:
         """Re-install the term every `renew_period`; end it at the deadline at the latest (every
         wait is cut at the deadline, so the duties stop then, not at the next renew)."""
@@ -370,7 +387,7 @@ class ZooKeeperElector:
             wait = min(cfg.renew_period, term.deadline - self.clock.monotonic())
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(term.lost.wait(), wait)
+                    await within(wait, term.lost.wait())
             if term.lost.is_set():
                 raise LeaseLost(self._lost_reason or "released")
             if self.clock.monotonic() >= term.deadline:
@@ -403,10 +420,10 @@ class ZooKeeperElector:
     async def _release_redis(self, term: Term) -> bool:
         """Compare-and-delete our token and wake Redis-side candidates; False if not ours or failed."""
         try:
-            res = await asyncio.wait_for(
+            res = await within(
+                self.config.renew_timeout * 2,
                 self.scripts.run("release", [self.keys.leader_lock, self.keys.leader],
                                  [term.token, self.keys.released_channel]),
-                self.config.renew_timeout * 2,
             )
             return bool(res)
         except REDIS_DOWN as e:
@@ -464,6 +481,6 @@ class ZooKeeperElector:
                 zk.close()
 
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._in_thread(close, "close")), _CLOSE_WAIT)
+            await within(_CLOSE_WAIT, asyncio.shield(self._in_thread(close, "close")))
         self._connected.clear()
         self.state.extra["zk_state"] = "closed"
