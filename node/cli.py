@@ -111,8 +111,11 @@ def _resolve_url(args: argparse.Namespace) -> tuple[str, str]:
 
 async def _with_client(args: argparse.Namespace, fn: Any) -> Any:
     url, ns = _resolve_url(args)
+    # password, ACL user, Sentinel and TLS settings come from the same CORRAL_* variables as the node's
+    env = {k: v for k, v in os.environ.items() if k.startswith("CORRAL_REDIS_")}
+    settings = NodeConfig.from_sources({"redis_url": url}, env).redis_settings(url)
     try:
-        client = await Client.connect(url, ns)
+        client = await Client.connect(url, ns, settings=settings)
     except (OSError, Exception) as e:
         if isinstance(e, CorralError):
             raise
@@ -327,13 +330,17 @@ def cmd_up(args: argparse.Namespace) -> int:
               "'{\"to\": \"evan@example.com\"}'    corral status")
         print("Ctrl-C stops the cluster.", flush=True)
         started = time.monotonic()
+        gone: set[int] = set()
         while not stop["now"]:
             if args.duration is not None and time.monotonic() - started >= args.duration:
                 break
             for i, p in enumerate(procs):
-                if p.poll() is not None:
-                    print(f"node{i + 1} exited with status {p.returncode}", file=sys.stderr)
-                    stop["now"] = True
+                if p.poll() is not None and i not in gone:
+                    gone.add(i)
+                    print(f"node{i + 1} exited with status {p.returncode}; the others carry on "
+                          f"(see {data / 'logs' / f'node{i + 1}.log'})", file=sys.stderr, flush=True)
+            if len(gone) == len(procs):
+                break
             time.sleep(0.2)
         return 0
     finally:
