@@ -129,6 +129,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("audit", _bool, False, "append every fenced leader write to the corral:audit stream (fault tests)"),
     Option("data_dir", _opt_str, ".data", "data directory of the embedded Redis"),
     Option("failed_max", _num(int, 0, True), 0, "trim the failed list to this many newest entries (0 = keep all)"),
+    Option("clock_offset_file", _opt_str, None,
+           "fault tests only: on SIGUSR1 the node shifts its wall clock by the seconds written in this file"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -186,6 +188,7 @@ class NodeConfig:
     audit: bool = False
     data_dir: str = ".data"
     failed_max: int = 0
+    clock_offset_file: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()

@@ -24,7 +24,7 @@ from prometheus_client.process_collector import ProcessCollector
 from redis.exceptions import RedisError
 
 from cluster.client import Client
-from cluster.clock import SYSTEM_CLOCK, Clock
+from cluster.clock import Clock, SystemClock
 from cluster.connection import make_redis
 from cluster.election.base import Term
 from cluster.election.redis import RedisElector
@@ -56,16 +56,16 @@ def version() -> str:
 
 class Node:
     def __init__(self, cfg: NodeConfig, registry: Registry, *, redis_url: str | None = None,
-                 node_id: str | None = None, clock: Clock = SYSTEM_CLOCK, install_signals: bool = True) -> None:
+                 node_id: str | None = None, clock: Clock | None = None, install_signals: bool = True) -> None:
         self.cfg = cfg
         self.registry = registry
-        self.clock = clock
+        self.clock: Clock = clock or SystemClock()
         self.node_id = node_id or cfg.make_node_id()
         self.settings = cfg.redis_settings(redis_url)
         self.keys = Keys(cfg.namespace)
         self.stop_event = asyncio.Event()
-        self.started_mono = clock.monotonic()
-        self.started_wall = clock.time()
+        self.started_mono = self.clock.monotonic()
+        self.started_wall = self.clock.time()
         self.stopping = False
         self.http_port: int | None = None
         self.loop_lag = 0.0
@@ -139,6 +139,17 @@ class Node:
     def request_stop(self) -> None:
         self.stop_event.set()
 
+    def _apply_clock_offset(self) -> None:
+        """Fault-test seam (FAULTS F9): jump this node's wall clock; leases stay on the monotonic clock."""
+        assert isinstance(self.clock, SystemClock) and self.cfg.clock_offset_file
+        try:
+            with open(self.cfg.clock_offset_file) as fh:
+                self.clock.offset = float(fh.read().strip() or 0)
+        except (OSError, ValueError) as e:
+            log.warning("clock offset file unreadable: %r", e)
+            return
+        log.warning("wall clock shifted for a fault test", extra={"event": "clock_jump", "offset": self.clock.offset})
+
     async def run(self, ready: asyncio.Event | None = None) -> int:
         await self._connect()
         self._build()
@@ -149,6 +160,8 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT) if self.install_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        if self.cfg.clock_offset_file and self.install_signals and isinstance(self.clock, SystemClock):
+            loop.add_signal_handler(signal.SIGUSR1, self._apply_clock_offset)
         background: list[asyncio.Task[Any]] = []
         log.info("node: started", extra={"event": "node_started", "http": f"{self.cfg.http_host}:{self.http_port}",
                                           "queues": ",".join(self.cfg.queues), "workers": len(self.pool.slots),
