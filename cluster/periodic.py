@@ -121,8 +121,8 @@ class PeriodicEnqueuer:
             res = await fenced(
                 self.scripts, "periodic_claim",
                 [self.keys.leader_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
-                 self.keys.queue(t.queue), self.keys.qtimes(t.queue)],
-                [repr(slot), payload, t.queue, self.keys.wake_channel, t.overlap, t.name],
+                 self.keys.queue(t.queue), self.keys.qtimes(t.queue), self.keys.members],
+                [repr(slot), payload, t.queue, self.keys.wake_channel, t.overlap, t.name, self.keys.namespace + ":"],
                 term, self.observer, self.audit,
             )
             status = res[0]
@@ -137,7 +137,7 @@ class PeriodicEnqueuer:
                 raw = await self.redis.hget(self.keys.periodic(t.name), "last")
                 last[t.name] = float(raw) if raw is not None else slot
             elif status == "SKIPPED":
-                log.info("periodic: occurrence skipped, previous still queued",
+                log.info("periodic: occurrence skipped, previous still queued or running",
                          extra={"event": "periodic_skipped", "task": t.name, "slot": slot})
                 last[t.name] = slot
             elif status == "PAUSED":

@@ -66,7 +66,7 @@ class Task:
 
     Periodic policies: `missed` = "catch_up" (default: occurrences missed while no leader ran are
     enqueued once each when at most `catch_up_window` seconds late) or "skip" (only the newest);
-    `overlap` = "allow" (default) or "skip" (no new occurrence while one is still queued).
+    `overlap` = "allow" (default) or "skip" (no new occurrence while one is still queued or running).
     `cpu_bound=True` runs a sync function in the node's process pool (the function must be a
     top-level function of its task file).
     """
