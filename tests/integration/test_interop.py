@@ -13,11 +13,11 @@ names; each Corral task appends a JSON line to a file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue as queue_mod
 import shutil
 import subprocess
-import textwrap
 import threading
 import time
 import urllib.parse
@@ -382,7 +382,7 @@ async def test_node_resque_scheduler_holding_the_lock_keeps_corral_nodes_followe
         for n in nodes:
             view = n.leader()
             assert view["is_leader"] is False and view["leader"] == "nr-leader", view
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     assert await client.leader() == "nr-leader"
 
     # node-resque promotes the delayed job; a Corral worker runs it

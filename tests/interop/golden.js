@@ -56,6 +56,12 @@ const JOBS = [
     "well-formed JSON.stringify escapes them"],
   ["integer-like keys", "t", "default", "[{\"b\":1,\"2\":2,\"1\":3,\"01\":4,\"a\":5}]",
     "JS orders array-index keys first, ascending"],
+  ["integer-like keys at the limits", "t", "default",
+    "[{\"x\":1,\"4294967295\":2,\"4294967294\":3,\"-1\":4,\"1.5\":5,\"0\":6,\"10\":7,\"9\":8}]",
+    "2**32-2 is the largest array index; negative and fractional keys keep insertion order"],
+  ["non-ASCII digit keys", "t", "default", "[{\"b\":1,\"\u0661\":2,\"\u00b2\":3,\"2\":4}]",
+    "only ASCII digits make array-index keys"],
+  ["lone surrogate key", "t", "default", "[{\"\ud800\":1,\"a\":{\"\udfff\":2}}]", "keys are escaped like values"],
   ["non-ASCII class and queue", "tâche", "file-é", "[{\"k\":\"v\"}]", ""],
   ["slash in names", "reports/daily", "mail/low", "[{}]", ""],
 ];
