@@ -1,0 +1,190 @@
+"""The fault checker's own tests (FAULTS.md §3): a clean synthetic history passes, and one planted
+anomaly of each kind is flagged. A checker that never fails proves nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+from tests.faults.checker import (
+    AuditRecord,
+    Bounds,
+    Enqueue,
+    Execution,
+    Fault,
+    History,
+    LeaderEvent,
+    PeriodicSpec,
+    check,
+    parse_audit,
+    percentile,
+)
+
+_seq = iter(range(10**6))
+
+
+def rec(t: float, epoch: int, op: str, detail: str, token: str | None = None) -> AuditRecord:
+    return AuditRecord(id=f"{int(t * 1000)}-{next(_seq)}", op=op, epoch=epoch,
+                       token=token or f"{'n1' if epoch == 100 else 'n2'}/{epoch}/ab", t=t, detail=detail)
+
+
+def run(job: str | None, start: float, end: float | None, outcome: str | None = "ok", *, node: str = "n2",
+        task: str = "job") -> Execution:
+    return Execution(id=job, task=task, execution_id=f"x{next(_seq)}", node=node, pid=1, start=start, end=end,
+                     outcome=outcome)
+
+
+def clean() -> History:
+    """n1 leads epoch 100, is SIGTERMed at 12.70 and hands over to n2 (epoch 101); n3 is killed at
+    14.0 with j4 in flight, recovered at 22.5 and run again; j5 was pushed back by n1's drain."""
+    enqueues = [Enqueue(f"j{i}", "ok", 1.0 + i / 10, 1.001 + i / 10) for i in range(1, 6)]
+    enqueues += [Enqueue("j6", "info", 2.0, 4.0), Enqueue("j7", "fail", 2.1, 2.2), Enqueue("j8", "info", 2.3, 4.3),
+                 Enqueue("d1", "ok", 3.0, 3.001, due=20.0), Enqueue("d2", "ok", 3.1, 3.101, due=20.0)]
+    executions = [run("j1", 2, 2.5), run("j2", 2, 2.5), run("j3", 2, 2.5), run("j6", 5, 5.1),
+                  run("j4", 13.5, None, None, node="n3"), run("j4", 22.6, 23.0),
+                  run("j5", 12.0, 12.72, "cancelled", node="n1"), run("j5", 12.8, 13.0),
+                  run("d1", 20.01, 20.02), run("d2", 20.01, 20.03)]
+    executions += [run(None, s + 0.01, s + 0.02, task="tick") for s in range(10, 17)]
+    audit = [rec(10.003, 100, "periodic", "tick@10"), rec(11.003, 100, "periodic", "tick@11"),
+             rec(12.002, 100, "periodic", "tick@12"), rec(13.003, 101, "periodic", "tick@13"),
+             rec(14.003, 101, "periodic", "tick@14"), rec(15.003, 101, "periodic", "tick@15"),
+             rec(16.003, 101, "periodic", "tick@16"), rec(20.004, 101, "promote", "20:2"),
+             rec(22.5, 101, "recover", "n3:1:0")]
+    events = [LeaderEvent("n1", "acquired", 5.0, 100), LeaderEvent("n1", "stopping", 12.701),
+              LeaderEvent("n1", "released", 12.703, 100), LeaderEvent("n2", "acquired", 12.704, 101),
+              LeaderEvent("n1", "stepped_down", 12.706, 100, "released")]
+    faults = [Fault("sigterm", 12.70, node="n1", old_epoch=100, graceful=True),
+              Fault("kill", 14.0, node="n3", inflight=(("j4", "n3"),))]
+    return History(enqueues=enqueues, executions=executions, audit=sorted(audit, key=lambda r: r.seq),
+                   leader_events=events, faults=faults, periodic={"tick": PeriodicSpec(1.0)})
+
+
+BOUNDS = Bounds(max_duplicated=1, handoff=0.5, failover=6.0, recovery=15.0, lateness_p99=0.025, lateness_max=0.1)
+
+
+def with_(h: History, **changes: object) -> History:
+    return dataclasses.replace(h, **changes)  # type: ignore[arg-type]
+
+
+def test_clean_history_passes_and_is_measured() -> None:
+    r = check(clean())
+    assert r.violations(BOUNDS) == [], r.table()
+    assert (r.attempted, r.acknowledged, r.failed, r.indeterminate) == (10, 7, 1, 2)
+    assert r.lost == [] and r.unexpected == [] and r.unfinished == [] and r.resurrected == []
+    assert r.recovered == ["j6"]  # indeterminate but executed: reported, not an anomaly
+    assert r.duplicated == ["j4"] and r.completed_twice == []  # within the kill's in-flight bound
+    assert r.started_twice == ["j4", "j5"] and r.cancelled == 1  # j5's first run was pushed back
+    assert r.epochs == [100, 101] and r.stale_accepted == [] and r.dup_slots == []
+    assert r.periodic_runs == {"tick": (7, 7)} and r.missed_slots == {}
+    assert r.handoffs == [("sigterm", pytest.approx(0.303))]
+    assert r.recoveries == {"j4": pytest.approx(8.5)}
+    (ov,) = r.overlaps
+    assert (ov.old_epoch, ov.new_epoch) == (100, 101) and ov.seconds == pytest.approx(12.701 - 12.704)
+    assert r.promote_lateness == [pytest.approx(0.004)] and max(r.periodic_lateness) == pytest.approx(0.003)
+    assert r.flaps == [] and r.early_promotions == []
+    assert "duplicate periodic slots" in r.table()
+
+
+def _plant(kind: str) -> tuple[History, Callable[..., bool]]:
+    h = clean()
+    if kind == "lost":
+        return with_(h, enqueues=[*h.enqueues, Enqueue("j9", "ok", 3.0, 3.1)]), lambda r: r.lost == ["j9"]
+    if kind == "duplicated":
+        return (with_(h, executions=[*h.executions, run("j1", 3, 3.5)]),
+                lambda r: "j1" in r.duplicated and r.completed_twice == ["j1"])
+    if kind == "unexpected":
+        return with_(h, executions=[*h.executions, run("zz", 3, 3.5)]), lambda r: r.unexpected == ["zz"]
+    if kind == "resurrected":
+        return with_(h, executions=[*h.executions, run("j7", 3, 3.5)]), lambda r: r.resurrected == ["j7"]
+    if kind == "unfinished":
+        ex = [x for x in h.executions if x.id != "j2"] + [run("j2", 2, None, None)]
+        return with_(h, executions=ex), lambda r: r.unfinished == ["j2"]
+    if kind == "dup_slot":
+        audit = sorted([*h.audit, rec(13.5, 101, "periodic", "tick@11")], key=lambda r: r.seq)
+        return with_(h, audit=audit), lambda r: r.dup_slots == ["tick@11"] and not r.stale_accepted
+    if kind == "stale_epoch":
+        audit = sorted([*h.audit, rec(13.6, 100, "promote", "13:1")], key=lambda r: r.seq)
+        return with_(h, audit=audit), lambda r: [x.epoch for x in r.stale_accepted] == [100]
+    if kind == "stale_token":
+        audit = sorted([*h.audit, rec(13.7, 101, "promote", "13:1", token="n3/101/zz")], key=lambda r: r.seq)
+        return with_(h, audit=audit), lambda r: [x.token for x in r.stale_accepted] == ["n3/101/zz"]
+    if kind == "overlap":
+        audit = sorted([*h.audit, rec(12.9, 100, "promote", "12:1")], key=lambda r: r.seq)
+        return with_(h, audit=audit), lambda r: r.overlaps[0].seconds == pytest.approx(12.9 - 12.704)
+    if kind == "missed_slot":
+        audit = [x for x in h.audit if x.detail != "tick@14"]
+        return with_(h, audit=audit), lambda r: r.missed_slots == {"tick": [14.0]}
+    if kind == "beyond_window":
+        audit = sorted([*h.audit, rec(80.0, 101, "periodic", "tick@17")], key=lambda r: r.seq)
+        return with_(h, audit=audit), lambda r: len(r.beyond_window) == 1
+    if kind == "periodic_runs":
+        ex = [x for x in h.executions if x.task != "tick"]
+        return with_(h, executions=ex), lambda r: r.periodic_runs == {"tick": (7, 0)}
+    if kind == "slow_handoff":
+        audit = [x for x in h.audit if x.detail != "tick@13"]
+        audit += [rec(13.4, 101, "periodic", "tick@13")]
+        return with_(h, audit=sorted(audit, key=lambda r: r.seq)), \
+            lambda r: r.handoffs == [("sigterm", pytest.approx(0.7))]
+    if kind == "slow_failover":
+        faults = [*h.faults, Fault("kill-leader", 30.0, node="n2", old_epoch=101)]
+        events = [*h.leader_events, LeaderEvent("n1", "acquired", 36.8, 102)]
+        audit = [*h.audit, rec(37.0, 102, "periodic", "tick@37")]
+        return with_(h, faults=faults, leader_events=events, audit=sorted(audit, key=lambda r: r.seq),
+                     periodic={}), lambda r: r.failovers == [("kill-leader", pytest.approx(7.0))]
+    if kind == "no_recovery":
+        audit = [x for x in h.audit if x.op != "recover"]
+        return with_(h, audit=audit), lambda r: r.recoveries == {"j4": None}
+    if kind == "late_promotion":
+        audit = [x for x in h.audit if x.op != "promote"] + [rec(20.2, 101, "promote", "20:2")]
+        return with_(h, audit=sorted(audit, key=lambda r: r.seq)), \
+            lambda r: r.promote_lateness == [pytest.approx(0.2)]
+    if kind == "early_promotion":
+        audit = sorted([*h.audit, rec(20.9, 101, "promote", "21:1")], key=lambda r: r.seq)
+        return with_(h, audit=audit), lambda r: len(r.early_promotions) == 1
+    if kind == "flap":
+        events = [*h.leader_events, LeaderEvent("n1", "acquired", 100.0, 102)]
+        return with_(h, leader_events=events), lambda r: r.flaps == [(102, 100.0)]
+    raise AssertionError(kind)
+
+
+KINDS = ["lost", "duplicated", "unexpected", "resurrected", "unfinished", "dup_slot", "stale_epoch", "stale_token",
+         "overlap", "missed_slot", "beyond_window", "periodic_runs", "slow_handoff", "slow_failover", "no_recovery",
+         "late_promotion", "early_promotion", "flap"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_planted_anomaly_is_flagged(kind: str) -> None:
+    h, found = _plant(kind)
+    r = check(h)
+    assert found(r), f"{kind} not found:\n{r.table()}"
+    if kind == "early_promotion":
+        return  # reported, not a FAULTS invariant
+    assert r.violations(BOUNDS), f"{kind} found but not a violation:\n{r.table()}"
+
+
+def test_duplicates_within_the_in_flight_bound_pass_and_beyond_it_fail() -> None:
+    r = check(clean())
+    assert r.duplicated == ["j4"]
+    assert r.violations(BOUNDS) == []
+    assert any(v.startswith("duplicated") for v in r.violations(dataclasses.replace(BOUNDS, max_duplicated=0)))
+
+
+def test_stale_refusals_are_counted_separately() -> None:
+    h = clean()
+    h.leader_events.append(LeaderEvent("n1", "stale_rejected", 12.8, 100))
+    r = check(h)
+    assert r.stale_rejected == 1 and r.stale_accepted == [] and r.violations(BOUNDS) == []
+
+
+def test_parse_audit_and_percentiles() -> None:
+    entries = [("1700000000002-0", {"op": "periodic", "epoch": "7", "token": "n/7/x", "redis_time_us": "1700000000002500",
+                                    "detail": "tick@1700000000"}),
+               ("1700000000001-0", {"op": "promote", "epoch": "7", "token": "n/7/x", "redis_time_us": "1700000000001000",
+                                    "detail": "1700000000:3"})]
+    records = parse_audit(entries)
+    assert [r.op for r in records] == ["promote", "periodic"]
+    assert records[1].t == pytest.approx(1700000000.0025)
+    values = [float(i) for i in range(1, 101)]
+    assert percentile(values, 50) == 50 and percentile(values, 99) == 99 and percentile([3.0], 99) == 3.0
