@@ -14,8 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
+from .aio import REDIS_FAILURES
 from .election.base import Term
 from .errors import LeaseLost
 from .observe import Observer
@@ -63,7 +62,7 @@ class LeaderDuties:
                 return
             except LeaseLost:
                 raise
-            except (RedisError, OSError, TimeoutError) as e:
+            except REDIS_FAILURES as e:
                 log.warning("%s: Redis error, retrying: %r", duty.name, e, extra={"duty": duty.name})
             except Exception:
                 log.exception("%s: unexpected error, restarting the loop", duty.name, extra={"duty": duty.name})

@@ -14,8 +14,8 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from .aio import REDIS_FAILURES
 from .clock import Clock
 from .keys import Keys
 from .observe import Observer
@@ -75,7 +75,7 @@ class Membership:
                 if not await self.heartbeat():
                     log.warning("membership: this node had been declared dead; registered again",
                                 extra={"event": "re_registered"})
-            except (RedisError, OSError) as e:
+            except REDIS_FAILURES as e:
                 self.last_error = repr(e)
                 self.observer.redis_error("heartbeat")
                 log.warning("membership: heartbeat failed: %r", e, extra={"event": "heartbeat_failed"})

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Callable
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from .aio import REDIS_FAILURES
 
 log = logging.getLogger("corral.notify")
 
@@ -38,7 +39,7 @@ class Notifier:
                     handler = self.channels.get(msg["channel"])
                     if handler is not None:
                         handler(msg["data"])
-            except (RedisError, OSError) as e:
+            except REDIS_FAILURES as e:
                 self.connected.clear()
                 log.debug("notify: subscription lost: %r", e)
                 await asyncio.sleep(self.retry)

@@ -11,8 +11,6 @@ cannot stop it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 import math
@@ -21,6 +19,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from redis.asyncio import Redis
 
+from .aio import wait_event
 from .clock import Clock
 from .election.base import Term
 from .keys import Keys
@@ -95,8 +94,7 @@ class PeriodicEnqueuer:
             now = self.clock.time()
             wake = min(next_slot(t, now) for t in self.tasks)
             delay = min(self.max_sleep, max(0.0, wake - now))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(term.lost.wait(), delay)
+            await wait_event(term.lost, delay)
 
     def due_slots(self, t: Task, last: float | None, now: float) -> list[float]:
         window = t.catch_up_window

@@ -7,12 +7,11 @@ failed list instead of killing another node.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from redis.asyncio import Redis
 
+from .aio import wait_event
 from .clock import Clock
 from .election.base import Term
 from .keys import Keys
@@ -45,8 +44,7 @@ class Recovery:
     async def run(self, term: Term) -> None:
         while not term.lost.is_set():
             await self.tick(term)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(term.lost.wait(), self.interval)
+            await wait_event(term.lost, self.interval)
 
     async def tick(self, term: Term) -> int:
         t = await self.redis.time()

@@ -10,12 +10,12 @@ here, then they are queued or dropped (`unstage.lua`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from redis.asyncio import Redis
 
+from .aio import wait_event
 from .client import Client
 from .clock import Clock
 from .election.base import Term
@@ -58,8 +58,7 @@ class Scheduler:
             now = self.clock.time()
             delay = self.reread if next_due < 0 else min(self.reread, max(0.0, next_due - now))
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), delay)
+                await wait_event(self.wake, delay)
 
     async def tick(self, term: Term) -> float:
         """Promote everything due now; returns the next due second (-1 if none)."""

@@ -21,8 +21,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
-from redis.exceptions import RedisError
 
+from cluster.aio import REDIS_FAILURES
 from cluster.client import Client
 from cluster.clock import Clock, SystemClock
 from cluster.connection import make_redis
@@ -83,7 +83,7 @@ class Node:
             try:
                 await self.redis.ping()
                 return
-            except (RedisError, OSError) as e:
+            except REDIS_FAILURES as e:
                 if self.clock.monotonic() > deadline:
                     raise RedisUnavailable(self.settings.redacted_url(), str(e) or type(e).__name__) from None
                 await asyncio.sleep(0.25)
@@ -118,7 +118,7 @@ class Node:
         self.elector: Any = None
         if cfg.scheduler:
             if cfg.election == "zookeeper":
-                from cluster.election.zookeeper import ZooKeeperElector  # type: ignore[import-not-found,unused-ignore]
+                from cluster.election.zookeeper import ZooKeeperElector
 
                 self.elector = ZooKeeperElector(
                     node_id=self.node_id, keys=self.keys, redis=self.election_redis, hosts=cfg.zookeeper_hosts or "",
@@ -201,7 +201,7 @@ class Node:
         pushed = await self.pool.stop(self.cfg.shutdown_timeout)
         try:
             left = await self.membership.deregister()
-        except (RedisError, OSError) as e:
+        except REDIS_FAILURES as e:
             left = -1
             log.warning("node: deregister failed: %r", e)
         log.info("node: stopped", extra={"event": "node_stopped", "pushed_back": pushed, "inflight_left": left,
@@ -251,7 +251,7 @@ class Node:
                 self.metrics.lag.set(c_lag if c_lag > 1.0 else 0.0)
                 c.members = sum(1 for _m, s in members if now_ms - float(s) < self.cfg.dead_after * 1000)
                 c.refreshed_mono = self.clock.monotonic()
-            except (RedisError, OSError):
+            except REDIS_FAILURES:
                 self.metrics.redis_error("metrics")
             await asyncio.sleep(self.cfg.metrics_refresh)
 
@@ -273,10 +273,10 @@ class Node:
                 info = await asyncio.wait_for(self.client.leader_info(), 0.5)
                 if info:
                     view.update(leader=info["node"], epoch=info["epoch"] or 0, since=info["since"])
-            except (RedisError, OSError, TimeoutError):
+            except REDIS_FAILURES:
                 pass
         elif not view["is_leader"] and view["leader"] is not None:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 info = await asyncio.wait_for(self.client.leader_info(), 0.5)
                 if info and info["node"] == view["leader"]:
                     view["since"] = info["since"]
@@ -301,7 +301,7 @@ class Node:
             return json_response(503, {"ready": False, "reason": "node is shutting down"})
         try:
             await asyncio.wait_for(self.redis.ping(), 0.5)
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             return json_response(503, {"ready": False, "reason": f"Redis unreachable: {type(e).__name__}"})
         age = self.membership.age()
         if age is None or age > self.cfg.dead_after:
@@ -329,7 +329,7 @@ class Node:
             cluster["delayed"] = c.delayed
             cluster["failed"] = c.failed
             cluster["leader"] = self._leader_view()["leader"]
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             cluster["error"] = f"Redis unreachable: {type(e).__name__}"
         return json_response(200, {"node": node, "cluster": cluster})
 

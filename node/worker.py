@@ -9,7 +9,6 @@ one per enqueue) or for `poll_interval` (producers that do not publish), whichev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import traceback
@@ -18,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from cluster.aio import REDIS_FAILURES, wait_event
 from cluster.client import Client
 from cluster.clock import Clock
 from cluster.errors import JobDecodeError, Retry, TaskNotFound
@@ -166,7 +165,7 @@ class Slot:
                 return
             try:
                 _status, queue, payload, exec_id = await self._fetch(ack, fetch)
-            except (RedisError, OSError) as e:
+            except REDIS_FAILURES as e:
                 pool.observer.redis_error("worker")
                 log.warning("worker: Redis error, retrying: %r", e, extra={"worker": self.name})
                 await asyncio.sleep(backoff)
@@ -178,8 +177,7 @@ class Slot:
                 if pool.stopping:
                     return
                 self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), pool.poll_interval)
+                await wait_event(self.wake, pool.poll_interval)
                 continue
             self.idle = False
             pool.busy += 1
@@ -218,7 +216,7 @@ class Slot:
                 log.warning("worker: job not finished within the shutdown grace; pushed back to its queue",
                             extra={"event": "job_pushed_back", "worker": self.name, "queue": queue})
                 return
-            except (RedisError, OSError) as e:
+            except REDIS_FAILURES as e:
                 log.warning("worker: push back failed (attempt %d): %r", attempt + 1, e)
                 await asyncio.sleep(0.2)
 

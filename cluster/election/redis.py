@@ -27,8 +27,8 @@ import secrets
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
+from ..aio import REDIS_FAILURES, wait_event, within
 from ..clock import Clock
 from ..errors import LeaseLost
 from ..keys import Keys
@@ -77,12 +77,12 @@ class RedisElector:
     async def _try_acquire(self) -> Term | None:
         sent = self.clock.monotonic()
         try:
-            res = await asyncio.wait_for(
+            res = await within(
+                self.config.renew_timeout * 2,
                 self.scripts.run("acquire", [self.keys.leader_lock, self.keys.epoch, self.keys.leader],
                                  [self.node_id, secrets.token_hex(4), self.config.lease_ms, self.clock.time()]),
-                self.config.renew_timeout * 2,
             )
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             self.observer.redis_error("election")
             self._set_follower(None, self.state.epoch)
             log.debug("election: acquire failed: %r", e)
@@ -104,8 +104,7 @@ class RedisElector:
         if 0 < pttl / 1000 < delay:
             delay = pttl / 1000
         delay += random.uniform(0, 0.05)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._released.wait(), delay)
+        await wait_event(self._released, delay)
 
     async def _listen_released(self) -> None:
         """Wake candidates when a leader releases (graceful handoff in milliseconds)."""
@@ -117,7 +116,7 @@ class RedisElector:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is not None:
                         self._released.set()
-            except (RedisError, OSError):
+            except REDIS_FAILURES:
                 await asyncio.sleep(self.config.retry_period)
             finally:
                 with contextlib.suppress(Exception):
@@ -160,10 +159,16 @@ class RedisElector:
                                                           "event": "leader_stepped_down"})
 
     async def _renew_loop(self, term: Term) -> None:
+        try:
+            await self._renew(term)
+        finally:
+            term.lost.set()  # whatever ended the renewals, the duties must see the term is over
+
+    async def _renew(self, term: Term) -> None:
         cfg = self.config
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(term.lost.wait(), cfg.renew_period)
+            # wake for the next renew, or at the deadline if that comes first
+            await wait_event(term.lost, max(0.0, min(cfg.renew_period, term.deadline - self.clock.monotonic())))
             if term.lost.is_set():
                 raise LeaseLost("released")
             if self.clock.monotonic() >= term.deadline:
@@ -172,17 +177,17 @@ class RedisElector:
             while True:
                 sent = self.clock.monotonic()
                 try:
-                    ok = await asyncio.wait_for(
-                        self.scripts.run("renew", [self.keys.leader_lock], [term.token, cfg.lease_ms]),
+                    ok = await within(
                         cfg.renew_timeout,
+                        self.scripts.run("renew", [self.keys.leader_lock], [term.token, cfg.lease_ms]),
                     )
-                except RedisConnectionError as e:
+                except (RedisConnectionError, ConnectionError, RuntimeError) as e:
                     self.observer.redis_error("election")
                     if retried:
                         raise LeaseLost(f"connection to Redis lost: {e}") from None
                     retried = True
                     continue
-                except (RedisError, OSError, TimeoutError):
+                except REDIS_FAILURES:
                     self.observer.redis_error("election")
                     if self.clock.monotonic() >= term.deadline:
                         raise LeaseLost("renew timed out past the deadline") from None
@@ -202,13 +207,13 @@ class RedisElector:
             return
         term.lost.set()
         try:
-            await asyncio.wait_for(
+            await within(
+                self.config.renew_timeout * 2,
                 self.scripts.run("release", [self.keys.leader_lock, self.keys.leader],
                                  [term.token, self.keys.released_channel]),
-                self.config.renew_timeout * 2,
             )
             log.info("election: released leadership", extra={"epoch": term.epoch, "event": "leader_released"})
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             log.warning("election: release failed (lock will expire): %r", e)
 
     def stop(self) -> None:

@@ -35,7 +35,7 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
@@ -46,6 +46,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from ..aio import within
 from ..clock import Clock
 from ..errors import LeaseLost
 from ..keys import Keys
@@ -66,14 +67,6 @@ REDIS_DROPPED = (RedisConnectionError, ConnectionError, RuntimeError)
 
 _CLOSE_WAIT = 3.0  # bound on closing the ZooKeeper session (release, shutdown)
 _ZK_CALL_WAIT = 2.0  # bound on one short blocking ZooKeeper call awaited from the loop
-
-
-async def within(seconds: float, aw: Awaitable[T]) -> T:
-    """`aw` bounded by `seconds` (TimeoutError). Not `asyncio.wait_for`: on Python 3.11 it turns a
-    cancellation that races its timeout into TimeoutError (fixed in 3.12), which a caller that
-    tolerates timeouts would then swallow; `asyncio.timeout` keeps the cancellation."""
-    async with asyncio.timeout(seconds):
-        return await aw
 
 
 class ZooKeeperElector:

@@ -1,0 +1,38 @@
+"""Small asyncio helpers that keep cancellation intact.
+
+On Python 3.11 `asyncio.wait_for` turns a cancellation that races its timeout into
+`TimeoutError` (fixed in 3.12); a loop that tolerates timeouts then swallows the cancellation and
+never stops. `asyncio.timeout` keeps it, so every bounded wait here uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+T = TypeVar("T")
+
+# What a Redis call can raise when the server or the link fails. uvloop reports a write to a
+# transport closed by a reset as RuntimeError("unable to perform operation on <TCPTransport ...>").
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, RuntimeError, TimeoutError)
+
+
+async def within(seconds: float, aw: Awaitable[T]) -> T:
+    """`await aw`, bounded by `seconds` (raises TimeoutError)."""
+    async with asyncio.timeout(seconds):
+        return await aw
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set or `seconds` pass; True if it was set."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
