@@ -228,7 +228,7 @@ def encode_failed(
     """A failed entry in node-resque's key order. `payload` is the parsed job (raw if unparseable)."""
     try:
         payload: Any = json.loads(payload_raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = payload_raw
     entry = {
         "worker": worker,
@@ -239,7 +239,12 @@ def encode_failed(
         "backtrace": backtrace,
         "failed_at": js_date(failed_at),
     }
-    return js_dumps(entry, strict=False)
+    try:
+        return js_dumps(entry, strict=False)
+    except EnqueueError:
+        # the job holds what JSON cannot spell (NaN, Infinity) or nests deeper than we encode: keep its raw text
+        entry["payload"] = payload_raw
+        return js_dumps(entry, strict=False)
 
 
 @dataclass(frozen=True)

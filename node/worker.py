@@ -153,7 +153,7 @@ class Slot:
         if status == "LOST":
             log.warning("worker: ack refused, the job had been recovered by the leader (this node was declared dead)",
                         extra={"event": "ack_lost", "worker": self.name})
-        return status, queue or None, payload or None, exec_id
+        return status, queue, payload, exec_id  # an empty entry ("") is a job too: it must fail, not vanish
 
     async def run(self) -> None:
         pool = self.pool
@@ -193,6 +193,8 @@ class Slot:
                 else:
                     await self._push_back(queue, exec_id)
                     return
+            except Exception as e:  # a hostile job or a failing hook fails the job, never the node
+                outcome = self._crashed(queue, payload, e)
             finally:
                 self.idle = True
                 pool.busy -= 1
@@ -219,6 +221,12 @@ class Slot:
             except REDIS_FAILURES as e:
                 log.warning("worker: push back failed (attempt %d): %r", attempt + 1, e)
                 await asyncio.sleep(0.2)
+
+    def _crashed(self, queue: str, payload: str, exc: Exception) -> Outcome:
+        self.pool.observer.job_finished(queue, "unknown", 0.0, False)
+        log.error("worker: job failed outside its task", exc_info=exc, extra={
+            "event": "job_failure", "queue": queue, "worker": self.name, "error": f"{type(exc).__name__}: {exc}"})
+        return Outcome("fail", self._entry(queue, payload, type(exc).__name__, str(exc) or type(exc).__name__, None))
 
     def _entry(self, queue: str, payload: str, exc_name: str, error: str, backtrace: list[str] | None) -> str:
         return encode_failed(worker=self.name, queue=queue, payload_raw=payload, exception=exc_name,
