@@ -80,6 +80,7 @@ class Execution:
     start: float
     end: float | None = None
     outcome: str | None = None  # ok | error | cancelled | None (never ended: the process died)
+    planned: float | None = None  # the run time the job asked for (its "s" param), when known
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,9 @@ class PeriodicSpec:
     """A periodic task with a fixed frequency, as the checker's missed-slot rule needs it."""
 
     frequency: float
-    missed: str = "catch_up"  # catch_up | skip
+    missed: str = "catch_up"  # catch_up | skip (missed slots are only looked for under catch_up)
     catch_up_window: float = 60.0
+    count_runs: bool = True  # compare executions with claimed slots (off for sub-second tasks)
 
 
 @dataclass
@@ -456,10 +458,12 @@ def _check_periodic(h: History, r: Report) -> None:
             r.beyond_window.append(f"{task}@{slot:g} ({rec.t - slot:.1f}s late)")
     executed = Counter(x.task for x in h.executions if x.id is None and x.outcome != "cancelled")
     for task in sorted(set(claimed) | set(h.periodic)):
+        if task in h.periodic and not h.periodic[task].count_runs:
+            continue
         r.periodic_runs[task] = (len(claimed.get(task, ())), executed.get(task, 0))
     for task, spec in h.periodic.items():
         slots = claimed.get(task, set())
-        if not slots:
+        if not slots or spec.missed != "catch_up":
             continue
         lo, hi = (min(slots), max(slots)) if h.window is None else h.window
         f = spec.frequency

@@ -1,0 +1,732 @@
+"""Fault-cell harness (FAULTS.md §2): one Redis, three audited `corral node`s (optionally each
+behind its own TCP proxy), producers that record every enqueue's outcome, an audit-stream
+collector, a bounded drain and the checker (`tests/faults/checker.py`) at the end of each cell.
+
+    cell = Cell("F6", tmp_path, CellConfig(concurrency=4)).start()
+    producer = cell.producer(rate=50, duration=lambda rng: rng.uniform(0.1, 2.0)).start()
+    leader = cell.leader()
+    cell.fault(Fault("sigterm", time.time(), node=leader.reported_id, old_epoch=cell.epoch(leader), graceful=True))
+    leader.sigterm()
+    producer.stop()
+    report = cell.finish(Bounds(handoff=0.5))     # drains, checks, prints the table, asserts
+    cell.close()
+
+Everything runs on loopback; every wait is bounded; only processes the cell started are
+signalled, by pid. Times are this host's wall clock (see the checker's docstring). The same
+class drives the pytest cells (`test_matrix.py`) and the soak run (`soak.py`); it needs no
+pytest fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from cluster.client import Client, bucket
+from cluster.keys import Keys
+from tests.faults.checker import (
+    AuditRecord,
+    Bounds,
+    Enqueue,
+    Execution,
+    Fault,
+    History,
+    LeaderEvent,
+    PeriodicSpec,
+    Report,
+    check,
+    parse_audit,
+)
+from tests.support import wait_until
+from tests.support.nodes import NodeCluster, NodeProcess
+from tests.support.servers import RedisServer, ServerError, find_binary
+
+__all__ = ["Cell", "CellConfig", "Producer", "redis_binary", "task_source"]
+
+NAMESPACE = "cell"
+REDIS_CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+
+
+def redis_binary() -> str | None:
+    return find_binary("redis-server", *REDIS_CANDIDATES)
+
+
+# ---- the task file every node loads ----------------------------------------------------------
+
+_TASKS_HEAD = '''
+"""Fault-cell tasks: every execution is appended to $CELL_LOG_DIR/<pid>.jsonl (never Redis)."""
+import asyncio
+import json
+import os
+import time
+
+from cluster import Task
+
+_fh = None
+
+
+def _rec(ev, task, params, ctx, **extra):
+    global _fh
+    if _fh is None:
+        _fh = open(os.path.join(os.environ["CELL_LOG_DIR"], f"{os.getpid()}.jsonl"), "a", buffering=1)
+    _fh.write(json.dumps({"ev": ev, "task": task, "id": (params or {}).get("id"), "exec": ctx.execution_id,
+                          "node": ctx.node_id, "pid": os.getpid(), "t": time.time(), "m": time.monotonic(),
+                          **extra}) + "\\n")
+
+
+async def _job(params, ctx):
+    _rec("start", "job", params, ctx, s=params.get("s", 0))
+    try:
+        await asyncio.sleep(float(params.get("s", 0)))
+    except asyncio.CancelledError:
+        _rec("end", "job", params, ctx, outcome="cancelled")
+        raise
+    _rec("end", "job", params, ctx, outcome="ok")
+
+
+job = Task(name="job", run=_job)
+'''
+
+_TASKS_TICK = '''
+
+async def _tick(params, ctx):
+    _rec("run", "tick", None, ctx, outcome="ok")
+
+
+tick = Task(name="tick", run=_tick, frequency=1.0)
+'''
+
+_TASKS_PULSE = '''
+
+async def _pulse(params, ctx):
+    _rec("run", "pulse", None, ctx, outcome="ok")
+
+
+pulse = Task(name="pulse", run=_pulse, frequency=0.1, missed="skip")
+'''
+
+_TASKS_BLOCK = '''
+
+async def _block(params, ctx):
+    # F13: block this node's event loop (a coroutine calling a blocking function).
+    _rec("start", "block", params, ctx)
+    time.sleep(float(params["s"]))
+    _rec("end", "block", params, ctx, outcome="ok")
+
+
+block = Task(name="block", run=_block)
+'''
+
+PERIODIC = {"tick": PeriodicSpec(1.0, "catch_up"), "pulse": PeriodicSpec(0.1, "skip", count_runs=False)}
+
+
+def task_source(*, tick: bool = True, pulse: bool = False, block: bool = False) -> str:
+    """The task file: `job` ({id, s}: sleeps s seconds), optionally `tick` (1 s, catch-up),
+    `pulse` (0.1 s, skip missed: times a failover's first write to 0.1 s) and `block`."""
+    return _TASKS_HEAD + (_TASKS_TICK if tick else "") + (_TASKS_PULSE if pulse else "") + (
+        _TASKS_BLOCK if block else "")
+
+
+# ---- producer ---------------------------------------------------------------------------------
+
+
+def classify(exc: BaseException) -> str:
+    """`fail` when the enqueue certainly never reached Redis (refused connection, connect
+    timeout, LOADING, an error reply), else `info` (sent, outcome unknown)."""
+    if isinstance(exc, redis.exceptions.BusyLoadingError | redis.exceptions.ResponseError):
+        return "fail"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) \
+            and "connecting" in str(exc).lower():
+        return "fail"
+    return "info"
+
+
+def _async_client(url: str, timeout: float) -> aredis.Redis:
+    # No retries: a retried non-idempotent script would blur the history (one invoke, two writes).
+    return aredis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=0.5,
+                                 retry=AsyncRetry(NoBackoff(), 0))
+
+
+class Producer:
+    """Enqueues uniquely identified `job`s at `rate` per second in a thread, recording every
+    invoke -> ok / fail / info. `duration(rng)` gives each job's run time; `delay(rng)` (optional)
+    returns seconds from now for a delayed enqueue or None for an immediate one."""
+
+    def __init__(self, url: str, prefix: str, *, rate: float, seed: int = 0,
+                 duration: Callable[[random.Random], float] = lambda rng: 0.0,
+                 delay: Callable[[random.Random], float | None] | None = None, timeout: float = 2.0,
+                 sink: list[Enqueue] | None = None) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.duration = duration
+        self.delay = delay
+        self.timeout = timeout
+        self.records: list[Enqueue] = sink if sink is not None else []
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name=f"producer-{prefix}",
+                                        daemon=True)
+
+    def start(self) -> Producer:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> list[Enqueue]:
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"producer {self.prefix} did not stop within {timeout}s")
+        return self.records
+
+    def acknowledged(self) -> int:
+        return sum(1 for e in list(self.records) if e.outcome == "ok")
+
+    async def _run(self) -> None:
+        client = Client(_async_client(self.url, self.timeout), NAMESPACE)
+        period = 1.0 / self.rate
+        next_at = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                await self.one(client)
+                next_at += period
+                pause = next_at - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                else:
+                    next_at = time.monotonic()  # fell behind (Redis stalled): no burst afterwards
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def one(self, client: Client) -> None:
+        self.count += 1
+        job_id = f"{self.prefix}-{self.count}"
+        params = {"id": job_id, "s": round(self.duration(self.rng), 3)}
+        delay = self.delay(self.rng) if self.delay else None
+        t0 = time.time()
+        due = None
+        try:
+            if delay is None:
+                await client.enqueue("job", params, queue="default")
+            else:
+                when = t0 + delay
+                due = float(bucket(when))
+                await client.enqueue_at(when, "job", params, queue="default")
+            outcome = "ok"
+        except Exception as e:  # every outcome is recorded, none is fatal
+            outcome = classify(e)
+        self.records.append(Enqueue(job_id, outcome, t0, time.time(), due=due))
+
+
+# ---- audit collector --------------------------------------------------------------------------
+
+
+class AuditCollector:
+    """Copies the audit stream out of Redis every `interval` s, so a cell that wipes Redis
+    (F7c) keeps what was written before; `read_aof_copy` recovers the last writes before a kill."""
+
+    def __init__(self, server: RedisServer, key: str, interval: float = 0.05) -> None:
+        self.server = server
+        self.key = key
+        self.interval = interval
+        self.entries: dict[str, dict[str, str]] = {}
+        self.last_id = "0-0"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-collector", daemon=True)
+
+    def start(self) -> AuditCollector:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.server.port, decode_responses=True, socket_timeout=1.0,
+                           socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+
+    def add(self, entries: Iterable[tuple[str, dict[str, str]]]) -> None:
+        with self._lock:
+            for i, f in entries:
+                self.entries.setdefault(str(i), dict(f))
+                if _seq(str(i)) > _seq(self.last_id):
+                    self.last_id = str(i)
+
+    def poll(self, client: redis.Redis) -> None:
+        while True:
+            batch = cast(list[tuple[str, dict[str, str]]], client.xrange(self.key, min=f"({self.last_id}", count=5000))
+            self.add(batch)
+            if len(batch) < 5000:
+                return
+
+    def _run(self) -> None:
+        client = self._client()
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(redis.RedisError, OSError):
+                    self.poll(client)
+                self._stop.wait(self.interval)
+        finally:
+            client.close()
+
+    def final(self) -> list[AuditRecord]:
+        with contextlib.suppress(redis.RedisError, OSError), self._client() as c:
+            self.poll(c)
+        with self._lock:
+            return parse_audit(list(self.entries.items()))
+
+
+def _seq(stream_id: str) -> tuple[int, int]:
+    ms, _, n = stream_id.partition("-")
+    return int(ms), int(n or 0)
+
+
+# ---- the cell ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CellConfig:
+    """Topology and timing. Defaults are FAULTS §1's (lease 5 s, renew 1 s, renew timeout 0.5 s,
+    margin 1.5 s, heartbeat 2 s, dead after 8 s) so the matrix's absolute bounds apply as written."""
+
+    nodes: int = 3
+    lease: float = 5.0
+    renew: float = 1.0
+    renew_timeout: float = 0.5
+    margin: float = 1.5
+    heartbeat: float = 2.0
+    dead_after: float = 8.0
+    shutdown_timeout: float = 3.0
+    concurrency: int = 2
+    poll_interval: float = 0.2
+    tick: bool = True
+    pulse: bool = False
+    block: bool = False
+    per_node_queue: bool = False  # each node also serves "only-<node>" (to run a job on one node)
+    clock_seam: bool = False  # --clock-offset-file per node (F9)
+    proxied: bool = False  # each node reaches Redis through its own TcpProxy
+    redis_options: dict[str, Any] = field(default_factory=lambda: {"appendonly": True, "appendfsync": "always"})
+    extra_args: tuple[str, ...] = ()
+
+
+class Cell:
+    def __init__(self, name: str, workdir: Path, config: CellConfig | None = None) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.config = config or CellConfig()
+        self.keys = Keys(NAMESPACE)
+        self.log_dir = workdir / "joblog"
+        self.tasks_dir = workdir / "tasks"
+        self.enqueues: list[Enqueue] = []
+        self.faults: list[Fault] = []
+        self.producers: list[Producer] = []
+        self.extra_audit: list[AuditRecord] = []
+        self.server: RedisServer | None = None
+        self.nodes: NodeCluster | None = None
+        self.collector: AuditCollector | None = None
+        self.report: Report | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> Cell:
+        binary = redis_binary()
+        if binary is None:
+            raise ServerError("redis-server is not installed")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        self.tasks_dir.mkdir(exist_ok=True)
+        cfg = self.config
+        (self.tasks_dir / "cell_tasks.py").write_text(task_source(tick=cfg.tick, pulse=cfg.pulse, block=cfg.block))
+        self.server = RedisServer(self.workdir / "redis", options=dict(cfg.redis_options), binary=binary).start()
+        self.collector = AuditCollector(self.server, self.keys.audit).start()
+        self.nodes = NodeCluster(self.workdir / "nodes", redis_url=self.server.url)
+        for i in range(1, cfg.nodes + 1):
+            self.add_node(f"n{i}")
+        for node in self.nodes.nodes:
+            node.wait_ready(timeout)
+        self.leader(timeout)
+        return self
+
+    def node_args(self, node_id: str) -> list[str]:
+        cfg = self.config
+        args = ["--audit", "--lease", str(cfg.lease), "--renew-period", str(cfg.renew),
+                "--renew-timeout", str(cfg.renew_timeout), "--lease-margin", str(cfg.margin),
+                "--heartbeat-interval", str(cfg.heartbeat), "--dead-after", str(cfg.dead_after),
+                "--shutdown-timeout", str(cfg.shutdown_timeout), "--poll-interval", str(cfg.poll_interval),
+                "--threads", "2", "--processes", "1", *cfg.extra_args]
+        if cfg.clock_seam:
+            args += ["--clock-offset-file", str(self.clock_file(node_id))]
+        return args
+
+    def add_node(self, node_id: str) -> NodeProcess:
+        assert self.nodes is not None
+        cfg = self.config
+        queues = "default" + (f",only-{node_id}" if cfg.per_node_queue else "")
+        return self.nodes.add(node_id, proxied=cfg.proxied, namespace=NAMESPACE, tasks_dir=self.tasks_dir,
+                              queues=queues, concurrency=cfg.concurrency, extra_args=self.node_args(node_id),
+                              env={"CELL_LOG_DIR": str(self.log_dir)})
+
+    def close(self) -> None:
+        for p in self.producers:
+            with contextlib.suppress(AssertionError):
+                p.stop()
+        if self.collector is not None:
+            self.collector.stop()
+        if self.nodes is not None:
+            self.nodes.close()
+        if self.server is not None:
+            self.server.kill()
+
+    def __enter__(self) -> Cell:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- access ---------------------------------------------------------------------------------
+
+    @property
+    def redis_server(self) -> RedisServer:
+        assert self.server is not None, "cell not started"
+        return self.server
+
+    @property
+    def cluster(self) -> NodeCluster:
+        assert self.nodes is not None, "cell not started"
+        return self.nodes
+
+    def client(self) -> redis.Redis:
+        """A synchronous no-retry client for this cell's Redis (close it)."""
+        return self.redis_server.client(decode_responses=True)
+
+    def leader(self, timeout: float = 15.0, *, exclude: Iterable[NodeProcess] = ()) -> NodeProcess:
+        """Exactly one running node says it leads (bounded wait)."""
+        skip = {n.node_id for n in exclude}
+
+        def one() -> NodeProcess | None:
+            found = [n for n in self.cluster.running() if n.node_id not in skip and n.is_leader(timeout=0.5)]
+            return found[0] if len(found) == 1 else None
+
+        found = wait_until(one, timeout, 0.05, message="exactly one leader")
+        assert found is not None
+        return found
+
+    @staticmethod
+    def epoch(node: NodeProcess) -> int:
+        view = node.leader()
+        assert view["is_leader"], f"{node} does not lead: {view}"
+        return int(view["epoch"])
+
+    def audit(self) -> list[AuditRecord]:
+        assert self.collector is not None
+        merged = {r.id: r for r in [*self.extra_audit, *self.collector.final()]}
+        return sorted(merged.values(), key=lambda r: r.seq)
+
+    def first_record(self, newer_than: int, timeout: float, *, after: float = 0.0) -> AuditRecord:
+        """The first accepted leader write of an epoch above `newer_than` (bounded wait)."""
+        def find() -> AuditRecord | None:
+            return next((r for r in self.audit() if r.epoch > newer_than and r.t >= after), None)
+
+        found = wait_until(find, timeout, 0.02, message=f"a leader write with an epoch above {newer_than}")
+        assert found is not None
+        return found
+
+    def fault(self, fault: Fault) -> Fault:
+        self.faults.append(fault)
+        return fault
+
+    # -- load -------------------------------------------------------------------------------------
+
+    def producer(self, prefix: str = "p", *, rate: float = 50.0, seed: int = 0,
+                 duration: Callable[[random.Random], float] = lambda rng: 0.0,
+                 delay: Callable[[random.Random], float | None] | None = None, timeout: float = 2.0) -> Producer:
+        p = Producer(self.redis_server.url, f"{self.name}-{prefix}", rate=rate, seed=seed, duration=duration,
+                     delay=delay, timeout=timeout, sink=self.enqueues)
+        self.producers.append(p)
+        return p
+
+    def enqueue(self, jobs: Sequence[tuple[str, dict[str, Any]]], *, queue: str = "default",
+                at: Sequence[float] | None = None) -> None:
+        """Enqueue (task, params with a unique "id") now, or at the epoch seconds `at`; recorded."""
+        async def go() -> None:
+            client = Client(_async_client(self.redis_server.url, 2.0), NAMESPACE)
+            try:
+                for i, (task, params) in enumerate(jobs):
+                    t0 = time.time()
+                    due = None
+                    try:
+                        if at is None:
+                            await client.enqueue(task, params, queue=queue)
+                        else:
+                            due = float(bucket(at[i]))
+                            await client.enqueue_at(at[i], task, params, queue=queue)
+                        outcome = "ok"
+                    except Exception as e:
+                        outcome = classify(e)
+                    self.enqueues.append(Enqueue(str(params["id"]), outcome, t0, time.time(), due=due, task=task))
+            finally:
+                await client.close()
+
+        asyncio.run(go())
+
+    # -- observation ------------------------------------------------------------------------------
+
+    def inflight(self) -> dict[str, list[str]]:
+        """Job ids recorded in flight in Redis, per node id (periodic occurrences excluded)."""
+        out: dict[str, list[str]] = {}
+        with self.client() as c:
+            for key in c.scan_iter(match=self.keys.inflight("*"), count=1000):
+                node = str(key).rpartition(":")[2]
+                ids = [job_id for f, v in c.hgetall(key).items() if ":" not in f and (job_id := _job_id(v))]
+                if ids:
+                    out[node] = ids
+        return out
+
+    def executions(self) -> list[Execution]:
+        return read_executions(self.log_dir)
+
+    def leader_events(self) -> list[LeaderEvent]:
+        return leader_events(self.cluster.nodes)
+
+    def shift_clock(self, node: NodeProcess, seconds: float, timeout: float = 5.0) -> float:
+        """F9 seam: set `node`'s wall-clock offset; returns when it logged the jump (wall time)."""
+        path = self.clock_file(node.node_id)
+        path.write_text(f"{seconds}\n")
+        before = len([r for r in node.log_records() if r.get("event") == "clock_jump"])
+        t = time.time()
+        node.send_signal(signal.SIGUSR1)
+        wait_until(lambda: len([r for r in node.log_records() if r.get("event") == "clock_jump"]) > before,
+                   timeout, 0.02, message=f"{node.node_id} to apply the clock offset {seconds}")
+        return t
+
+    def clock_file(self, node_id: str) -> Path:
+        return self.workdir / f"clock-{node_id}.txt"
+
+    def pending(self) -> list[str]:
+        """What keeps the cell from being drained (empty = drained): non-periodic jobs queued, in
+        flight, staged or delayed, and members whose heartbeat is stale (not yet recovered)."""
+        periodic = set(PERIODIC)
+        out: list[str] = []
+        k = self.keys
+        with self.client() as c:
+            for q in sorted(c.smembers(k.queues)):
+                jobs = [p for p in c.lrange(k.queue(q), 0, -1) if _task(p) not in periodic]
+                if jobs:
+                    out.append(f"queue {q}: {len(jobs)}")
+            for key in c.scan_iter(match=k.inflight("*"), count=1000):
+                jobs = [v for f, v in c.hgetall(key).items() if ":" not in f and _task(v) not in periodic]
+                if jobs:
+                    out.append(f"{key}: {len(jobs)}")
+            if c.zcard(k.delayed_schedule):
+                out.append(f"delayed seconds: {c.zcard(k.delayed_schedule)}")
+            if c.llen(k.promoting):
+                out.append(f"promoting: {c.llen(k.promoting)}")
+            sec, usec = c.time()
+            now_ms = int(sec) * 1000 + int(usec) // 1000
+            for member, score in c.zrange(k.members, 0, -1, withscores=True):
+                if now_ms - score > self.config.dead_after * 1000:
+                    out.append(f"stale member {member} ({(now_ms - score) / 1000:.1f}s)")
+        return out
+
+    def drain(self, timeout: float | None = None) -> float:
+        """Bounded wait (default 2 x (dead_after + lease), FAULTS §3) until `pending()` is empty and
+        every acknowledged job has a finished execution; returns the seconds waited."""
+        cfg = self.config
+        limit = timeout if timeout is not None else 2 * (cfg.dead_after + cfg.lease)
+        t0 = time.monotonic()
+
+        def drained() -> bool:
+            if self.pending():
+                return False
+            done = {x.id for x in self.executions() if x.outcome in ("ok", "error")}
+            return all(e.id in done for e in self.enqueues if e.outcome == "ok")
+
+        wait_until(drained, limit, 0.1, message=f"{self.name}: queues, in-flight lists and stale members drained "
+                   "and every acknowledged job run", ignore=(redis.RedisError, OSError))
+        return time.monotonic() - t0
+
+    # -- the end of a cell --------------------------------------------------------------------------
+
+    def history(self, *, window: tuple[float, float] | None = None, settle: float = 15.0) -> History:
+        audit = self.audit()
+        time.sleep(0.3)  # executions of the last claimed periodic slots
+        specs = {name: PERIODIC[name] for name, on in (("tick", self.config.tick), ("pulse", self.config.pulse))
+                 if on}
+        return History(enqueues=list(self.enqueues), executions=self.executions(), audit=audit,
+                       leader_events=self.leader_events(), faults=list(self.faults), periodic=specs,
+                       window=window, settle=settle)
+
+    def finish(self, bounds: Bounds, *, drain: bool = True, drain_timeout: float | None = None,
+               window: tuple[float, float] | None = None, settle: float = 15.0) -> Report:
+        """Stop the producers, drain (bounded), run the checker, print and save the table, and
+        assert the bounds. Returns the report for cell-specific assertions."""
+        for p in self.producers:
+            p.stop()
+        problems: list[str] = []
+        if drain:
+            try:
+                waited = self.drain(drain_timeout)
+                print(f"\n{self.name}: drained in {waited:.1f}s")
+            except AssertionError as e:
+                problems.append(f"not drained: {e}; pending: {self.pending_safe()}")
+        h = self.history(window=window, settle=settle)
+        report = check(h)
+        self.report = report
+        self.save(h, report)
+        problems += report.violations(bounds)
+        table = report.table()
+        print(f"\n== {self.name} ==\n{table}")
+        assert not problems, f"{self.name}: " + "; ".join(problems) + f"\n{table}\nartifacts: {self.workdir}"
+        return report
+
+    def pending_safe(self) -> list[str]:
+        try:
+            return self.pending()
+        except (redis.RedisError, OSError) as e:
+            return [f"(Redis unreachable: {e!r})"]
+
+    def save(self, h: History, report: Report) -> None:
+        """The cell's artifacts next to the node logs: audit stream, leader events, history, table."""
+        out = self.workdir / "artifacts"
+        out.mkdir(exist_ok=True)
+        (out / "report.txt").write_text(report.table() + "\n")
+        with open(out / "audit.jsonl", "w") as fh:
+            for r in h.audit:
+                fh.write(json.dumps(r.__dict__) + "\n")
+        with open(out / "leader_events.jsonl", "w") as fh:
+            for e in h.leader_events:
+                fh.write(json.dumps(e.__dict__) + "\n")
+        with open(out / "enqueues.jsonl", "w") as fh:
+            for q in h.enqueues:
+                fh.write(json.dumps(q.__dict__) + "\n")
+        with open(out / "faults.jsonl", "w") as fh:
+            for f in h.faults:
+                fh.write(json.dumps(f.__dict__) + "\n")
+        target = os.environ.get("CORRAL_FAULT_ARTIFACTS")
+        if target:
+            dest = Path(target) / f"{self.name}-{int(time.time())}"
+            shutil.copytree(self.workdir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.aof", "*.rdb"))
+
+    # -- Redis faults ---------------------------------------------------------------------------------
+
+    def kill_redis(self) -> float:
+        """SIGKILL redis-server; returns the wall time of the kill."""
+        t = time.time()
+        self.redis_server.kill()
+        return t
+
+    def start_redis(self, *, wipe: bool = False, timeout: float = 15.0) -> float:
+        """Start the killed server on the same port (emptied first with `wipe`, after keeping the
+        audit stream it had persisted); returns when it answered PING (accepting connections)."""
+        server = self.redis_server
+        if wipe:
+            self.extra_audit += self.read_persisted_audit()
+            server.wipe_data()
+        server.start(timeout)
+        return time.time()
+
+    def read_persisted_audit(self) -> list[AuditRecord]:
+        """The audit stream as the (stopped) server's data files hold it: a copy of them served by
+        a scratch redis-server on another port."""
+        server = self.redis_server
+        assert not server.running
+        scratch = self.workdir / f"scratch-{int(time.time() * 1000)}"
+        shutil.copytree(server.data_dir, scratch / "data")
+        binary = redis_binary()
+        assert binary is not None
+        copy = RedisServer(scratch, options=dict(self.config.redis_options), binary=binary)
+        try:
+            copy.start()
+            with copy.client(decode_responses=True) as c:
+                return parse_audit(c.xrange(self.keys.audit))
+        finally:
+            copy.kill()
+
+
+def _task(payload: str) -> str | None:
+    try:
+        job = json.loads(payload)
+    except ValueError:
+        return None
+    return job.get("class") if isinstance(job, dict) else None
+
+
+def _job_id(payload: str) -> str | None:
+    try:
+        job = json.loads(payload)
+        args = job.get("args") or [{}]
+        value = args[0].get("id") if isinstance(args[0], dict) else None
+    except (ValueError, AttributeError, IndexError):
+        return None
+    return str(value) if value is not None else None
+
+
+def read_executions(log_dir: Path) -> list[Execution]:
+    """Executions from every per-process JSONL file (a torn last line of a killed process skipped)."""
+    starts: dict[str, dict[str, Any]] = {}
+    ends: dict[str, dict[str, Any]] = {}
+    out: list[Execution] = []
+    for path in sorted(log_dir.glob("*.jsonl")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r["ev"] == "run":
+                out.append(Execution(id=r["id"], task=r["task"], execution_id=r["exec"], node=r["node"], pid=r["pid"],
+                                     start=r["t"], end=r["t"], outcome=r.get("outcome", "ok")))
+            elif r["ev"] == "start":
+                starts[r["exec"]] = r
+            elif r["ev"] == "end":
+                ends[r["exec"]] = r
+    for exec_id, s in starts.items():
+        e = ends.get(exec_id)
+        out.append(Execution(id=s["id"], task=s["task"], execution_id=exec_id, node=s["node"], pid=s["pid"],
+                             start=s["t"], end=e["t"] if e else None, outcome=e.get("outcome") if e else None,
+                             planned=s.get("s")))
+    return sorted(out, key=lambda x: x.start)
+
+
+_EVENTS = {"leader_acquired": "acquired", "leader_stepped_down": "stepped_down", "leader_released": "released",
+           "node_stopping": "stopping", "stale_write_rejected": "stale_rejected"}
+
+
+def leader_events(nodes: Iterable[NodeProcess]) -> list[LeaderEvent]:
+    out = []
+    for node in nodes:
+        for r in node.log_records():
+            kind = _EVENTS.get(str(r.get("event")))
+            if kind is None:
+                continue
+            epoch = r.get("epoch")
+            out.append(LeaderEvent(node=str(r.get("node")), kind=kind, t=float(r["ts"]),
+                                   epoch=int(epoch) if epoch is not None else None, reason=str(r.get("reason", ""))))
+    return sorted(out, key=lambda e: e.t)
+
+
+def whole_seconds_ahead(n: int, *, lead: float = 2.0) -> list[float]:
+    """`n` consecutive whole epoch seconds starting at least `lead` seconds from now."""
+    first = math.ceil(time.time() + lead)
+    return [float(first + i) for i in range(n)]

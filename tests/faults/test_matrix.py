@@ -1,0 +1,100 @@
+"""FAULTS.md §4 cells in CI (one round each): F6, F7, F7c, F9, F11, F13, F15, F18.
+
+Each cell builds its own topology with `tests/faults/harness.py` (own redis-server with
+`appendonly yes` / `appendfsync always`, three audited `corral node`s with FAULTS §1's default
+timing: lease 5 s, renew 1 s, renew timeout 0.5 s, margin 1.5 s, heartbeat 2 s, dead after 8 s),
+injects one fault, drains (bounded) and runs the checker; the checker's table is printed and
+saved with the audit stream and leader events under the cell's `artifacts/` (copied to
+`$CORRAL_FAULT_ARTIFACTS` when set). Cell-specific bounds are asserted on top of the checker's
+invariants (0 lost, 0 unexpected, 0 stale writes accepted, 0 duplicate slots, overlap <= 0).
+
+Times are this host's wall clock: node log `ts`, audit `redis_time_us` and `time.time()` here.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.checker import Bounds, Fault
+from tests.faults.harness import Cell, CellConfig, redis_binary, whole_seconds_ahead
+from tests.support import missing, wait_until
+
+MakeCell = Callable[..., Cell]
+
+
+@pytest.fixture
+def make_cell(tmp_path: Path) -> Iterator[MakeCell]:
+    if redis_binary() is None:
+        missing("redis-server is not installed")
+    cells: list[Cell] = []
+
+    def make(name: str, config: CellConfig | None = None) -> Cell:
+        cell = Cell(name, tmp_path / name, config)
+        cells.append(cell)
+        return cell.start()
+
+    yield make
+    for cell in cells:
+        cell.close()
+
+
+def figures(name: str, **values: object) -> None:
+    print(f"\n{name}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in values.items()))
+
+
+# ---- F6: SIGTERM the leader while its workers run jobs ------------------------------------------
+
+
+def test_f6_sigterm_leader_drains_and_hands_over(make_cell: MakeCell) -> None:
+    shutdown = 3.0
+    cell = make_cell("F6", CellConfig(pulse=True, concurrency=3, shutdown_timeout=shutdown))
+    leader = cell.leader()
+    old_epoch = cell.epoch(leader)
+    leader_id = leader.reported_id
+    # 1 in 4 jobs outlives the shutdown grace (pushed back), the rest finish within it.
+    producer = cell.producer(rate=4.0, seed=6, duration=lambda r: 5.0 if r.random() < 0.25 else r.uniform(0.2, 1.5))
+    producer.start()
+
+    def leader_busy() -> bool:
+        running = [x.planned or 0.0 for x in cell.executions() if x.node == leader_id and x.end is None]
+        return any(s > shutdown for s in running) and any(s < shutdown - 0.5 for s in running)
+
+    wait_until(leader_busy, 20, 0.05, message="the leader's workers to run a job longer than the shutdown grace "
+               "and one shorter")
+    running_at_term = {x.id for x in cell.executions() if x.node == leader_id and x.end is None}
+    t_term = time.time()
+    cell.fault(Fault("sigterm-leader", t_term, node=leader_id, old_epoch=old_epoch, graceful=True))
+    leader.sigterm()
+    first = cell.first_record(old_epoch, 5.0, after=t_term)
+    handoff = first.t - t_term
+    code = leader.wait_exit(shutdown + 5.0)
+    exited = time.time() - t_term
+    time.sleep(1.0)
+    report = cell.finish(Bounds(handoff=0.5, max_duplicated=0, max_completed_twice=0))
+
+    runs = {x.execution_id: x for x in cell.executions() if x.node == leader_id and x.id in running_at_term}
+    finished = sorted(x.id for x in runs.values() if x.outcome == "ok" and x.end is not None)
+    pushed = sorted(x.id for x in runs.values() if x.outcome == "cancelled")
+    log_pushed = [r for r in leader.log_records() if r.get("event") == "job_pushed_back"]
+    stopped = [r for r in leader.log_records() if r.get("event") == "node_stopped"]
+    figures("F6", handoff_s=handoff, exit_s=exited, in_flight=len(running_at_term), finished=len(finished),
+            pushed_back=len(pushed), acknowledged=report.acknowledged)
+    assert handoff <= 0.5, f"handoff {handoff:.3f}s"
+    assert code == 0, f"exit status {code}"
+    assert exited <= shutdown + 1.0, f"exited {exited:.2f}s after SIGTERM (shutdown timeout {shutdown}s)"
+    assert sorted(finished + pushed) == sorted(running_at_term), (finished, pushed, running_at_term)
+    late = [x for x in runs.values() if x.outcome == "ok" and x.end is not None and x.end > t_term + shutdown + 0.5]
+    assert not late, f"jobs finished after the shutdown grace: {late}"
+    assert len(log_pushed) == len(pushed), (log_pushed, pushed)
+    assert stopped and stopped[-1]["inflight_left"] == 0, stopped
+    with cell.client() as c:
+        assert c.hlen(cell.keys.inflight(leader_id)) == 0
+        assert leader_id not in c.zrange(cell.keys.members, 0, -1)
+        assert not [w for w in c.smembers(cell.keys.workers) if w.startswith(leader_id + "+")]
+        assert not list(c.scan_iter(match=cell.keys.worker(leader_id + "*"))), "working-on records left"
