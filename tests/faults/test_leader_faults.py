@@ -19,14 +19,13 @@ from the FAULTS defaults (5 / 1 / 0.5 / 1.5 s) by 0.6 to fit the CI budget: leas
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import textwrap
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -362,11 +361,10 @@ def test_sigstop_leader_past_lease(faults: Callable[..., FaultCluster], backend:
         return answer is False
 
     # A request sent within 1 s of SIGCONT must get "false" (the wait allows for the answer's trip).
-    with known_stuck_term(fc, old, old_epoch):
-        try:
-            wait_until(follows, 2.0, 0.02, message="the resumed node to report is_leader false")
-        except AssertionError as e:
-            raise AssertionError(f"{e}; answers (s after SIGCONT, is_leader): {answers}") from None
+    try:
+        wait_until(follows, 2.0, 0.02, message="the resumed node to report is_leader false")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; answers (s after SIGCONT, is_leader): {answers}") from None
     assert answers[-1][0] <= 1.0, f"is_leader still true 1 s after SIGCONT: {answers}"
     print(f"\nSIGSTOP ({backend}): successor's first write {first.t - t_stop:.3f}s after the stop; "
           f"is_leader false when asked {answers[-1][0]:.3f}s after SIGCONT ({answers})")
@@ -382,41 +380,7 @@ def test_sigstop_leader_past_lease(faults: Callable[..., FaultCluster], backend:
     fc.assert_history_clean()
 
 
-@contextlib.contextmanager
-def known_stuck_term(fc: FaultCluster, node: NodeProcess, epoch: int) -> Iterator[None]:
-    """Known product bug (Redis backend): after SIGSTOP/SIGCONT a leader duty's cancellation can be
-    lost (Python 3.11 `asyncio.wait_for` turns it into TimeoutError, which `Recovery.run`
-    suppresses) and it loops `while not term.lost.is_set()`, while `RedisElector` sets
-    `term.lost` only after the duties' TaskGroup ends: the term never ends. Writes stay refused
-    (the deadline has passed), but the node says is_leader forever. Only that shape is an xfail."""
-    try:
-        yield
-    except AssertionError:
-        if (fc.backend == "redis" and node.is_leader() and not fc.events(node, "leader_stepped_down", epoch=epoch)
-                and node.get("/healthz")[0] == 503):
-            pytest.xfail("product bug: the Redis elector's term never ends after SIGCONT (a duty's lost "
-                         "cancellation; RedisElector sets term.lost only after the duties end)")
-        raise
-
-
 # ---- F3 / F4: partition the leader from Redis ---------------------------------------------------
-
-
-# uvloop's error when redis-py writes to a connection the peer reset; cluster/election/redis.py's
-# renew loop does not catch it, so the node crashes (reported; not this file's to fix).
-KNOWN_RST_CRASH = "unable to perform operation on <TCPTransport closed=True"
-
-
-@contextlib.contextmanager
-def known_rst_crash(node: NodeProcess) -> Iterator[None]:
-    """Turn a failure caused by the known RST crash of the Redis elector into an xfail."""
-    try:
-        yield
-    except Exception:
-        if not node.running and KNOWN_RST_CRASH in node.log_path.read_text(errors="replace"):
-            pytest.xfail("product bug: RedisElector._renew_loop lets uvloop's RuntimeError escape on a "
-                         "reset Redis connection and the node process exits (see the node log)")
-        raise
 
 
 @pytest.mark.parametrize(("backend", "mode"), [("redis", "blackhole"), ("redis", "reset"), ("zookeeper", "reset")])
@@ -430,32 +394,31 @@ def test_partitioned_leader_stops_before_successor_writes(faults: Callable[..., 
     proxy = node_cluster.proxy(old)
     t_fault = time.time()
     getattr(proxy, mode)()
-    with known_rst_crash(old):
-        try:
-            new = fc.wait_leader(FAILOVER + 0.5, among=others)
-            first = fc.first_record(old_epoch, FAILOVER + 1.0)
-            assert first.t - t_fault <= FAILOVER, f"successor's first write {first.t - t_fault:.2f}s after the fault"
-            assert first.epoch == fc.epoch(new)
-            down = wait_until(lambda: fc.events(old, "leader_stepped_down", epoch=old_epoch), 3.0,
-                              message="the partitioned leader's step-down")[0]
-        finally:
-            proxy.pass_through()
-        stopped = down["ts"] - t_fault
-        print(f"\npartition ({backend}, {mode}): old leader stepped down {stopped:.3f}s after the fault, "
-              f"successor's first write {first.t - t_fault:.3f}s after it (gap {first.t - down['ts']:.3f}s)")
-        assert down["ts"] < first.t, f"overlap: stepped down {down['ts'] - first.t:+.3f}s after the successor wrote"
-        if mode == "reset":
-            assert stopped <= 1.0, f"F4: stopped {stopped:.2f}s after RST"
-        else:
-            # F3: stops by its deadline (last good renew, <= the fault, + L - margin); the step-down is
-            # logged at the next renew-loop wake-up, up to one renew period later.
-            assert stopped <= LEASE - MARGIN + RENEW + 0.2, f"F3: stopped {stopped:.2f}s after the partition"
-        # Healed: it follows, and nothing it held back is accepted.
-        wait_until(lambda: old.leader()["leader"] not in (None, old.reported_id), 3.0,
-                   message="the healed node to follow the new leader")
-        assert not old.is_leader()
-        time.sleep(2 * RENEW)  # bytes held by the blackhole reach Redis at the heal
-        assert old.running, f"the partitioned node exited: {old.log_tail()}"
+    try:
+        new = fc.wait_leader(FAILOVER + 0.5, among=others)
+        first = fc.first_record(old_epoch, FAILOVER + 1.0)
+        assert first.t - t_fault <= FAILOVER, f"successor's first write {first.t - t_fault:.2f}s after the fault"
+        assert first.epoch == fc.epoch(new)
+        down = wait_until(lambda: fc.events(old, "leader_stepped_down", epoch=old_epoch), 3.0,
+                          message="the partitioned leader's step-down")[0]
+    finally:
+        proxy.pass_through()
+    stopped = down["ts"] - t_fault
+    print(f"\npartition ({backend}, {mode}): old leader stepped down {stopped:.3f}s after the fault, "
+          f"successor's first write {first.t - t_fault:.3f}s after it (gap {first.t - down['ts']:.3f}s)")
+    assert down["ts"] < first.t, f"overlap: stepped down {down['ts'] - first.t:+.3f}s after the successor wrote"
+    if mode == "reset":
+        assert stopped <= 1.0, f"F4: stopped {stopped:.2f}s after RST"
+    else:
+        # F3: stops by its deadline (last good renew, <= the fault, + L - margin); the step-down is
+        # logged at the next renew-loop wake-up, up to one renew period later.
+        assert stopped <= LEASE - MARGIN + RENEW + 0.2, f"F3: stopped {stopped:.2f}s after the partition"
+    # Healed: it follows, and nothing it held back is accepted.
+    wait_until(lambda: old.leader()["leader"] not in (None, old.reported_id), 3.0,
+               message="the healed node to follow the new leader")
+    assert not old.is_leader()
+    time.sleep(2 * RENEW)  # bytes held by the blackhole reach Redis at the heal
+    assert old.running, f"the partitioned node exited: {old.log_tail()}"
     late = [r for r in fc.history() if r.epoch == old_epoch and r.seq > first.seq]
     assert not late, f"writes of the partitioned leader accepted after its successor's: {late[:3]}"
     fc.assert_history_clean()
