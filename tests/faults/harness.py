@@ -111,7 +111,7 @@ async def _tick(params, ctx):
     _rec("run", "tick", None, ctx, outcome="ok")
 
 
-tick = Task(name="tick", run=_tick, frequency=1.0)
+tick = Task(name="tick", run=_tick, frequency=TICK_FREQUENCY)
 '''
 
 _TASKS_PULSE = '''
@@ -135,13 +135,15 @@ async def _block(params, ctx):
 block = Task(name="block", run=_block)
 '''
 
-PERIODIC = {"tick": PeriodicSpec(1.0, "catch_up"), "pulse": PeriodicSpec(0.1, "skip", count_runs=False)}
+PULSE = PeriodicSpec(0.1, "skip", count_runs=False)
 
 
-def task_source(*, tick: bool = True, pulse: bool = False, block: bool = False) -> str:
-    """The task file: `job` ({id, s}: sleeps s seconds), optionally `tick` (1 s, catch-up),
-    `pulse` (0.1 s, skip missed: times a failover's first write to 0.1 s) and `block`."""
-    return _TASKS_HEAD + (_TASKS_TICK if tick else "") + (_TASKS_PULSE if pulse else "") + (
+def task_source(*, tick: bool = True, tick_frequency: float = 1.0, pulse: bool = False, block: bool = False) -> str:
+    """The task file: `job` ({id, s}: sleeps s seconds), optionally `tick` (every
+    `tick_frequency` s, catch-up), `pulse` (0.1 s, skip missed: times a failover's first write to
+    0.1 s) and `block`."""
+    tick_src = _TASKS_TICK.replace("TICK_FREQUENCY", repr(float(tick_frequency)))
+    return _TASKS_HEAD + (tick_src if tick else "") + (_TASKS_PULSE if pulse else "") + (
         _TASKS_BLOCK if block else "")
 
 
@@ -322,6 +324,7 @@ class CellConfig:
     concurrency: int = 2
     poll_interval: float = 0.2
     tick: bool = True
+    tick_frequency: float = 1.0
     pulse: bool = False
     block: bool = False
     per_node_queue: bool = False  # each node also serves "only-<node>" (to run a job on one node)
@@ -358,7 +361,8 @@ class Cell:
         self.log_dir.mkdir(exist_ok=True)
         self.tasks_dir.mkdir(exist_ok=True)
         cfg = self.config
-        (self.tasks_dir / "cell_tasks.py").write_text(task_source(tick=cfg.tick, pulse=cfg.pulse, block=cfg.block))
+        source = task_source(tick=cfg.tick, tick_frequency=cfg.tick_frequency, pulse=cfg.pulse, block=cfg.block)
+        (self.tasks_dir / "cell_tasks.py").write_text(source)
         self.server = RedisServer(self.workdir / "redis", options=dict(cfg.redis_options), binary=binary).start()
         self.collector = AuditCollector(self.server, self.keys.audit).start()
         self.nodes = NodeCluster(self.workdir / "nodes", redis_url=self.server.url)
@@ -527,7 +531,7 @@ class Cell:
     def pending(self) -> list[str]:
         """What keeps the cell from being drained (empty = drained): non-periodic jobs queued, in
         flight, staged or delayed, and members whose heartbeat is stale (not yet recovered)."""
-        periodic = set(PERIODIC)
+        periodic = {"tick", "pulse"}
         out: list[str] = []
         k = self.keys
         with self.client() as c:
@@ -572,8 +576,11 @@ class Cell:
     def history(self, *, window: tuple[float, float] | None = None, settle: float = 15.0) -> History:
         audit = self.audit()
         time.sleep(0.3)  # executions of the last claimed periodic slots
-        specs = {name: PERIODIC[name] for name, on in (("tick", self.config.tick), ("pulse", self.config.pulse))
-                 if on}
+        specs = {}
+        if self.config.tick:
+            specs["tick"] = PeriodicSpec(self.config.tick_frequency, "catch_up")
+        if self.config.pulse:
+            specs["pulse"] = PULSE
         return History(enqueues=list(self.enqueues), executions=self.executions(), audit=audit,
                        leader_events=self.leader_events(), faults=list(self.faults), periodic=specs,
                        window=window, settle=settle)
