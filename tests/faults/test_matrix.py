@@ -13,6 +13,7 @@ Times are this host's wall clock: node log `ts`, audit `redis_time_us` and `time
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -184,3 +185,53 @@ def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
     if slots_after[0] <= last_slot or report.dup_slots:
         raise ProductBug(f"slot {slots_after[0]:.0f} fired again after the empty restart (last claimed before: "
                          f"{last_slot:.0f}); duplicate slots {report.dup_slots}")
+
+
+# ---- F9: the leader's wall clock jumps +-1 h (the clock seam) ------------------------------------
+
+
+def _slot(detail: str) -> float:
+    return float(detail.rpartition("@")[2])
+
+
+@pytest.mark.parametrize("shift", [3600.0, -3600.0], ids=["forward", "backward"])
+def test_f9_clock_jump_on_the_leader(make_cell: MakeCell, shift: float) -> None:
+    name = "F9-forward" if shift > 0 else "F9-backward"
+    cell = make_cell(name, CellConfig(clock_seam=True, concurrency=2))
+    producer = cell.producer(rate=20.0, seed=9, duration=lambda r: r.uniform(0.0, 0.05))
+    producer.start()
+    time.sleep(2.0)
+    leader = cell.leader()
+    epoch = cell.epoch(leader)
+    due = [float(math.ceil(time.time()) + 2 + i) for i in range(3)]  # due while the clock is off
+    cell.enqueue([("job", {"id": f"{name}-d{i}", "s": 0}) for i in range(3)], at=due)
+    t_jump = cell.shift_clock(leader, shift)
+    time.sleep(6.0)
+    t_revert = cell.shift_clock(leader, 0.0)  # delayed jobs are promoted by the corrected clock
+    time.sleep(1.5)
+    audit = cell.audit()
+    claims = [r for r in audit if r.op == "periodic"]
+    before = [_slot(r.detail) for r in claims if r.t < t_jump]
+    after = [r for r in claims if r.t >= t_jump]
+    changes = [e for e in cell.leader_events() if e.kind in ("acquired", "stepped_down") and e.t >= t_jump]
+    cell.fault(Fault("clock-jump", t_jump, t_end=t_revert, node=leader.reported_id))
+    # Forward: the hour skipped is the catch-up policy's (checked below), not missed slots.
+    report = cell.finish(Bounds(max_missed_slots=None if shift > 0 else 0), settle=0.0)
+    promoted = {int(float(b.partition(":")[0])): r.t for r in audit if r.op == "promote"
+                for b in r.detail.split(",")}
+    figures(name, shift_s=shift, leadership_changes=len(changes), claims_after=len(after),
+            promotion_vs_due_s=", ".join(f"{promoted[int(d)] - d:+.2f}" for d in due if int(d) in promoted))
+    assert not changes, f"leadership changed after the clock jump: {changes}"
+    assert all(r.epoch == epoch for r in audit if r.t >= t_jump), "a leader write of another epoch"
+    assert cell.leader(2.0) is leader
+    assert not report.dup_slots
+    if shift < 0:
+        assert all(_slot(r.detail) > max(before) for r in after), "a slot fired again after the backward jump"
+        return
+    # Forward: the leader's clock is 1 h ahead; catch_up replays the slots at most 60 s late on
+    # that clock (once each) and skips everything older.
+    slots = sorted(_slot(r.detail) for r in after)
+    now_first = after[0].t + shift
+    assert abs(slots[0] - (now_first - 60.0)) <= 1.0, (slots[0], now_first)
+    assert slots == [slots[0] + i for i in range(len(slots))], "a gap inside the replayed window"
+    assert not [s for s in slots if max(before) < s < slots[0] - 0.5], "a slot of the skipped hour fired"
