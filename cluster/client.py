@@ -369,7 +369,7 @@ class Client:
         if not isinstance(payload, dict) or not isinstance(payload.get("class"), str):
             raise EnqueueError("this failed entry has no job payload to retry")
         q = payload.get("queue") or fe.queue or "default"
-        job = encode_job(payload["class"], q, payload.get("args") or [])
+        job = encode_job(payload["class"], q, payload.get("args") or [], strict=False)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrem(self.keys.failed, 1, raw)
             pipe.sadd(self.keys.queues, q)

@@ -60,7 +60,7 @@ def _js_string(s: str) -> str:
 
 def _is_index(key: str) -> bool:
     """JS orders array-index keys ('0'..'4294967294', canonical) before the others, ascending."""
-    return key.isdigit() and (key == "0" or key[0] != "0") and int(key) < 4294967295
+    return key.isascii() and key.isdigit() and (key == "0" or key[0] != "0") and int(key) < 4294967295
 
 
 def _needs_js_path(obj: Any, depth: int = 0, strict: bool = True) -> bool:
@@ -71,8 +71,10 @@ def _needs_js_path(obj: Any, depth: int = 0, strict: bool = True) -> bool:
     if isinstance(obj, bool) or obj is None:
         return False
     if isinstance(obj, int):
-        if strict and abs(obj) > MAX_SAFE_INT:
-            raise EnqueueError(f"integer {obj} is beyond 2**53 and would lose precision in JavaScript")
+        if abs(obj) > MAX_SAFE_INT:
+            if strict:
+                raise EnqueueError(f"integer {obj} is beyond 2**53 and would lose precision in JavaScript")
+            return True
         return False
     if isinstance(obj, str):
         return any(0xD800 <= ord(c) <= 0xDFFF for c in obj)
@@ -81,7 +83,7 @@ def _needs_js_path(obj: Any, depth: int = 0, strict: bool = True) -> bool:
         for k in obj:
             if not isinstance(k, str):
                 raise EnqueueError(f"object key {k!r} is not a string")
-            reorder = reorder or _is_index(k)
+            reorder = reorder or _is_index(k) or any(0xD800 <= ord(c) <= 0xDFFF for c in k)
         return any([reorder] + [_needs_js_path(v, depth + 1, strict) for v in obj.values()])
     if isinstance(obj, list | tuple):
         return any([_needs_js_path(v, depth + 1, strict) for v in obj])
@@ -94,7 +96,8 @@ def _js_dumps(obj: Any) -> str:
     if isinstance(obj, float):
         return js_number(obj)
     if isinstance(obj, int):
-        return str(obj)
+        # beyond 2**53 JavaScript holds the nearest double: write what JSON.stringify would
+        return str(obj) if abs(obj) <= MAX_SAFE_INT else js_number(float(obj))
     if isinstance(obj, str):
         return _js_string(obj)
     if isinstance(obj, dict):
@@ -116,12 +119,12 @@ def js_dumps(obj: Any, strict: bool = True) -> str:
     return _dumps(obj)
 
 
-def encode_job(task: str, queue: str, args: list[Any]) -> str:
-    """The exact bytes node-resque's `encode` writes for this job."""
+def encode_job(task: str, queue: str, args: list[Any], strict: bool = True) -> str:
+    """The exact bytes node-resque's `encode` writes for this job (`strict=False`: args read back)."""
     if not isinstance(task, str) or not task:
         raise EnqueueError(f"task name must be a non-empty string, got {task!r}")
     check_queue_name(queue)
-    return '{"class":' + js_dumps(task) + ',"queue":' + js_dumps(queue) + ',"args":' + js_dumps(args) + "}"
+    return '{"class":' + js_dumps(task) + ',"queue":' + js_dumps(queue) + ',"args":' + js_dumps(args, strict) + "}"
 
 
 def check_queue_name(queue: str) -> None:
@@ -241,7 +244,7 @@ def encode_failed(
     }
     try:
         return js_dumps(entry, strict=False)
-    except EnqueueError:
+    except Exception:
         # the job holds what JSON cannot spell (NaN, Infinity) or nests deeper than we encode: keep its raw text
         entry["payload"] = payload_raw
         return js_dumps(entry, strict=False)

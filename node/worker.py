@@ -9,6 +9,7 @@ one per enqueue) or for `poll_interval` (producers that do not publish), whichev
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import traceback
@@ -226,7 +227,13 @@ class Slot:
         self.pool.observer.job_finished(queue, "unknown", 0.0, False)
         log.error("worker: job failed outside its task", exc_info=exc, extra={
             "event": "job_failure", "queue": queue, "worker": self.name, "error": f"{type(exc).__name__}: {exc}"})
-        return Outcome("fail", self._entry(queue, payload, type(exc).__name__, str(exc) or type(exc).__name__, None))
+        try:
+            return Outcome("fail", self._entry(queue, payload, type(exc).__name__, str(exc) or type(exc).__name__, None))
+        except Exception:  # last resort: the payload as a plain JSON string, so the job is never lost
+            entry = {"worker": self.name, "queue": queue, "payload": payload.encode("utf-8", "replace").decode(),
+                     "exception": type(exc).__name__, "error": repr(exc)[:1000], "backtrace": None,
+                     "failed_at": js_date(self.pool.clock.time())}
+            return Outcome("fail", json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
 
     def _entry(self, queue: str, payload: str, exc_name: str, error: str, backtrace: list[str] | None) -> str:
         return encode_failed(worker=self.name, queue=queue, payload_raw=payload, exception=exc_name,

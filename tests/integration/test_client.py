@@ -451,10 +451,6 @@ async def test_retry_and_remove_failed(api: Client, r: Redis) -> None:
     assert await api.failed_count() == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cluster/client.py retry_and_remove_failed rebuilds the job with encode_job, which refuses integers beyond "
-    "2**53; JSON.stringify writes large floats (1e20) as such integers, so a node-resque job cannot be retried "
-    "by Corral (node-resque's own retryAndRemoveFailed can). Reuse the payload's bytes or encode non-strictly"))
 async def test_retry_and_remove_failed_keeps_node_resque_numbers(api: Client, r: Redis) -> None:
     job = '{"class":"t","queue":"default","args":[{"b":100000000000000000000,"c":123456789012345680000,"d":1e+21}]}'
     entry = ('{"worker":"host:1","queue":"default","payload":' + job + ',"exception":"Error","error":"x",'

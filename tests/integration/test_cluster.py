@@ -35,7 +35,7 @@ def test_work_spreads_evenly_across_nodes(tmp_path: Path, redis_url: str) -> Non
 
         async def go() -> None:
             async with await Client.connect(redis_url) as c:
-                await c.enqueue_many([("work", {"id": i, "s": 0.002}) for i in range(3000)])
+                await c.enqueue_many([("work", {"id": i, "s": 0.01}) for i in range(3000)])
 
         asyncio.run(go())
         wait_until(lambda: len([r for r in read_log(logs) if r["kind"] == "end"]) >= 3000, 60,

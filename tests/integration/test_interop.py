@@ -326,26 +326,14 @@ async def test_ruby_resque_jobs_run_on_corral(
     assert {json.dumps(x["args"]) for x in done} == {'[{"from": "ruby"}]', '[{"from": "scheduler"}]', "[7]"}
 
 
-_SLOT_DIES = (
-    "a failed entry for this payload cannot be written: {why}; the worker slot dies, the node stops heartbeating "
-    "but neither works nor exits (SIGTERM ignored), and the leader recovers the job onto the next node")
 HOSTILE_ENTRIES = [
-    pytest.param('{"class":"nosuchtask","queue":"default","args":[12345678901234567890]}', id="integer-beyond-2**53",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "cluster/wire.py encode_failed keeps the integer's digits; node-resque's removeFailed LREMs "
-                     "JSON.stringify(JSON.parse(entry)), which spells it 12345678901234567000, so node-resque cannot "
-                     "remove Corral's entry (ANCHORS 1.3: a re-serialisation must be byte-identical)"))),
+    pytest.param('{"class":"nosuchtask","queue":"default","args":[12345678901234567890]}', id="integer-beyond-2**53"),
     pytest.param('{"class":"nosuchtask","queue":"default","args":[NaN,-Infinity]}', id="NaN-literal"),
     pytest.param('{"class":"boom","args":[{"deep":[[[[[[]]]]]]}]}', id="ruby-order-failing-task"),
     pytest.param("not json at all", id="not-JSON"),
     pytest.param("[1,2]", id="JSON-array"),
-    pytest.param('{"class":"nosuchtask","queue":"default","args":[{"\\u00b2":1}]}', id="non-ASCII-digit-key",
-                 marks=pytest.mark.xfail(strict=True, reason=_SLOT_DIES.format(
-                     why="cluster/wire.py _is_index calls int('\u00b2') (str.isdigit is true) and raises ValueError"))),
-    pytest.param('{"class":"nosuchtask","queue":"default","args":[{"\\ud800":1}]}', id="lone-surrogate-key",
-                 marks=pytest.mark.xfail(strict=True, reason=_SLOT_DIES.format(
-                     why="cluster/wire.py writes the key's lone surrogate raw, and redis-py cannot encode it "
-                         "(UnicodeEncodeError, not a RedisError)"))),
+    pytest.param('{"class":"nosuchtask","queue":"default","args":[{"\\u00b2":1}]}', id="non-ASCII-digit-key"),
+    pytest.param('{"class":"nosuchtask","queue":"default","args":[{"\\ud800":1}]}', id="lone-surrogate-key"),
 ]
 
 

@@ -51,8 +51,8 @@ _DIGIT_KEYS_BUG = (
 _SURROGATE_KEY_BUG = (
     "cluster/wire.py _needs_js_path never looks for lone surrogates in object keys, so the fast path writes them "
     "raw (not UTF-8 encodable; JSON.stringify writes \\ud800)")
-ENCODE_BUGS: dict[str, str] = {"non-ASCII digit keys": _DIGIT_KEYS_BUG, "lone surrogate key": _SURROGATE_KEY_BUG}
-REENCODE_BUGS: dict[str, str] = {"non-ASCII digit keys": _DIGIT_KEYS_BUG, "lone surrogate key": _SURROGATE_KEY_BUG}
+ENCODE_BUGS: dict[str, str] = {}
+REENCODE_BUGS: dict[str, str] = {}
 
 
 def _node_or_missing() -> str:
@@ -327,7 +327,9 @@ def test_encode_failed_accepts_payloads_js_cannot_round_trip() -> None:
                         backtrace=None, failed_at=1)
     obj = json.loads(raw)
     assert list(obj) == FAILED_KEYS
-    assert obj["payload"]["args"] == [12345678901234567890]
+    # written as JSON.stringify(JSON.parse(...)) would, so node-resque's removeFailed finds the entry
+    assert '"args":[12345678901234567000]' in raw
+    assert obj["payload"]["args"] == [12345678901234567000]
 
 
 def test_decode_failed_keeps_raw_and_parses_dates() -> None:
