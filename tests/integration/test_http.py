@@ -2,7 +2,8 @@
 
 - `/leader` and `/status`: every field of SPEC §3 with real values (the leader's view and a
   follower's agree; a running job shows on its worker; queue, delayed and failed counts).
-- Read-only: POST/PUT/DELETE/PATCH are 405 on every path, unknown paths 404, HEAD has no body.
+- Read-only: POST/PUT/DELETE/PATCH/OPTIONS are 405 on every path, unknown paths 404, HEAD has no
+  body; after SIGTERM, `/readyz` is 503 ("node is shutting down") while a job drains.
 - Latency: p99 < 10 ms for `/metrics`, `/leader` and `/healthz` (200 sequential requests each)
   while the node drains 5,000 jobs; `/healthz` answers while a `cpu_bound` task burns a CPU in
   the process pool and while sync tasks hold every pool thread.
@@ -205,7 +206,8 @@ def test_leader_and_status_report_spec_fields_with_real_values(node_cluster: Nod
     assert later[0]["running_seconds"] < 3.5
 
 
-def test_endpoints_are_read_only_and_unknown_paths_are_404(node_cluster: NodeCluster, tmp_path: Path) -> None:
+def test_endpoints_are_read_only_unknown_paths_404_and_not_ready_while_stopping(node_cluster: NodeCluster,
+                                                                                 tmp_path: Path) -> None:
     (node,) = node_cluster.start(1, tasks_dir=_tasks(tmp_path), extra_args=FAST)
     node_cluster.wait_leader(15)
     paths = ["/metrics", "/healthz", "/readyz", "/leader", "/status"]
@@ -232,6 +234,16 @@ def test_endpoints_are_read_only_and_unknown_paths_are_404(node_cluster: NodeClu
     assert node.healthz() and node.readyz()[0] == 200
     assert node.metric("corral_is_leader") == 1  # /metrics is Prometheus text
     assert "# TYPE corral_jobs_processed_total counter" in node.metrics_text()
+
+    # SIGTERM while a job runs: not ready (503 + reason) during the drain, still live, then gone
+    _enqueue(node.redis_url, lambda c: c.enqueue("nap", {"s": 1.5}))
+    wait_until(lambda: node.metric("corral_workers", {"state": "busy"}) == 1, 5, message="the job runs")
+    node.sigterm()
+    status, body = wait_until(lambda: (x := node.readyz()) and x[0] == 503 and x, 2, 0.02,
+                              message="/readyz 503 while draining")
+    assert body == {"ready": False, "reason": "node is shutting down"}
+    assert node.healthz()
+    assert node.wait_exit(10) == 0
 
 
 # -- latency -----------------------------------------------------------------------------------------
@@ -365,14 +377,14 @@ def test_readyz_follows_redis_outage_and_the_password_never_shows(node_cluster: 
         st = n.status()
         assert "Redis unreachable" in st["cluster"]["error"] and st["node"]["id"] == n.reported_id
         assert n.get("/leader")[0] == 200
-    down_for = time.monotonic()
     wait_until(lambda: all((n.metric("corral_redis_errors_total", {"where": "heartbeat"}) or 0) >= 1 for n in nodes),
                5, 0.05, message="heartbeat errors counted")
     server.start()
+    back = time.monotonic()
     for n in nodes:
         wait_until(lambda n=n: n.readyz()[0] == 200, 10, 0.05, message=f"{n.node_id} /readyz 200 after Redis is back")
         assert n.readyz()[1]["ready"] is True
-    print(f"\n/readyz back to 200 on both nodes {time.monotonic() - down_for:.2f} s after Redis restarted")
+    print(f"\n/readyz back to 200 on both nodes {time.monotonic() - back:.2f} s after Redis answered again")
     assert all(n.healthz() for n in nodes)
     # the nodes work again after the outage (the password is used on reconnect)
     _enqueue(server.url, lambda c: c.enqueue("noop", {"after": "outage"}))
@@ -391,3 +403,5 @@ def test_readyz_follows_redis_outage_and_the_password_never_shows(node_cluster: 
         assert "node_started" in events
     started = next(rec for rec in in_url.log_records() if rec.get("event") == "node_started")
     assert started["redis"] == f"redis://:***@127.0.0.1:{server.port}/0"
+    started = next(rec for rec in by_flag.log_records() if rec.get("event") == "node_started")
+    assert started["redis"] == bare

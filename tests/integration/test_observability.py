@@ -176,8 +176,8 @@ def test_metric_values_follow_jobs_queues_and_workers(node_cluster: NodeCluster,
     assert time.time() >= due
     assert val(s, "corral_delayed_promoted_total") == 4
     assert val(s, "corral_scheduler_lateness_seconds_count") == 4
-    assert val(s, "corral_scheduler_lateness_seconds_bucket", le="0.25") == 4  # promoted within 250 ms of due
-    assert 0 <= (val(s, "corral_scheduler_lateness_seconds_sum") or -1) < 4 * 0.25
+    assert val(s, "corral_scheduler_lateness_seconds_bucket", le="0.5") == 4  # each promoted within 500 ms of due
+    assert 0 <= (val(s, "corral_scheduler_lateness_seconds_sum") or -1) < 1.0
     assert val(s, "corral_scheduler_lag_seconds") == 0
     assert val(s, "corral_job_wait_seconds_count", **d) == 21 + 2 + 4
     # wait of a delayed job counts from its due time: the 4 promoted ones started within 500 ms
