@@ -1065,6 +1065,15 @@ async def sc_experiments(h: Harness, runs: int, conc: int) -> dict[str, Any]:
             f"{m} {v['jobs_per_s']:,.0f}/s, client {v['client_cpu_us_per_job']:.0f} us/job, "
             f"redis {v['redis_cpu_us_per_job']:.0f} us/job" for m, v in r.items()))
     detail["fetch_path"] = fp
+    # 0. per-job Python steps timed alone (best of 5, in a fresh process on the measured snapshot)
+    await wait_quiet(h.quiet)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    text = await asyncio.to_thread(run_capture, [sys.executable, str(BENCH / "microcosts.py")], env=env, cwd=SRC)
+    micro = {line.split(" us  ", 1)[1]: float(line.split()[0]) for line in text.splitlines() if " us  " in line}
+    detail["microcosts_us"] = micro
+    for k, v in micro.items():
+        metrics[f"per-job step alone: {k} (us)"] = {"median": v, "runs": [v], "target": "(info)"}
+        log(f"microcost {v:7.2f} us  {k}")
     for mode, rows in fp.items():
         metrics[f"fetch path only ({conc} slots), {mode}: client CPU per job (us)"] = {
             **summarize([x["client_cpu_us_per_job"] for x in rows]), "target": "(info)"}
