@@ -274,6 +274,10 @@ def test_prometheus_scrapes_three_nodes_through_a_leader_kill(node_cluster: Node
                and q("max(corral_cluster_members)") == 2, 15, 0.1, ignore=(TypeError,),
                message="the killed leader's job recovered")
     assert q(f'corral_jobs_recovered_total{{instance="{new}"}}') == 1
+    # its wait restarts at the recovery: the oldest job's age is positive and younger than the kill
+    own = f'max(corral_oldest_job_age_seconds{{queue="own-{leader.node_id}"}})'
+    age = wait_until(lambda: (a := q(own)) and a > 0 and a, 5, 0.1, message="the recovered job's age")
+    assert age < time.monotonic() - t_kill
     assert q("sum(corral_jobs_poisoned_total)") == 0
     # never two leaders at once, as Prometheus recorded it
     assert q("max_over_time(sum(corral_is_leader)[2m:250ms])") == 1
