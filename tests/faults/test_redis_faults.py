@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +75,10 @@ async def _enqueue(settings: RedisSettings, ledger: Ledger, ids: list[str], task
                 ledger.acked.append(job_id)
     finally:
         await client.close()
+        # Client.close() leaves the Sentinel's own connections open (product bug, see the report): close them
+        manager = getattr(client.redis.connection_pool, "sentinel_manager", None)
+        for sentinel_client in getattr(manager, "sentinels", []):
+            await sentinel_client.aclose()
 
 
 def enqueue(url: str, ledger: Ledger, ids: list[str], **kw: Any) -> None:
@@ -181,7 +184,7 @@ def test_oom_refuses_enqueues_cleanly_and_nodes_recover(redis_factory: Callable[
     admin.config_set("maxmemory", "1")
     t0 = time.monotonic()
     enqueue(server.url, ledger, [f"oom{i}" for i in range(20)], seconds=0.0)
-    assert all("OOM" in why for why in ledger.refused.values()) and len(ledger.refused) == 20, ledger.refused
+    assert len(ledger.refused) == 20 and all("maxmemory" in why for why in ledger.refused.values()), ledger.refused
     reasons = _wait_not_ready(nodes, 8)
     not_ready_after = time.monotonic() - t0
     time.sleep(max(0.0, 4.5 - (time.monotonic() - t0)))
@@ -224,12 +227,14 @@ def test_readonly_replica_refuses_writes_and_nodes_recover(redis_factory: Callab
     wait_until(lambda: _replication(other).get("master_link_status") == "up", 10, message="other in sync")
     enqueue(primary.url, ledger, [f"pre{i}" for i in range(30)], seconds=0.3)
     wait_until(lambda: sum(_runs(logdir)[0].values()) >= 3, 10, message="jobs in flight")
-    wait_until(lambda: _replication(other).get("master_repl_offset") == _replication(primary).get(
-        "master_repl_offset"), 10, message="other caught up")
     errors_before = {n.node_id: _errors(n) for n in nodes}
+    p.client_pause(3000, all=False)  # writes wait; once `other` has every byte, swap the roles
+    t0 = time.monotonic()
+    wait_until(lambda: _replication(other).get("master_repl_offset") == _replication(primary).get(
+        "master_repl_offset"), 2, message="other caught up")
     o.execute_command("REPLICAOF", "NO", "ONE")
     p.replicaof("127.0.0.1", other.port)
-    t0 = time.monotonic()
+    p.client_unpause()  # the paused writes now meet a replica: READONLY
     wait_until(lambda: _replication(primary).get("role") == "slave", 5, message="the node's Redis is a replica")
     enqueue(primary.url, ledger, [f"ro{i}" for i in range(10)])
     ro_refused = [i for i in ledger.refused if i.startswith("ro")]
