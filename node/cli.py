@@ -119,7 +119,8 @@ async def _with_client(args: argparse.Namespace, fn: Any) -> Any:
     except (OSError, Exception) as e:
         if isinstance(e, CorralError):
             raise
-        raise Fail(f"cannot reach Redis at {url}: {type(e).__name__}: {e}") from None
+        shown = settings.redacted_url()
+        raise Fail(f"cannot reach Redis at {shown}: {type(e).__name__}: {str(e).replace(url, shown)}") from None
     try:
         return await fn(client)
     finally:

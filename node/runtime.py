@@ -19,7 +19,7 @@ import time
 from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from cluster.aio import REDIS_FAILURES
@@ -91,6 +91,7 @@ class Node:
     def _build(self) -> None:
         cfg = self.cfg
         backend = cfg.election
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the exposition for no dashboard use
         self.metrics_registry = CollectorRegistry()
         ProcessCollector(registry=self.metrics_registry)
         self.metrics = NodeMetrics(self.metrics_registry, node_id=self.node_id, version=version(), backend=backend)

@@ -76,11 +76,12 @@ class RedisElector:
 
     async def _try_acquire(self) -> Term | None:
         sent = self.clock.monotonic()
+        since = self.clock.time()
         try:
             res = await within(
                 self.config.renew_timeout * 2,
                 self.scripts.run("acquire", [self.keys.leader_lock, self.keys.epoch, self.keys.leader],
-                                 [self.node_id, secrets.token_hex(4), self.config.lease_ms, self.clock.time()]),
+                                 [self.node_id, secrets.token_hex(4), self.config.lease_ms, since]),
             )
         except REDIS_FAILURES as e:
             self.observer.redis_error("election")
@@ -89,7 +90,7 @@ class RedisElector:
             return None
         if int(res[0]) == 1:
             epoch, token = int(res[1]), str(res[2])
-            term = Term(node=self.node_id, token=token, epoch=epoch, since=self.clock.time(),
+            term = Term(node=self.node_id, token=token, epoch=epoch, since=since,
                         deadline=sent + self.config.lease - self.config.margin, clock=self.clock)
             return term
         holder, holder_epoch = parse_token(str(res[2]))
@@ -124,13 +125,15 @@ class RedisElector:
 
     def _set_follower(self, leader: str | None, epoch: int) -> None:
         changed = self.state.is_leader
+        epoch_changed = epoch != self.state.epoch
         self.state.is_leader = False
         self.state.leader = leader
         self.state.epoch = epoch
         if changed:
             self.state.transitions += 1
             self.state.last_change_mono = self.clock.monotonic()
-            self.observer.leader_changed(False, epoch)
+        if changed or epoch_changed:
+            self.observer.leader_changed(False, epoch)  # followers export the epoch they see too
 
     # ---- leader ----------------------------------------------------------------------------
 

@@ -328,6 +328,7 @@ class ZooKeeperElector:
 
     def _set_follower(self, leader: str | None, epoch: int, since: float | None = None) -> None:
         changed = self.state.is_leader
+        epoch_changed = epoch != self.state.epoch
         self.state.is_leader = False
         self.state.leader = leader
         self.state.epoch = epoch
@@ -335,7 +336,8 @@ class ZooKeeperElector:
         if changed:
             self.state.transitions += 1
             self.state.last_change_mono = self.clock.monotonic()
-            self.observer.leader_changed(False, epoch)
+        if changed or epoch_changed:
+            self.observer.leader_changed(False, epoch)  # followers export the epoch they see too
 
     # ---- leader ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -123,7 +124,8 @@ class ManagedProcess:
             raise ServerError(f"{self.argv[0]} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            log.write(f"\n=== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
+            shown = re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", " ".join(self.argv))  # no passwords in logs
+            log.write(f"\n=== {time.strftime('%H:%M:%S')} start: {shown}\n".encode())
             log.flush()
             self._popen = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
