@@ -132,6 +132,9 @@ class Fault:
       measured from `recovery_from` (F15: the first node back) or `t`.
     - [t, t_end] is the fault window; leadership changes outside every window (plus `settle`
       seconds after it) are flaps.
+    - `frozen`: the target could not run during the window (SIGSTOP, a blocked event loop), so
+      the step-down it logs when it resumes is not when it stopped; the overlap of its term is
+      then measured by its last accepted write alone.
     """
 
     kind: str
@@ -143,6 +146,7 @@ class Fault:
     measure_from: float | None = None
     inflight: tuple[tuple[str, str], ...] = ()
     recovery_from: float | None = None
+    frozen: bool = False
 
 
 @dataclass(frozen=True)
@@ -512,6 +516,10 @@ def _check_leadership(h: History, r: Report) -> None:
     for prev, new in itertools.pairwise(acquired):
         assert prev.epoch is not None and new.epoch is not None
         stop = _stop_time(h.leader_events, prev.node, prev.epoch, prev.t)
+        frozen = [f for f in h.faults if f.frozen and f.node == prev.node and f.t <= new.t
+                  and (f.t_end is None or new.t <= f.t_end)]
+        if stop is not None and any(f.t_end is not None and stop >= f.t_end for f in frozen):
+            stop = None  # logged on resuming
         ends = [t for t in (stop, last_write.get(prev.epoch)) if t is not None]
         r.overlaps.append(Overlap(prev.epoch, new.epoch, prev.node, new.node, max(ends) if ends else None, new.t))
     windows = [(f.t, (f.t_end if f.t_end is not None else f.t) + h.settle) for f in h.faults]

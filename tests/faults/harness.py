@@ -126,9 +126,13 @@ pulse = Task(name="pulse", run=_pulse, frequency=0.1, missed="skip")
 _TASKS_BLOCK = '''
 
 async def _block(params, ctx):
-    # F13: block this node's event loop (a coroutine calling a blocking function).
-    _rec("start", "block", params, ctx)
-    time.sleep(float(params["s"]))
+    # F13: block this node's event loop (a coroutine calling a blocking function), once: a
+    # redelivered copy (the blocked node is declared dead and its jobs recovered) returns at once.
+    first = not os.path.exists(params["once"])
+    open(params["once"], "a").close()
+    _rec("start", "block", params, ctx, s=params["s"] if first else 0)
+    if first:
+        time.sleep(float(params["s"]))
     _rec("end", "block", params, ctx, outcome="ok")
 
 

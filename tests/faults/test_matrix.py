@@ -291,7 +291,8 @@ def test_f11_redis_stall(make_cell: MakeCell) -> None:
     after = first.t - t_resume
     figures("F11", stepped_down_after_stop_s=stopped if stopped is not None else "never",
             first_write_after_resume_s=after, one_leader_seen_after_resume_s=t_one - t_resume,
-            epochs_skipped=first.epoch - epoch - 1, lock_after_resume=lock, holder_leads=holder_leads, lost=len(report.lost), ack_lost=len(ack_lost),
+            epochs_skipped=first.epoch - epoch - 1, lock_after_resume=lock, holder_leads=holder_leads,
+            lost=len(report.lost), ack_lost=len(ack_lost),
             info=report.indeterminate)
     assert down, "the leader never stepped down while Redis was stopped"
     # Its deadline is its last good renew (<= the stop) + lease - margin; the step-down is logged
@@ -308,3 +309,68 @@ def test_f11_redis_stall(make_cell: MakeCell) -> None:
                     "never wrote")
     if bugs:
         raise ProductBug("; ".join(bugs))
+
+
+# ---- F13: a coroutine blocks the leader's event loop for 15 s -------------------------------------
+
+
+def test_f13_blocked_leader_loop(make_cell: MakeCell) -> None:
+    cfg = CellConfig(pulse=True, block=True, per_node_queue=True, concurrency=1)
+    cell = make_cell("F13", cfg)
+    producer = cell.producer(rate=10.0, seed=13, duration=lambda r: r.uniform(0.0, 0.05))
+    producer.start()
+    time.sleep(1.0)
+    leader = cell.leader()
+    leader_id = leader.reported_id
+    epoch = cell.epoch(leader)
+    block = 15.0
+    cell.enqueue([("block", {"id": "F13-block", "s": block, "once": str(cell.workdir / "blocked-once")})],
+                 queue=f"only-{leader.node_id}")
+    started = wait_until(lambda: [x for x in cell.executions() if x.task == "block"], 10.0, 0.01,
+                         message="the block job to start on the leader")[0]
+    t_block = started.start
+    assert started.node == leader_id
+    inflight = len(cell.inflight().get(leader_id, []))
+    time.sleep(1.0)
+    healthz_while_blocked = leader.healthz(timeout=1.0)
+    first = cell.first_record(epoch, cfg.lease + 3.0, after=t_block)
+    successor = cell.leader(3.0, exclude=[leader])
+    wait_until(lambda: [x for x in cell.executions() if x.task == "block" and x.end is not None], block + 5.0, 0.01,
+               message="the block to end")
+    t_unblock = next(x.end for x in cell.executions() if x.task == "block" and x.end is not None)
+    answers: list[tuple[float, object]] = []
+
+    def follows() -> bool:
+        asked = time.time() - t_unblock
+        try:
+            answer: object = leader.leader(timeout=1.0)["is_leader"]
+        except OSError as e:
+            answer = repr(e)
+        answers.append((round(asked, 3), answer))
+        return answer is False
+
+    follow_error = None
+    try:
+        wait_until(follows, 3.0, 0.02, message="the unblocked node to report is_leader false")
+    except AssertionError as e:
+        follow_error = f"{e}; answers (s after unblocking, is_leader): {answers}"
+    time.sleep(2.0)
+    audit = cell.audit()
+    late = [r for r in audit if r.epoch == epoch and r.t > first.t]
+    rejected = [e for e in cell.leader_events() if e.kind == "stale_rejected" and e.epoch == epoch and e.t >= t_unblock]
+    cell.fault(Fault("block-loop", t_block, t_end=t_unblock, node=leader_id, old_epoch=epoch, frozen=True))
+    # Duplicates are bounded by what the successor recovered from the blocked node.
+    recovered = sum(int(r.detail.split(":")[1]) for r in audit if r.op == "recover"
+                    and r.detail.startswith(leader_id + ":"))
+    report = cell.finish(Bounds(failover=cfg.lease + 1.0, max_duplicated=recovered))
+    figures("F13", successor_first_write_after_block_s=first.t - t_block, blocked_s=t_unblock - t_block,
+            healthz_while_blocked=healthz_while_blocked, is_leader_false_after_unblock_s=answers[-1][0] if answers
+            else "never", stale_rejected_after_unblock=len(rejected), in_flight_on_blocked=inflight,
+            recovered_from_blocked=recovered,
+            duplicated=len(report.duplicated))
+    assert first.t - t_block <= cfg.lease + 1.0, f"successor's first write {first.t - t_block:.2f}s after the block"
+    assert successor.reported_id != leader_id
+    assert not healthz_while_blocked, "/healthz answered 200 while the loop was blocked"
+    assert not late, f"the blocked leader's writes were accepted after its successor's: {late[:3]}"
+    assert follow_error is None, follow_error
+    assert answers[-1][0] <= 1.0, f"is_leader still true 1 s after unblocking: {answers}"

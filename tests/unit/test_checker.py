@@ -113,6 +113,15 @@ def _plant(kind: str) -> tuple[History, Callable[..., bool]]:
     if kind == "overlap":
         audit = sorted([*h.audit, rec(12.9, 100, "promote", "12:1")], key=lambda r: r.seq)
         return with_(h, audit=audit), lambda r: r.overlaps[0].seconds == pytest.approx(12.9 - 12.704)
+    if kind == "frozen_overlap":
+        # n1 is frozen 12.0..20.0 (SIGSTOP); n2 takes over at 12.704; n1 logs its step-down at 20.1
+        # (ignored: frozen) but one of its writes was accepted at 12.9: still an overlap.
+        faults = [Fault("sigstop", 12.0, t_end=20.0, node="n1", frozen=True)]
+        events = [e for e in h.leader_events if e.node != "n1" or e.kind == "acquired"]
+        events.append(LeaderEvent("n1", "stepped_down", 20.1, 100, "deadline"))
+        audit = sorted([*h.audit, rec(12.9, 100, "promote", "12:1")], key=lambda r: r.seq)
+        return with_(h, faults=faults, leader_events=events, audit=audit), \
+            lambda r: r.overlaps[0].seconds == pytest.approx(12.9 - 12.704)
     if kind == "missed_slot":
         audit = [x for x in h.audit if x.detail != "tick@14"]
         return with_(h, audit=audit), lambda r: r.missed_slots == {"tick": [14.0]}
@@ -150,8 +159,8 @@ def _plant(kind: str) -> tuple[History, Callable[..., bool]]:
 
 
 KINDS = ["lost", "duplicated", "unexpected", "resurrected", "unfinished", "dup_slot", "stale_epoch", "stale_token",
-         "overlap", "missed_slot", "beyond_window", "periodic_runs", "slow_handoff", "slow_failover", "no_recovery",
-         "late_promotion", "early_promotion", "flap"]
+         "overlap", "frozen_overlap", "missed_slot", "beyond_window", "periodic_runs", "slow_handoff", "slow_failover",
+         "no_recovery", "late_promotion", "early_promotion", "flap"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -169,6 +178,17 @@ def test_duplicates_within_the_in_flight_bound_pass_and_beyond_it_fail() -> None
     assert r.duplicated == ["j4"]
     assert r.violations(BOUNDS) == []
     assert any(v.startswith("duplicated") for v in r.violations(dataclasses.replace(BOUNDS, max_duplicated=0)))
+
+
+def test_a_frozen_leader_overlaps_only_by_its_accepted_writes() -> None:
+    h = clean()
+    faults = [Fault("sigstop", 12.0, t_end=20.0, node="n1", frozen=True)]
+    events = [e for e in h.leader_events if e.node != "n1" or e.kind == "acquired"]
+    events.append(LeaderEvent("n1", "stepped_down", 20.1, 100, "deadline"))
+    r = check(with_(h, faults=faults, leader_events=events))
+    assert r.overlaps[0].seconds == pytest.approx(12.002 - 12.704)  # its last write, not the late log line
+    unfrozen = check(with_(h, leader_events=events))
+    assert unfrozen.overlaps[0].seconds == pytest.approx(20.1 - 12.704)
 
 
 def test_stale_refusals_are_counted_separately() -> None:
