@@ -218,9 +218,6 @@ def test_acl_user_confined_to_the_namespace_runs_a_cluster_and_secrets_stay_hidd
           f"wrong credentials refused (exit 2) within {took:.1f}s")
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: node/cli.py _with_client prints the raw --redis-url in "
-                                       "'cannot reach Redis at ...', password included; use "
-                                       "RedisSettings(url=url).redacted_url()")
 def test_cli_error_never_shows_the_password(redis_factory: Callable[..., RedisServer]) -> None:
     server = redis_factory(requirepass=ADMIN_PW, user=[f"{USER} on >{USER_PW} ~* &* +@all"])
     code, err = _finish(_node_cmd("enqueue", "mark", "--redis-url",
