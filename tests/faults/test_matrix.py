@@ -374,3 +374,43 @@ def test_f13_blocked_leader_loop(make_cell: MakeCell) -> None:
     assert not late, f"the blocked leader's writes were accepted after its successor's: {late[:3]}"
     assert follow_error is None, follow_error
     assert answers[-1][0] <= 1.0, f"is_leader still true 1 s after unblocking: {answers}"
+
+
+# ---- F15: kill -9 all three nodes under load, restart them 5 s later ------------------------------
+
+
+def test_f15_kill_all_nodes_and_restart(make_cell: MakeCell) -> None:
+    cfg = CellConfig(concurrency=2)
+    cell = make_cell("F15", cfg)
+    producer = cell.producer(rate=4.0, seed=15, duration=lambda r: r.uniform(0.2, 2.0))
+    producer.start()
+    time.sleep(3.0)
+    epoch = cell.epoch(cell.leader())
+    nodes = list(cell.cluster.nodes)
+    t_kill = time.time()
+    for node in nodes:
+        node.kill()
+    inflight = [(job, node) for node, jobs in cell.inflight().items() for job in jobs]
+    time.sleep(5.0)
+    t_back = time.time()
+    for node in nodes:
+        node.start()
+    for node in nodes:
+        node.wait_ready(30.0)
+    cell.leader(cfg.lease + 3.0)
+    first = cell.first_record(epoch, cfg.lease + 5.0, after=t_back)
+
+    def recovered() -> bool:
+        done = {r.detail.rpartition(":")[0].rpartition(":")[0] for r in cell.audit() if r.op == "recover"}
+        return {node for _, node in inflight} <= done
+
+    wait_until(recovered, 20.0, 0.1, message="every dead node's in-flight jobs recovered")
+    time.sleep(2.0)
+    cell.fault(Fault("kill-all", t_kill, t_end=t_back, old_epoch=epoch, measure_from=t_back,
+                     inflight=tuple(inflight), recovery_from=t_back))
+    report = cell.finish(Bounds(recovery=15.0, max_duplicated=len(inflight)))
+    done = [d for d in report.recoveries.values() if d is not None]
+    figures("F15", in_flight_at_kill=len(inflight), recovered_max_s=max(done) if done else "none",
+            first_leader_write_after_back_s=first.t - t_back, duplicated=len(report.duplicated),
+            acknowledged=report.acknowledged, lost=len(report.lost))
+    assert inflight, "no job was in flight when the nodes were killed"
