@@ -10,14 +10,17 @@ that token (fencing), so a paused or partitioned ex-leader cannot write.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import Clock
-from ..errors import ConfigError
+from ..errors import ConfigError, LeaseLost
+from ..observe import Observer
 
 LeadFn = Callable[["Term"], Coroutine[Any, Any, None]]
+log = logging.getLogger("corral.election")
 
 
 @dataclass(frozen=True)
@@ -92,3 +95,65 @@ class ElectionState:
     transitions: int = 0
     last_change_mono: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ElectorBase:
+    """The term scope both backends share: become leader, run the duties next to the backend's
+    renewals (`_keep_term`), and step down the moment either ends."""
+
+    backend: str
+    node_id: str
+    state: ElectionState
+    clock: Clock
+    observer: Observer
+    term: Term | None
+
+    async def _keep_term(self, term: Term) -> None:
+        """Renew until the term cannot be kept; raise LeaseLost then."""
+        raise NotImplementedError
+
+    def _set_follower(self, leader: str | None, epoch: int, since: float | None = None) -> None:
+        changed = self.state.is_leader
+        epoch_changed = epoch != self.state.epoch
+        self.state.is_leader = False
+        self.state.leader = leader
+        self.state.epoch = epoch
+        self.state.extra["since"] = since
+        if changed:
+            self.state.transitions += 1
+            self.state.last_change_mono = self.clock.monotonic()
+        if changed or epoch_changed:
+            self.observer.leader_changed(False, epoch)  # followers export the epoch they see too
+
+    async def _lead_term(self, term: Term, lead: LeadFn) -> None:
+        self.term = term
+        self.state.is_leader = True
+        self.state.leader = self.node_id
+        self.state.epoch = term.epoch
+        self.state.since = term.since
+        self.state.transitions += 1
+        self.state.last_change_mono = self.clock.monotonic()
+        self.observer.leader_changed(True, term.epoch)
+        log.info("election: became leader", extra={"epoch": term.epoch, "event": "leader_acquired",
+                                                   "backend": self.backend})
+        reason = "stopped"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._renewals(term), name="election-renew")
+                tg.create_task(lead(term), name="leader-duties")
+        except* LeaseLost as eg:
+            reason = str(eg.exceptions[0])
+        finally:
+            term.lost.set()
+            self.term = None
+            self._set_follower(None, term.epoch)
+            log.warning("election: stepped down", extra={"epoch": term.epoch, "reason": reason,
+                                                          "event": "leader_stepped_down"})
+
+    async def _renewals(self, term: Term) -> None:
+        try:
+            await self._keep_term(term)
+        finally:
+            # Set before the duties are cancelled: a duty that missed its cancellation still ends
+            # when it sees the term lost, instead of keeping this node "leader" forever.
+            term.lost.set()

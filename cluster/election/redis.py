@@ -34,12 +34,12 @@ from ..errors import LeaseLost
 from ..keys import Keys
 from ..observe import Observer
 from ..scripts import Scripts
-from .base import ElectionConfig, ElectionState, LeadFn, Term, parse_token
+from .base import ElectionConfig, ElectionState, ElectorBase, LeadFn, Term, parse_token
 
 log = logging.getLogger("corral.election")
 
 
-class RedisElector:
+class RedisElector(ElectorBase):
     backend = "redis"
 
     def __init__(self, *, node_id: str, keys: Keys, redis: Redis, election_redis: Redis, config: ElectionConfig,
@@ -123,51 +123,9 @@ class RedisElector:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def _set_follower(self, leader: str | None, epoch: int) -> None:
-        changed = self.state.is_leader
-        epoch_changed = epoch != self.state.epoch
-        self.state.is_leader = False
-        self.state.leader = leader
-        self.state.epoch = epoch
-        if changed:
-            self.state.transitions += 1
-            self.state.last_change_mono = self.clock.monotonic()
-        if changed or epoch_changed:
-            self.observer.leader_changed(False, epoch)  # followers export the epoch they see too
-
     # ---- leader ----------------------------------------------------------------------------
 
-    async def _lead_term(self, term: Term, lead: LeadFn) -> None:
-        self.term = term
-        self.state.is_leader = True
-        self.state.leader = self.node_id
-        self.state.epoch = term.epoch
-        self.state.since = term.since
-        self.state.transitions += 1
-        self.state.last_change_mono = self.clock.monotonic()
-        self.observer.leader_changed(True, term.epoch)
-        log.info("election: became leader", extra={"epoch": term.epoch, "event": "leader_acquired"})
-        reason = "stopped"
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._renew_loop(term), name="election-renew")
-                tg.create_task(lead(term), name="leader-duties")
-        except* LeaseLost as eg:
-            reason = str(eg.exceptions[0])
-        finally:
-            term.lost.set()
-            self.term = None
-            self._set_follower(None, term.epoch)
-            log.warning("election: stepped down", extra={"epoch": term.epoch, "reason": reason,
-                                                          "event": "leader_stepped_down"})
-
-    async def _renew_loop(self, term: Term) -> None:
-        try:
-            await self._renew(term)
-        finally:
-            term.lost.set()  # whatever ended the renewals, the duties must see the term is over
-
-    async def _renew(self, term: Term) -> None:
+    async def _keep_term(self, term: Term) -> None:
         cfg = self.config
         while True:
             # wake for the next renew, or at the deadline if that comes first

@@ -52,7 +52,7 @@ from ..errors import LeaseLost
 from ..keys import Keys
 from ..observe import Observer
 from ..scripts import Scripts
-from .base import ElectionConfig, ElectionState, LeadFn, Term, parse_token
+from .base import ElectionConfig, ElectionState, ElectorBase, LeadFn, Term, parse_token
 
 log = logging.getLogger("corral.election")
 
@@ -69,7 +69,7 @@ _CLOSE_WAIT = 3.0  # bound on closing the ZooKeeper session (release, shutdown)
 _ZK_CALL_WAIT = 2.0  # bound on one short blocking ZooKeeper call awaited from the loop
 
 
-class ZooKeeperElector:
+class ZooKeeperElector(ElectorBase):
     """``ZooKeeperElector(node_id=, keys=, redis=, hosts="127.0.0.1:2181", config=, clock=, observer=)``
 
     Same interface as `RedisElector`: `state`, `term`, `await run(lead)`, `await release()`,
@@ -326,55 +326,9 @@ class ZooKeeperElector:
         if self.term is None:
             self._set_follower(leader, epoch, since)
 
-    def _set_follower(self, leader: str | None, epoch: int, since: float | None = None) -> None:
-        changed = self.state.is_leader
-        epoch_changed = epoch != self.state.epoch
-        self.state.is_leader = False
-        self.state.leader = leader
-        self.state.epoch = epoch
-        self.state.extra["since"] = since
-        if changed:
-            self.state.transitions += 1
-            self.state.last_change_mono = self.clock.monotonic()
-        if changed or epoch_changed:
-            self.observer.leader_changed(False, epoch)  # followers export the epoch they see too
-
     # ---- leader ----------------------------------------------------------------------------
 
-    async def _lead_term(self, term: Term, lead: LeadFn) -> None:
-        self.state.is_leader = True
-        self.state.leader = self.node_id
-        self.state.epoch = term.epoch
-        self.state.since = term.since
-        self.state.transitions += 1
-        self.state.last_change_mono = self.clock.monotonic()
-        self.observer.leader_changed(True, term.epoch)
-        log.info("election: became leader", extra={"epoch": term.epoch, "event": "leader_acquired",
-                                                   "backend": self.backend})
-        reason = "stopped"
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._renew(term), name="election-renew")
-                tg.create_task(lead(term), name="leader-duties")
-        except* LeaseLost as eg:
-            reason = str(eg.exceptions[0])
-        finally:
-            term.lost.set()
-            self.term = None
-            self._set_follower(None, term.epoch)
-            log.warning("election: stepped down", extra={"epoch": term.epoch, "reason": reason,
-                                                          "event": "leader_stepped_down"})
-
-    async def _renew(self, term: Term) -> None:
-        try:
-            await self._renew_loop(term)
-        finally:
-            # Set before the duties are cancelled, not after: a duty whose cancellation was lost
-            # (Python 3.11 wait_for) still ends when it sees the term lost, instead of keeping the
-            # TaskGroup (and this node's is_leader) alive forever.
-            term.lost.set()
-
-    async def _renew_loop(self, term: Term) -> None:
+    async def _keep_term(self, term: Term) -> None:
         """Re-install the term every `renew_period`; end it at the deadline at the latest (every
         wait is cut at the deadline, so the duties stop then, not at the next renew)."""
         cfg = self.config
