@@ -23,7 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .clock import SYSTEM_CLOCK, Clock
-from .connection import RedisSettings, make_redis
+from .connection import RedisSettings, close_redis, make_redis
 from .errors import EnqueueError
 from .keys import Keys
 from .plugins import PluginContext
@@ -87,7 +87,7 @@ class Client:
         return client
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await close_redis(self.redis)
 
     async def __aenter__(self) -> Client:
         return self

@@ -44,6 +44,14 @@ class RedisSettings:
         return self.url
 
 
+async def close_redis(redis: Redis) -> None:
+    """Close a client and, for a Sentinel-managed one, the Sentinel connections behind it."""
+    await redis.aclose()
+    manager = getattr(redis.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
 def _common(settings: RedisSettings, socket_timeout: float | None) -> dict[str, Any]:
     kw: dict[str, Any] = {
         "decode_responses": True,

@@ -40,8 +40,8 @@ from __future__ import annotations
 
 class Keys:
     def __init__(self, namespace: str = "resque") -> None:
-        if not namespace or any(c in namespace for c in " \r\n\t"):
-            raise ValueError(f"bad namespace {namespace!r}")
+        if not namespace or any(c in namespace for c in " \r\n\t*?[]\\"):
+            raise ValueError(f"bad namespace {namespace!r}: no whitespace or glob characters (*?[]\\)")
         self.namespace = namespace
         self._p = namespace + ":"
         self.queues = self._p + "queues"

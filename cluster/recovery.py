@@ -29,7 +29,8 @@ class Recovery:
     name = "recovery"
 
     def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, registry: Registry,
-                 dead_after: float = 8.0, interval: float = 1.0, max_recoveries: int = 3, audit: bool = False) -> None:
+                 dead_after: float = 8.0, interval: float = 1.0, max_recoveries: int = 3, audit: bool = False,
+                 self_id: str | None = None, start_grace: float = 0.0) -> None:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
@@ -40,8 +41,14 @@ class Recovery:
         self.interval = interval
         self.max_recoveries = max_recoveries
         self.audit = audit
+        self.self_id = self_id
+        self.start_grace = start_grace
 
     async def run(self, term: Term) -> None:
+        # A new term may follow an outage that stopped every heartbeat (Redis down, READONLY, OOM):
+        # give live nodes one heartbeat round to show up before judging anyone dead.
+        if await wait_event(term.lost, self.start_grace):
+            return
         while not term.lost.is_set():
             await self.tick(term)
             await wait_event(term.lost, self.interval)
@@ -52,7 +59,8 @@ class Recovery:
         dead = await self.redis.zrangebyscore(self.keys.members, "-inf", now_ms - int(self.dead_after * 1000))
         total = 0
         for node in dead:
-            total += await self.recover_node(term, str(node))
+            if str(node) != self.self_id:  # the leader is alive by definition: it is running this
+                total += await self.recover_node(term, str(node))
         return total
 
     def _lock_keys(self, payload: str, queue: str) -> list[str]:
@@ -63,7 +71,7 @@ class Recovery:
         t = self.registry.find(job.task)
         if t is None or not any(isinstance(p, JobLock) for p in t.plugin_instances()):
             return []
-        return [self.keys.job_lock(job.task, queue, js_dumps(job.args))]
+        return [self.keys.job_lock(job.task, queue, js_dumps(job.args, strict=False))]
 
     async def recover_node(self, term: Term, node: str) -> int:
         inflight = {str(k): str(v) for k, v in (await self.redis.hgetall(self.keys.inflight(node))).items()}

@@ -132,6 +132,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.params is not None:
         try:
             params = json.loads(args.params)
+        except RecursionError:
+            raise Fail("--params is nested too deeply") from None
         except ValueError as e:
             raise Fail(f"--params is not valid JSON: {e}") from None
         if not isinstance(params, dict):

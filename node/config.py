@@ -22,6 +22,7 @@ from typing import Any
 from cluster.connection import RedisSettings
 from cluster.election.base import ElectionConfig
 from cluster.errors import ConfigError
+from cluster.keys import Keys
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
@@ -55,7 +56,7 @@ def _opt_str(v: Any) -> str | None:
     return v
 
 
-def _num(kind: type, minimum: float, allow_equal: bool = False) -> Callable[[Any], Any]:
+def _num(kind: type, minimum: float, allow_equal: bool = False, maximum: float | None = None) -> Callable[[Any], Any]:
     def parse(v: Any) -> Any:
         if isinstance(v, bool):
             raise ValueError(f"expected a number, got {v!r}")
@@ -65,6 +66,8 @@ def _num(kind: type, minimum: float, allow_equal: bool = False) -> Callable[[Any
             raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {v!r}") from None
         if n < minimum or (n == minimum and not allow_equal):
             raise ValueError(f"must be {'>=' if allow_equal else '>'} {minimum}, got {v!r}")
+        if maximum is not None and n > maximum:
+            raise ValueError(f"must be <= {maximum}, got {v!r}")
         return n
 
     return parse
@@ -109,7 +112,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("zookeeper_hosts", _opt_str, None, "ZooKeeper hosts host:port,... (with --election zookeeper)"),
     Option("zookeeper_session_timeout", _num(float, 1, True), 10.0, "ZooKeeper session timeout, seconds"),
     Option("http_host", _opt_str, "127.0.0.1", "HTTP bind address"),
-    Option("http_port", _num(int, 0, True), 8080, "HTTP port (0 = any free port)"),
+    Option("http_port", _num(int, 0, True, maximum=65535), 8080, "HTTP port (0 = any free port)"),
     Option("node_id", _opt_str, None, "node name; a per-start suffix is appended (default: hostname)"),
     Option("log_format", _choice("text", "json"), "text", "log format"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
@@ -197,6 +200,10 @@ class NodeConfig:
         for q in self.queues:
             if q != "*" and any(c in q for c in ":*, \t"):
                 raise ConfigError(f"queues: bad queue name {q!r} (no ':', ',', '*' or spaces; '*' alone = any)")
+        try:
+            Keys(self.namespace)
+        except ValueError as e:
+            raise ConfigError(f"namespace: {e}") from None
         if self.election == "zookeeper" and not self.zookeeper_hosts:
             raise ConfigError("election = zookeeper needs zookeeper_hosts (--zookeeper-hosts / CORRAL_ZOOKEEPER_HOSTS)")
         if self.node_id is not None and not all(c.isalnum() or c in "._-" for c in self.node_id):

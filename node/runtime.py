@@ -21,11 +21,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.process_collector import ProcessCollector
+from redis.exceptions import AuthenticationError, NoPermissionError
 
 from cluster.aio import REDIS_FAILURES
 from cluster.client import Client
 from cluster.clock import Clock, SystemClock
-from cluster.connection import make_redis
+from cluster.connection import close_redis, make_redis
 from cluster.election.base import Term
 from cluster.election.redis import RedisElector
 from cluster.errors import RedisUnavailable
@@ -83,7 +84,11 @@ class Node:
             try:
                 await self.redis.ping()
                 return
+            except (AuthenticationError, NoPermissionError) as e:
+                raise RedisUnavailable(self.settings.redacted_url(), f"authentication refused: {e}") from None
             except REDIS_FAILURES as e:
+                if "WRONGPASS" in str(e) or "NOAUTH" in str(e) or "NOPERM" in str(e):
+                    raise RedisUnavailable(self.settings.redacted_url(), f"authentication refused: {e}") from None
                 if self.clock.monotonic() > deadline:
                     raise RedisUnavailable(self.settings.redacted_url(), str(e) or type(e).__name__) from None
                 await asyncio.sleep(0.25)
@@ -115,7 +120,7 @@ class Node:
                                          registry=self.registry, audit=cfg.audit)
         self.recovery = Recovery(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
                                  registry=self.registry, dead_after=cfg.dead_after, max_recoveries=cfg.max_recoveries,
-                                 audit=cfg.audit)
+                                 audit=cfg.audit, self_id=self.node_id, start_grace=cfg.heartbeat_interval * 1.5)
         self.elector: Any = None
         if cfg.scheduler:
             if cfg.election == "zookeeper":
@@ -188,9 +193,9 @@ class Node:
             await self.http.close()
             self.executor.shutdown()
             with contextlib.suppress(Exception):
-                await self.redis.aclose()
+                await close_redis(self.redis)
             with contextlib.suppress(Exception):
-                await self.election_redis.aclose()
+                await close_redis(self.election_redis)
         return exit_code
 
     async def _shutdown(self) -> None:
@@ -303,7 +308,10 @@ class Node:
         try:
             await asyncio.wait_for(self.redis.ping(), 0.5)
         except REDIS_FAILURES as e:
-            return json_response(503, {"ready": False, "reason": f"Redis unreachable: {type(e).__name__}"})
+            why = "connection lost" if isinstance(e, RuntimeError) else type(e).__name__
+            return json_response(503, {"ready": False, "reason": f"Redis unreachable: {why}"})
+        if self.membership.last_error is not None:
+            return json_response(503, {"ready": False, "reason": f"heartbeat failing: {self.membership.last_error}"})
         age = self.membership.age()
         if age is None or age > self.cfg.dead_after:
             return json_response(503, {"ready": False, "reason": "membership heartbeat is stale"})

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from cluster.client import Client
@@ -163,10 +162,8 @@ def _assert_clean(result: dict[str, Any]) -> None:
 
 
 def _duplicates_after_a_long_outage(result: dict[str, Any]) -> None:
-    if result["duplicated"]:
-        pytest.xfail(f"product bug: after a Redis write outage longer than dead_after, the new leader's first "
-                     f"recovery tick declares live nodes dead and re-runs their in-flight jobs "
-                     f"(duplicated: {result['duplicated']}); see the report")
+    assert not result["duplicated"], (
+        f"after a Redis write outage the new leader declared live nodes dead: {result['duplicated']}")
 
 
 # -- OOM -----------------------------------------------------------------------------------------

@@ -427,9 +427,6 @@ def test_cli_real_entry_point_bad_input(redis_url: str, tmp_path: Path) -> None:
     assert r.dbsize() == 0, "a refused command wrote something"
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: `corral enqueue --params` nested 5000 deep dies with a "
-                                       "RecursionError traceback (node/cli.py cmd_enqueue catches only ValueError "
-                                       "around json.loads)")
 def test_cli_params_nested_too_deep_is_one_line(redis_url: str) -> None:
     deep = "[" * 5000 + "]" * 5000
     code, _out, err = _finish(_corral("enqueue", "x", "--params", deep, "--redis-url", redis_url))
@@ -437,8 +434,6 @@ def test_cli_params_nested_too_deep_is_one_line(redis_url: str) -> None:
     assert code == 2 and "Traceback" not in err and len(lines) == 1 and "--params" in lines[0], err[-500:]
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: --http-port has no upper bound; 99999 silently binds port "
-                                       "99999 % 65536 = 34463 (node/config.py Option('http_port', _num(int, 0, True)))")
 def test_cli_http_port_out_of_range_is_refused(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                                tmp_path: Path) -> None:
     clean_env.chdir(tmp_path)

@@ -226,9 +226,6 @@ def test_cli_error_never_shows_the_password(redis_factory: Callable[..., RedisSe
     _assert_no_secret("corral enqueue stderr", err, WRONG_PW)
 
 
-@pytest.mark.xfail(strict=True, reason="product gap: a refused AUTH is retried for 10 s as if Redis were down "
-                                       "(node/runtime.py Node._connect retries every REDIS_FAILURES); "
-                                       "AuthenticationError / NOPERM should stop the boot at once")
 def test_wrong_password_fails_fast(redis_factory: Callable[..., RedisServer], tmp_path: Path) -> None:
     server = redis_factory(requirepass=ADMIN_PW)
     t0 = time.monotonic()
@@ -442,10 +439,6 @@ async def _len_at_least(client: Client, key: str, n: int) -> bool:
     return int(await client.redis.llen(key)) >= n
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a namespace with glob characters reads other namespaces: "
-                                       "Client.locks()/stats() SCAN with match=f'{namespace}:lock:*' unescaped "
-                                       "(cluster/keys.py lock_patterns, cluster/client.py stats); reject *?[]\\ in "
-                                       "Keys() or escape them")
 async def test_a_glob_namespace_does_not_read_other_namespaces(client: Client, redis_url: str) -> None:
     await client.redis.set("resque:lock:t:default:[{}]", "1")
     await client.redis.set("resque:stat:processed", "5")
