@@ -18,6 +18,10 @@ Each patch is the smallest stand-in for a proposed product change (see bench/RES
 - chainwake: a slot that fetched a job wakes one more idle slot of its queue, so a burst fans out
   to every slot in a few round trips instead of one slot plus the others' poll timers (0.5 s).
 - wakeall: the producer's wake-up wakes every idle slot serving the queue (the cruder alternative).
+- rawfetch: the workers' fetch/ack EVALSHA goes over a minimal RESP connection pool (asyncio
+  Protocol + hiredis.Reader, the command packed in one bytes join) instead of redis-py's
+  Script/execute_command/pool/retry/timeout layers; every other call stays on redis-py. Product
+  change: a thin worker connection for the one hot command (see bench/fetchpath.py).
 """
 
 from __future__ import annotations
@@ -124,7 +128,115 @@ def patch_wakeall() -> None:
     WorkerPool.on_wake = on_wake  # type: ignore[method-assign]
 
 
-PATCHES = {"notimeout": patch_notimeout, "plugins": patch_plugins, "report": patch_report,
+def _pack(parts: list[Any]) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for p in parts:
+        b = p if isinstance(p, bytes) else str(p).encode("utf-8", "surrogateescape")
+        out += [b"$%d\r\n" % len(b), b, b"\r\n"]
+    return b"".join(out)
+
+
+class _RawConn:
+    """One RESP connection; one command in flight at a time (like a redis-py pooled connection)."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        import hiredis
+
+        self.reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
+        self.waiter: asyncio.Future[Any] | None = None
+        self.transport: Any = None
+        self.closed = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        reply = self.reader.gets()
+        if reply is not False and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError(f"connection lost: {exc!r}"))
+
+    def eof_received(self) -> None:
+        return None
+
+    def pause_writing(self) -> None:
+        return None
+
+    def resume_writing(self) -> None:
+        return None
+
+    async def call(self, packed: bytes) -> Any:
+        import asyncio
+
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(packed)
+        return await self.waiter
+
+
+class _RawFetchScripts:
+    def __init__(self, inner: Any, redis: Any) -> None:
+        import hashlib
+
+        from cluster.scripts import source
+
+        kw = redis.connection_pool.connection_kwargs
+        self.inner = inner
+        self.host, self.port, self.db = kw.get("host", "127.0.0.1"), int(kw.get("port", 6379)), int(kw.get("db", 0))
+        self.free: list[_RawConn] = []
+        self.src = source("fetch")
+        self.sha = hashlib.sha1(self.src.encode()).hexdigest()
+
+    async def _connect(self) -> _RawConn:
+        import asyncio
+
+        _, conn = await asyncio.get_running_loop().create_connection(_RawConn, self.host, self.port)
+        if self.db:
+            await conn.call(_pack(["SELECT", self.db]))
+        return conn
+
+    async def run(self, name: str, keys: list[Any], args: list[Any], client: Any = None) -> Any:
+        if name != "fetch" or client is not None:
+            return await self.inner.run(name, keys, args, client=client)
+        from redis.exceptions import ResponseError
+
+        conn = self.free.pop() if self.free else await self._connect()
+        try:
+            cmd = _pack(["EVALSHA", self.sha, len(keys), *keys, *args])
+            res = await conn.call(cmd)
+            if isinstance(res, Exception) and str(res).startswith("NOSCRIPT"):
+                await conn.call(_pack(["SCRIPT", "LOAD", self.src]))
+                res = await conn.call(cmd)
+        except BaseException:
+            if conn.transport is not None:
+                conn.transport.close()
+            raise
+        if not conn.closed:
+            self.free.append(conn)
+        if isinstance(res, Exception):
+            raise ResponseError(str(res))
+        return res
+
+
+def patch_rawfetch() -> None:
+    from node.worker import WorkerPool
+
+    orig = WorkerPool.__init__
+
+    def __init__(self: WorkerPool, **kw: Any) -> None:
+        orig(self, **kw)
+        self.scripts = _RawFetchScripts(self.scripts, self.redis)  # type: ignore[assignment]
+
+    WorkerPool.__init__ = __init__  # type: ignore[method-assign]
+
+
+PATCHES = {"rawfetch": patch_rawfetch, "notimeout": patch_notimeout, "plugins": patch_plugins, "report": patch_report,
            "metrics": patch_metrics, "jsdate": patch_jsdate, "chainwake": patch_chainwake, "wakeall": patch_wakeall}
 
 

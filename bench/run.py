@@ -466,8 +466,14 @@ async def stage_jobs(h: Harness, n: int, task: str = "noop") -> None:
 async def release_staged(h: Harness, wakes: int) -> float:
     """The start signal: RENAME the staged list onto the served queue and publish one wake-up per
     idle slot, in one MULTI. Returns perf_counter just before it was sent."""
+    # Corral's per-queue enqueue-time runs (corral:qtimes:<q>, where the product has them) move too,
+    # so workers observe job wait times as they would after a real enqueue.
+    qtimes = getattr(Keys, "qtimes", None)
+    move_qtimes = qtimes is not None and bool(await h.redis.exists(Keys("benchstage").qtimes(QUEUE)))
     async with h.redis.pipeline(transaction=True) as p:
         p.rename(Keys("benchstage").queue(QUEUE), KEYS.queue(QUEUE))
+        if move_qtimes:
+            p.rename(Keys("benchstage").qtimes(QUEUE), KEYS.qtimes(QUEUE))
         p.sadd(KEYS.queues, QUEUE)
         for _ in range(wakes):
             p.publish(KEYS.wake_channel, QUEUE)
@@ -889,7 +895,8 @@ async def sc_roundtrips(h: Harness, runs: int, conc: int) -> dict[str, Any]:
         r = await drain_once(h, n, [(QUEUE, conc)], stats=True)
         d = dict(r["commandstats_delta"])
         # The harness's own commands inside the window: the start-signal MULTI and the polling GETs.
-        own = {"multi": 1, "exec": 1, "rename": 1, "sadd": 1, "publish": conc, "get": r["polls"]}
+        own = {"multi": 1, "exec": 1, "rename": d.get("rename", 0), "exists": d.get("exists", 0), "sadd": 1,
+               "publish": conc, "get": r["polls"]}
         for k, v in own.items():
             d[k] = d.get(k, 0) - v
         d.pop("info", None)
@@ -1080,7 +1087,8 @@ async def sc_experiments(h: Harness, runs: int, conc: int) -> dict[str, Any]:
         metrics[f"fetch path only ({conc} slots), {mode} (jobs/s)"] = {
             **summarize([x["jobs_per_s"] for x in rows]), "target": "(info)"}
     # 2. drain throughput with each patch, interleaved with the unpatched launcher
-    variants = {"none": "", **{p: p for p in DRAIN_PATCHES}, "all five": ",".join(DRAIN_PATCHES)}
+    variants = {"none": "", **{p: p for p in DRAIN_PATCHES}, "all five": ",".join(DRAIN_PATCHES),
+                "rawfetch": "rawfetch", "rawfetch + all five": ",".join(("rawfetch", *DRAIN_PATCHES))}
     rates: dict[str, list[float]] = {k: [] for k in variants}
     cpu_per_job: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(runs):
