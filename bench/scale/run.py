@@ -626,14 +626,22 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
             "EVALSHA", hb_sha, "3", "resque:corral:members", "resque:corral:node:x", "resque:worker:ping:x+0", "x",
             '{"node":"x","queues":["default"]}', "60000", '{"time":0,"name":"x+0","queues":"default"}'],
     }
+    cases["SET pipelined 16 (redis-benchmark -t set -P 16)"] = ["-t", "set", "-P", "16"]
     out: dict[str, Any] = {}
     for label, args in cases.items():
-        vals = []
+        vals, cpu_us = [], []
         for _ in range(repeats):
             await wait_quiet(quiet)
+            c0 = proc_cpu_seconds(h.redis_pid)
             vals.append(await asyncio.to_thread(redis_benchmark, h.port, args, 200_000))
-        out[label] = {"median_rps": statistics.median(vals), "runs": vals}
-        log(f"   redis-benchmark {label}: {statistics.median(vals):,.0f}/s (runs {', '.join(f'{v:,.0f}' for v in vals)})")
+            cpu_us.append(1e6 * (proc_cpu_seconds(h.redis_pid) - c0) / 200_000)
+        us = statistics.median(cpu_us)
+        # server-side cost: redis-server CPU per request (includes reading and answering the socket);
+        # 1e6 / that = requests/s one fully busy Redis core could serve, whatever the client's limits
+        out[label] = {"median_rps": statistics.median(vals), "runs": vals, "redis_cpu_us_per_request": us,
+                      "redis_cpu_us_runs": cpu_us, "one_core_capacity_per_s": 1e6 / us if us else None}
+        log(f"   redis-benchmark {label}: {statistics.median(vals):,.0f}/s (runs {', '.join(f'{v:,.0f}' for v in vals)});"
+            f" Redis CPU {us:.2f} us/request = {1e6 / us if us else float('nan'):,.0f}/s per full core")
     await r.flushall()
     await r.script_flush()
     return {"clients": 50, "requests": 200_000, "pipeline": 1, "cases": out}
