@@ -171,6 +171,8 @@ class History:
     window: tuple[float, float] | None = None
     # Seconds after a fault window in which leadership changes are caused by it (not flaps).
     settle: float = 15.0
+    # Lateness counts only delayed buckets and periodic slots in [start, end] (default: all).
+    lateness_window: tuple[float, float] | None = None
 
 
 # ---- statistics -------------------------------------------------------------------------------
@@ -454,9 +456,11 @@ def _check_periodic(h: History, r: Report) -> None:
     counts = Counter(rec.detail for rec, _, _ in claims)
     r.dup_slots = sorted(d for d, n in counts.items() if n > 1)
     claimed: dict[str, set[float]] = defaultdict(set)
+    lw = h.lateness_window
     for rec, task, slot in claims:
         claimed[task].add(slot)
-        r.periodic_lateness.append(rec.t - slot)
+        if lw is None or lw[0] <= slot <= lw[1]:
+            r.periodic_lateness.append(rec.t - slot)
         spec = h.periodic.get(task)
         if spec is not None and spec.missed == "catch_up" and rec.t - slot > spec.catch_up_window:
             r.beyond_window.append(f"{task}@{slot:g} ({rec.t - slot:.1f}s late)")
@@ -488,7 +492,10 @@ def _check_lateness(h: History, r: Report) -> None:
             sec = int(float(ts))
             if sec not in first:
                 first[sec] = (rec.t, int(count or 0))
+    lw = h.lateness_window
     for sec, (t, jobs) in sorted(first.items()):
+        if lw is not None and not lw[0] <= sec <= lw[1]:
+            continue
         r.promote_lateness.append(t - sec)
         if t < sec:
             r.early_promotions.append(f"{sec}:{jobs} ({t - sec:+.3f}s)")

@@ -123,6 +123,16 @@ async def _pulse(params, ctx):
 pulse = Task(name="pulse", run=_pulse, frequency=0.1, missed="skip")
 '''
 
+_TASKS_BEAT = '''
+
+async def _beat(params, ctx):
+    _rec("run", "beat", None, ctx, outcome="ok")
+
+
+# Its queue has no worker: the occurrences are claimed (what is measured), never run.
+beat = Task(name="beat", run=_beat, frequency=0.1, queue="parked")
+'''
+
 _TASKS_BLOCK = '''
 
 async def _block(params, ctx):
@@ -140,15 +150,19 @@ block = Task(name="block", run=_block)
 '''
 
 PULSE = PeriodicSpec(0.1, "skip", count_runs=False)
+BEAT = PeriodicSpec(0.1, "catch_up", count_runs=False)
+PERIODIC_TASKS = ("tick", "pulse", "beat")
 
 
-def task_source(*, tick: bool = True, tick_frequency: float = 1.0, pulse: bool = False, block: bool = False) -> str:
+def task_source(*, tick: bool = True, tick_frequency: float = 1.0, pulse: bool = False, beat: bool = False,
+                block: bool = False) -> str:
     """The task file: `job` ({id, s}: sleeps s seconds), optionally `tick` (every
     `tick_frequency` s, catch-up), `pulse` (0.1 s, skip missed: times a failover's first write to
-    0.1 s) and `block`."""
+    0.1 s), `beat` (0.1 s, catch-up, on a queue no worker serves: many slots to measure, no jobs
+    to run) and `block`."""
     tick_src = _TASKS_TICK.replace("TICK_FREQUENCY", repr(float(tick_frequency)))
     return _TASKS_HEAD + (tick_src if tick else "") + (_TASKS_PULSE if pulse else "") + (
-        _TASKS_BLOCK if block else "")
+        _TASKS_BEAT if beat else "") + (_TASKS_BLOCK if block else "")
 
 
 # ---- producer ---------------------------------------------------------------------------------
@@ -330,12 +344,14 @@ class CellConfig:
     tick: bool = True
     tick_frequency: float = 1.0
     pulse: bool = False
+    beat: bool = False
     block: bool = False
     per_node_queue: bool = False  # each node also serves "only-<node>" (to run a job on one node)
     clock_seam: bool = False  # --clock-offset-file per node (F9)
     proxied: bool = False  # each node reaches Redis through its own TcpProxy
     redis_options: dict[str, Any] = field(default_factory=lambda: {"appendonly": True, "appendfsync": "always"})
     extra_args: tuple[str, ...] = ()
+    audit_interval: float = 0.05  # how often the harness copies the audit stream (F18: rarely)
 
 
 class Cell:
@@ -366,10 +382,11 @@ class Cell:
         self.log_dir.mkdir(exist_ok=True)
         self.tasks_dir.mkdir(exist_ok=True)
         cfg = self.config
-        source = task_source(tick=cfg.tick, tick_frequency=cfg.tick_frequency, pulse=cfg.pulse, block=cfg.block)
+        source = task_source(tick=cfg.tick, tick_frequency=cfg.tick_frequency, pulse=cfg.pulse, beat=cfg.beat,
+                             block=cfg.block)
         (self.tasks_dir / "cell_tasks.py").write_text(source)
         self.server = RedisServer(self.workdir / "redis", options=dict(cfg.redis_options), binary=binary).start()
-        self.collector = AuditCollector(self.server, self.keys.audit).start()
+        self.collector = AuditCollector(self.server, self.keys.audit, cfg.audit_interval).start()
         self.nodes = NodeCluster(self.workdir / "nodes", redis_url=self.server.url)
         for i in range(1, cfg.nodes + 1):
             self.add_node(f"n{i}")
@@ -536,7 +553,7 @@ class Cell:
     def pending(self) -> list[str]:
         """What keeps the cell from being drained (empty = drained): non-periodic jobs queued, in
         flight, staged or delayed, and members whose heartbeat is stale (not yet recovered)."""
-        periodic = {"tick", "pulse"}
+        periodic = set(PERIODIC_TASKS)
         out: list[str] = []
         k = self.keys
         with self.client() as c:
@@ -586,7 +603,8 @@ class Cell:
 
     # -- the end of a cell --------------------------------------------------------------------------
 
-    def history(self, *, window: tuple[float, float] | None = None, settle: float = 15.0) -> History:
+    def history(self, *, window: tuple[float, float] | None = None, settle: float = 15.0,
+                lateness_window: tuple[float, float] | None = None) -> History:
         audit = self.audit()
         time.sleep(0.3)  # executions of the last claimed periodic slots
         specs = {}
@@ -594,12 +612,15 @@ class Cell:
             specs["tick"] = PeriodicSpec(self.config.tick_frequency, "catch_up")
         if self.config.pulse:
             specs["pulse"] = PULSE
+        if self.config.beat:
+            specs["beat"] = BEAT
         return History(enqueues=list(self.enqueues), executions=self.executions(), audit=audit,
                        leader_events=self.leader_events(), faults=list(self.faults), periodic=specs,
-                       window=window, settle=settle)
+                       window=window, settle=settle, lateness_window=lateness_window)
 
     def finish(self, bounds: Bounds, *, drain: bool = True, drain_timeout: float | None = None,
-               window: tuple[float, float] | None = None, settle: float = 15.0, check_bounds: bool = True) -> Report:
+               window: tuple[float, float] | None = None, settle: float = 15.0, check_bounds: bool = True,
+               lateness_window: tuple[float, float] | None = None) -> Report:
         """Stop the producers, drain (bounded), run the checker, print and save the table, and
         assert the bounds (or only record the violations in `self.problems`, with
         `check_bounds=False`). Returns the report for cell-specific assertions."""
@@ -612,7 +633,7 @@ class Cell:
                 print(f"\n{self.name}: drained in {waited:.1f}s")
             except AssertionError as e:
                 problems.append(f"not drained: {e}; pending: {self.pending_safe()}")
-        h = self.history(window=window, settle=settle)
+        h = self.history(window=window, settle=settle, lateness_window=lateness_window)
         report = check(h)
         self.report = report
         self.save(h, report)
