@@ -59,7 +59,7 @@ def slots_between(t: Task, after: float, until: float, limit: int = 1000) -> lis
 def next_slot(t: Task, after: float) -> float:
     if t.frequency:
         f = float(t.frequency)
-        return (math.floor(after / f + 1e-9) + 1) * f
+        return (math.floor(after / f) + 1) * f
     assert t.cron is not None
     it = croniter(t.cron, dt.datetime.fromtimestamp(after, ZoneInfo(t.timezone)))
     return float(it.get_next(float))
@@ -83,17 +83,21 @@ class PeriodicEnqueuer:
         if not self.tasks:
             await term.lost.wait()
             return
+        started = self.clock.time()
         last: dict[str, float | None] = {}
         for t in self.tasks:
             raw = await self.redis.hget(self.keys.periodic(t.name), "last")
-            last[t.name] = float(raw) if raw is not None else None
+            # No record (a new task, or Redis lost its data): start from the next slot after this
+            # term began, so an occurrence enqueued before the loss is never enqueued again.
+            last[t.name] = float(raw) if raw is not None else started
         while not term.lost.is_set():
             now = self.clock.time()
             for t in self.tasks:
                 await self._fire_due(term, t, last, now)
-            now = self.clock.time()
+            # the wake-up comes from the same reading as the due slots: a slot that falls between
+            # two readings is then fired on the next pass instead of a period late
             wake = min(next_slot(t, now) for t in self.tasks)
-            delay = min(self.max_sleep, max(0.0, wake - now))
+            delay = min(self.max_sleep, max(0.0, wake - self.clock.time()))
             await wait_event(term.lost, delay)
 
     def due_slots(self, t: Task, last: float | None, now: float) -> list[float]:

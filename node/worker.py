@@ -138,10 +138,10 @@ class Slot:
                             k.stat("processed"), k.stat("processed", self.name), k.stat("failed"),
                             k.stat("failed", self.name), k.failed, k.recovered]
 
-    async def _fetch(self, ack: tuple[str, Outcome] | None, fetch: bool) -> tuple[str, str | None, str | None, str]:
+    async def _fetch(self, ack: tuple[str, Outcome] | None, fetch: bool,
+                     exec_id: str) -> tuple[str, str | None, str | None, str]:
         pool = self.pool
         queues = await pool.queues_for(self.spec) if fetch else []
-        exec_id = secrets.token_hex(8)
         now = pool.clock.time()
         res = await pool.scripts.run(
             "fetch",
@@ -160,12 +160,15 @@ class Slot:
         pool = self.pool
         ack: tuple[str, Outcome] | None = None
         backoff = 0.05
+        exec_id = secrets.token_hex(8)
         while True:
             fetch = not pool.stopping
             if not fetch and ack is None:
                 return
             try:
-                _status, queue, payload, exec_id = await self._fetch(ack, fetch)
+                # a retry after a lost reply reuses the execution id: fetch.lua then hands back the
+                # job the first call recorded instead of popping (and orphaning) another
+                _status, queue, payload, _ = await self._fetch(ack, fetch, exec_id)
             except REDIS_FAILURES as e:
                 pool.observer.redis_error("worker")
                 log.warning("worker: Redis error, retrying: %r", e, extra={"worker": self.name})
@@ -174,6 +177,7 @@ class Slot:
                 continue
             backoff = 0.05
             ack = None
+            job_exec, exec_id = exec_id, secrets.token_hex(8)
             if queue is None or payload is None:
                 if pool.stopping:
                     return
@@ -183,16 +187,16 @@ class Slot:
             self.idle = False
             pool.busy += 1
             pool.report()
-            self.current = {"queue": queue, "payload": payload, "execution_id": exec_id,
+            self.current = {"queue": queue, "payload": payload, "execution_id": job_exec,
                             "started": pool.clock.time()}
-            self.job_task = asyncio.create_task(self.perform(queue, payload, exec_id))
+            self.job_task = asyncio.create_task(self.perform(queue, payload, job_exec))
             try:
                 outcome = await asyncio.shield(self.job_task)
             except asyncio.CancelledError:
                 if self.job_task.done() and not self.job_task.cancelled():
                     outcome = self.job_task.result()
                 else:
-                    await self._push_back(queue, exec_id)
+                    await self._push_back(queue, job_exec)
                     return
             except Exception as e:  # a hostile job or a failing hook fails the job, never the node
                 outcome = self._crashed(queue, payload, e)
@@ -202,10 +206,10 @@ class Slot:
                 pool.report()
                 self.current = None
             if self.job_task.cancelled():
-                await self._push_back(queue, exec_id)
+                await self._push_back(queue, job_exec)
                 return
             self.job_task = None
-            ack = (exec_id, outcome)
+            ack = (job_exec, outcome)
 
     async def _push_back(self, queue: str, exec_id: str) -> None:
         k = self.pool.keys

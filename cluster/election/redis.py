@@ -55,6 +55,7 @@ class RedisElector(ElectorBase):
         self.state = ElectionState(node=node_id, backend=self.backend)
         self.term: Term | None = None
         self._released = asyncio.Event()
+        self._orphans: list[str] = []
         self._stopping = False
 
     # ---- candidate -----------------------------------------------------------------------
@@ -77,13 +78,18 @@ class RedisElector(ElectorBase):
     async def _try_acquire(self) -> Term | None:
         sent = self.clock.monotonic()
         since = self.clock.time()
+        suffix = secrets.token_hex(4)
         try:
             res = await within(
                 self.config.renew_timeout * 2,
                 self.scripts.run("acquire", [self.keys.leader_lock, self.keys.epoch, self.keys.leader],
-                                 [self.node_id, secrets.token_hex(4), self.config.lease_ms, since]),
+                                 [self.node_id, suffix, self.config.lease_ms, since]),
             )
         except REDIS_FAILURES as e:
+            # The script may still run once Redis answers (a stall): remember its token's suffix so
+            # the lock it takes is adopted instead of blocking everyone for a whole lease.
+            self._orphans.append(suffix)
+            del self._orphans[:-8]
             self.observer.redis_error("election")
             self._set_follower(None, self.state.epoch)
             log.debug("election: acquire failed: %r", e)
@@ -95,6 +101,14 @@ class RedisElector(ElectorBase):
             return term
         holder, holder_epoch = parse_token(str(res[2]))
         self._pttl = int(res[1])
+        token = str(res[2])
+        if holder == self.node_id and holder_epoch is not None and token.rsplit("/", 1)[-1] in self._orphans:
+            self._orphans.clear()
+            log.info("election: adopting the lock a timed-out acquire took", extra={"epoch": holder_epoch})
+            return Term(node=self.node_id, token=token, epoch=holder_epoch, since=since,
+                        deadline=sent + max(0, self._pttl) / 1000 - self.config.margin, clock=self.clock)
+        if holder != self.node_id:
+            self._orphans.clear()
         self._set_follower(holder, holder_epoch if holder_epoch is not None else self.state.epoch)
         return None
 

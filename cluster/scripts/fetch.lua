@@ -14,6 +14,10 @@
 -- returns {ack_status, queue or false, payload or false, enqueued ms or false}; ack_status "OK", "LOST" (recovery took
 -- the job from us: nothing written) or "NONE" (no ack asked)
 local slot = ARGV[1]
+-- A retry of a call whose reply was lost: the job was already recorded under this execution id.
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], slot .. ':e') == ARGV[7] then
+  return {'OK', redis.call('HGET', KEYS[1], slot .. ':q'), redis.call('HGET', KEYS[1], slot), false}
+end
 local ack = 'NONE'
 if ARGV[2] ~= '' then
   if redis.call('HGET', KEYS[1], slot .. ':e') == ARGV[2] then

@@ -142,7 +142,6 @@ BUG_REFIRE_AFTER_EMPTY_RESTART = (
     "(FAULTS F7c: fire from the next slot, once)")
 
 
-@pytest.mark.xfail(strict=True, raises=ProductBug, reason=BUG_REFIRE_AFTER_EMPTY_RESTART)
 def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
     # Tick every 3 s and kill just after a claim, so the new leader takes over within the same period.
     cell = make_cell("F7c", CellConfig(concurrency=1, tick_frequency=3.0))
@@ -255,7 +254,6 @@ BUG_ORPHANED_ACQUIRE = (
     "compare-and-delete) a lock holding this node's own token")
 
 
-@pytest.mark.xfail(strict=True, raises=ProductBug, reason=f"{BUG_FETCH_RETRY_LOSES_JOB} | {BUG_ORPHANED_ACQUIRE}")
 def test_f11_redis_stall(make_cell: MakeCell) -> None:
     cfg = CellConfig(pulse=True, concurrency=2)
     cell = make_cell("F11", cfg)
@@ -429,7 +427,6 @@ BUG_SLOT_ONE_PERIOD_LATE = (
     "magnitudes (one ulp of 1.8e9 is 2.4e-7)")
 
 
-@pytest.mark.xfail(strict=True, raises=ProductBug, reason=BUG_SLOT_ONE_PERIOD_LATE)
 def test_f18_idle_lateness(make_cell: MakeCell) -> None:
     """Delayed jobs due at each of 20 seconds plus a frequency=1.0 periodic task (`tick`), and a
     0.1 s catch-up task (`beat`, claimed but never run): 200 more slots, so a bug hitting a few
