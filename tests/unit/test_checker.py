@@ -191,6 +191,11 @@ def test_a_frozen_leader_overlaps_only_by_its_accepted_writes() -> None:
     assert unfrozen.overlaps[0].seconds == pytest.approx(20.1 - 12.704)
 
 
+def test_lateness_window_limits_what_is_measured() -> None:
+    r = check(with_(clean(), lateness_window=(14.0, 16.0)))
+    assert len(r.periodic_lateness) == 3 and r.promote_lateness == []
+
+
 def test_stale_refusals_are_counted_separately() -> None:
     h = clean()
     h.leader_events.append(LeaderEvent("n1", "stale_rejected", 12.8, 100))
