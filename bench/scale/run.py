@@ -15,8 +15,9 @@ What it measures (results: bench/raw/scale-<date>-n<N>.json; write-up: bench/SCA
                     sample (10 s) attributes EVALSHAs to scripts and connections to nodes
   leader            every node's /leader polled in rounds for a window (default 60 s): rounds
                     with 0, 1 or >1 nodes saying is_leader, and the Redis lock holder
-  trickle           single `enqueue` calls on the idle cluster, 50/s: Redis commands per job
-                    when every enqueue wakes one slot on every node
+  trickle           single `enqueue` calls on the idle cluster at 10, 50 and 200/s (10 s each):
+                    Redis commands, Redis CPU and node CPU per job when every enqueue's wake-up
+                    reaches every node
   spread            50,000 no-op jobs by `Client.enqueue_many` once all nodes are ready: drain
                     time, Redis commands per job, Redis CPU per job, per-node share vs fair share;
                     then the same with jobs that sleep 10 ms (async), where node CPU contention
@@ -838,18 +839,22 @@ async def sc_trickle(h: Harness, nodes: list[Node], jobs: int, rate: float) -> d
     processed0 = int(await h.redis.get(KEYS.stat_processed) or 0)
     await asyncio.sleep(1.0)
     before = await commandstats(h.redis)
+    n0 = node_cpu(nodes)
     r0, t0 = proc_cpu_seconds(h.redis_pid), time.monotonic()
     for i in range(jobs):
         await client.enqueue("noop", {"i": i}, queue=QUEUE)
         await asyncio.sleep(max(0.0, t0 + (i + 1) / rate - time.monotonic()))
+    t_sent = time.monotonic()
     _, polls = await wait_processed(h, processed0 + jobs, 60, every=0.1)
     await asyncio.sleep(0.5)
     t1 = time.monotonic()
     r1 = proc_cpu_seconds(h.redis_pid)
+    n1 = node_cpu(nodes)
     after = await commandstats(h.redis)
     secs = t1 - t0
-    return {"jobs": jobs, "rate_per_s": rate, "seconds": secs,
-            "commandstats": delta(after, before), "redis_cpu_s": r1 - r0, "harness_gets": polls + 1}
+    return {"jobs": jobs, "rate_per_s": rate, "seconds": secs, "achieved_rate_per_s": jobs / (t_sent - t0),
+            "commandstats": delta(after, before), "redis_cpu_s": r1 - r0, "nodes_cpu_s": sum(cpu_delta(n0, n1)),
+            "harness_gets": polls + 1}
 
 
 async def sc_drain(h: Harness, nodes: list[Node], jobs: int, idle: dict[str, Any],
@@ -981,6 +986,11 @@ async def main(args: argparse.Namespace) -> int:
                 sc_redis_benchmark(h, args.bench_repeats, args.quiet_wait), 900)
             phases["redis_benchmark"] = (t, time.monotonic())
             save()
+        await wait_quiet(args.quiet_wait)
+        c0, t0 = proc_cpu_seconds(h.redis_pid), time.monotonic()
+        await asyncio.sleep(10.0)
+        res["redis_alone_idle_cpu_pct"] = 100 * (proc_cpu_seconds(h.redis_pid) - c0) / (time.monotonic() - t0)
+        log(f"== redis-server alone, idle 10 s: {res['redis_alone_idle_cpu_pct']:.2f} % CPU")
         busy = await wait_quiet(args.quiet_wait)
         log(f"== start {args.nodes} nodes (machine {100 * busy:.0f} % busy before)")
         t = time.monotonic()
@@ -1029,24 +1039,38 @@ async def main(args: argparse.Namespace) -> int:
             f"{lw['transitions_after']['transitions_sum']}")
         save()
 
-        log(f"== trickle: {args.trickle} single enqueues at {args.trickle_rate:.0f}/s")
+        res["trickle"] = []
         t = time.monotonic()
-        tr = await asyncio.wait_for(sc_trickle(h, nodes, args.trickle, args.trickle_rate), 300)
+        for rate in [float(x) for x in args.trickle_rates.split(",") if x]:
+            jobs = int(rate * args.trickle_seconds)
+            log(f"== trickle: {jobs} single enqueues at {rate:.0f}/s")
+            await wait_quiet(args.quiet_wait)
+            tr = await asyncio.wait_for(sc_trickle(h, nodes, jobs, rate), 300)
+            d = split_commands(tr["commandstats"], {"get": tr["harness_gets"]})
+            idle = res["idle"]
+            bg = idle["all_commands_per_s"] * tr["seconds"]
+            bg_e = idle["evalsha_per_s"] * tr["seconds"]
+            lpop = d["by_command"].get("lpop", 0) - idle["by_command_per_s"].get("lpop", 0) * tr["seconds"]
+            tr.update(commands=d, all_commands_per_job=d["total"] / jobs, evalsha_per_job=d["evalsha"] / jobs,
+                      all_commands_per_job_minus_idle_background=(d["total"] - bg) / jobs,
+                      evalsha_per_job_minus_idle_background=(d["evalsha"] - bg_e) / jobs,
+                      lpops_per_job_minus_idle_background=lpop / jobs,
+                      publish_deliveries_per_job=n,
+                      redis_cpu_pct=100 * tr["redis_cpu_s"] / tr["seconds"],
+                      redis_cpu_us_per_job_minus_idle=1e6 * (tr["redis_cpu_s"] - idle["redis_cpu_pct"] / 100 *
+                                                             tr["seconds"]) / jobs,
+                      nodes_cpu_cores=tr["nodes_cpu_s"] / tr["seconds"],
+                      nodes_cpu_us_per_job_minus_idle=1e6 * (tr["nodes_cpu_s"] - idle["nodes_cpu_cores_total"] *
+                                                             tr["seconds"]) / jobs)
+            res["trickle"].append(tr)
+            log(f"   achieved {tr['achieved_rate_per_s']:.0f}/s; per job beyond the idle background: "
+                f"{tr['evalsha_per_job_minus_idle_background']:.1f} EVALSHA "
+                f"({tr['lpops_per_job_minus_idle_background']:.1f} LPOPs), "
+                f"{tr['all_commands_per_job_minus_idle_background']:.0f} commands, Redis CPU "
+                f"{tr['redis_cpu_us_per_job_minus_idle']:.0f} us, node CPU {tr['nodes_cpu_us_per_job_minus_idle']:.0f} us; "
+                f"Redis {tr['redis_cpu_pct']:.0f} % busy, nodes {tr['nodes_cpu_cores']:.2f} cores")
+            save()
         phases["trickle"] = (t, time.monotonic())
-        d = split_commands(tr["commandstats"], {"get": tr["harness_gets"]})
-        bg = res["idle"]["all_commands_per_s"] * tr["seconds"]
-        bg_e = res["idle"]["evalsha_per_s"] * tr["seconds"]
-        tr.update(commands=d, all_commands_per_job=d["total"] / tr["jobs"],
-                  evalsha_per_job=d["evalsha"] / tr["jobs"],
-                  all_commands_per_job_minus_idle_background=(d["total"] - bg) / tr["jobs"],
-                  evalsha_per_job_minus_idle_background=(d["evalsha"] - bg_e) / tr["jobs"],
-                  redis_cpu_us_per_job_minus_idle=1e6 * (tr["redis_cpu_s"] - res["idle"]["redis_cpu_pct"] / 100 *
-                                                         tr["seconds"]) / tr["jobs"])
-        res["trickle"] = tr
-        log(f"   per job: {tr['evalsha_per_job_minus_idle_background']:.1f} EVALSHA and "
-            f"{tr['all_commands_per_job_minus_idle_background']:.0f} commands beyond the idle background; "
-            f"Redis CPU {tr['redis_cpu_us_per_job_minus_idle']:.0f} us")
-        save()
 
         log(f"== spread: {args.jobs:,} jobs by enqueue_many over {n} nodes")
         await wait_quiet(args.quiet_wait)
@@ -1075,15 +1099,16 @@ async def main(args: argparse.Namespace) -> int:
         res["loop_lag_after_drain"] = await loop_lag(nodes)
         save()
 
-        log(f"== failover: kill -9 the leader {args.kills} times, {n} nodes")
-        t = time.monotonic()
-        res["failover_big"] = await asyncio.wait_for(sc_failover(h, nodes, args.kills, f"{n} nodes"), 900)
-        phases["failover_big"] = (t, time.monotonic())
-        save()
+        if args.kills:
+            log(f"== failover: kill -9 the leader {args.kills} times, {n} nodes")
+            t = time.monotonic()
+            res["failover_big"] = await asyncio.wait_for(sc_failover(h, nodes, args.kills, f"{n} nodes"), 900)
+            phases["failover_big"] = (t, time.monotonic())
+            save()
         await asyncio.gather(*(x.stop() for x in nodes))
         nodes = []
 
-        if args.small:
+        if args.small and args.kills:
             log(f"== failover: kill -9 the leader {args.kills} times, {args.small} nodes")
             await h.redis.flushall()
             t = time.monotonic()
@@ -1115,14 +1140,14 @@ def cli() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=50, help="corral node processes (default 50)")
     p.add_argument("--jobs", type=int, default=50_000, help="jobs for the spread/drain measurement")
-    p.add_argument("--kills", type=int, default=5, help="kill -9 of the leader, per cluster size")
+    p.add_argument("--kills", type=int, default=5, help="kill -9 of the leader, per cluster size (0 = no failover)")
     p.add_argument("--small", type=int, default=3, help="size of the comparison cluster for failover (0 = skip)")
     p.add_argument("--idle-window", type=float, default=30.0, help="seconds of idle INFO commandstats")
     p.add_argument("--monitor-window", type=float, default=10.0, help="seconds of MONITOR sample")
     p.add_argument("--leader-window", type=float, default=60.0, help="seconds of /leader polling")
     p.add_argument("--leader-every", type=float, default=0.25, help="seconds between /leader rounds")
-    p.add_argument("--trickle", type=int, default=500, help="single enqueues on the idle cluster")
-    p.add_argument("--trickle-rate", type=float, default=50.0, help="single enqueues per second")
+    p.add_argument("--trickle-rates", default="10,50,200", help="single enqueues per second, comma-separated")
+    p.add_argument("--trickle-seconds", type=float, default=10.0, help="seconds of single enqueues per rate")
     p.add_argument("--sleep-drain-ms", type=float, default=10.0,
                    help="then a second drain of the same size whose jobs sleep this long (async), so node CPU "
                         "contention does not decide the shares (0 = skip)")
