@@ -101,7 +101,7 @@ def venv_python(name: str) -> Path:
 def ensure_envs(names: set[str]) -> None:
     for name in sorted(names & set(VENVS)):
         py = venv_python(name)
-        probe = "import " + ", ".join({"peers": "saq, rq, celery, taskiq, taskiq_redis, dramatiq", "arq": "arq"}[name])
+        probe = "import " + {"peers": "saq, rq, celery, taskiq, taskiq_redis, dramatiq", "arq": "arq"}[name]
         if py.exists() and subprocess.run([str(py), "-c", probe], capture_output=True).returncode == 0:
             continue
         log(f"creating venv {CACHE / name} and installing {' '.join(VENVS[name])} with pip")
@@ -384,6 +384,8 @@ def aggregate(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
 def fmt(v: float | None, unit: str = "") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
+    if unit == "n":
+        return f"{v:,.0f}"
     if unit == "ms":
         return f"{v:,.1f}" if abs(v) < 100 else f"{v:,.0f}"
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}" if abs(v) >= 10 else f"{v:,.2f}"
@@ -451,7 +453,7 @@ def render(data: dict[str, Any]) -> str:
                      f"{cell(agg, n, 'enqueue_seq_cpu', ratio=False)} | {cell(agg, n, 'drain1_startup', ratio=False)} | "
                      f"{cell(agg, n, 'drain1_cold', ratio=False)} | {cell(agg, n, 'pickup_first20_p50', 'ms', ratio=False)} | "
                      f"{cell(agg, n, 'delayed_stored_p50', 'ms', ratio=False)} / {cell(agg, n, 'delayed_stored_p99', 'ms', ratio=False)} | "
-                     f"{cell(agg, n, 'delayed_min', 'ms', ratio=False)} | {cell(agg, n, 'delayed_early', ratio=False)} |")
+                     f"{cell(agg, n, 'delayed_min', 'ms', ratio=False)} | {cell(agg, n, 'delayed_early', 'n', ratio=False)} |")
     lines += ["", "Configuration (from the driver; `drain1` also serves pickup and delayed, with the delayed "
               "additions noted in the notes below):", ""]
     lines.append("| contender | 1 process | 2 processes | batch API | delayed API |")
