@@ -461,6 +461,12 @@ class Contention:
 
 # ---- Redis measurements ---------------------------------------------------------------------------
 
+async def redis_cpu(h: Harness) -> float:
+    """redis-server's CPU seconds (user + sys, getrusage: microsecond resolution, unlike /proc ticks)."""
+    info = await h.redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def commandstats(r: Redis) -> dict[str, int]:
     info = await r.info("commandstats")
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
@@ -633,9 +639,9 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
         vals, cpu_us = [], []
         for _ in range(repeats):
             await wait_quiet(quiet)
-            c0 = proc_cpu_seconds(h.redis_pid)
+            c0 = await redis_cpu(h)
             vals.append(await asyncio.to_thread(redis_benchmark, h.port, args, 200_000))
-            cpu_us.append(1e6 * (proc_cpu_seconds(h.redis_pid) - c0) / 200_000)
+            cpu_us.append(1e6 * (await redis_cpu(h) - c0) / 200_000)
         us = statistics.median(cpu_us)
         # server-side cost: redis-server CPU per request (includes reading and answering the socket);
         # 1e6 / that = requests/s one fully busy Redis core could serve, whatever the client's limits
@@ -805,11 +811,11 @@ def cpu_delta(a: dict[int, float], b: dict[int, float]) -> list[float]:
 async def sc_idle(h: Harness, nodes: list[Node], seconds: float) -> dict[str, Any]:
     await h.redis.config_resetstat()
     before = await commandstats(h.redis)
-    r0, n0, t0 = proc_cpu_seconds(h.redis_pid), node_cpu(nodes), time.monotonic()
+    r0, n0, t0 = await redis_cpu(h), node_cpu(nodes), time.monotonic()
     total0 = int((await h.redis.info("stats"))["total_commands_processed"])
     await asyncio.sleep(seconds)
     total1 = int((await h.redis.info("stats"))["total_commands_processed"])
-    r1, n1, t1 = proc_cpu_seconds(h.redis_pid), node_cpu(nodes), time.monotonic()
+    r1, n1, t1 = await redis_cpu(h), node_cpu(nodes), time.monotonic()
     after = await commandstats(h.redis)
     secs = t1 - t0
     d = split_commands(delta(after, before), {"info": 2})
@@ -840,7 +846,7 @@ async def sc_trickle(h: Harness, nodes: list[Node], jobs: int, rate: float) -> d
     await asyncio.sleep(1.0)
     before = await commandstats(h.redis)
     n0 = node_cpu(nodes)
-    r0, t0 = proc_cpu_seconds(h.redis_pid), time.monotonic()
+    r0, t0 = await redis_cpu(h), time.monotonic()
     for i in range(jobs):
         await client.enqueue("noop", {"i": i}, queue=QUEUE)
         await asyncio.sleep(max(0.0, t0 + (i + 1) / rate - time.monotonic()))
@@ -848,7 +854,7 @@ async def sc_trickle(h: Harness, nodes: list[Node], jobs: int, rate: float) -> d
     _, polls = await wait_processed(h, processed0 + jobs, 60, every=0.1)
     await asyncio.sleep(0.5)
     t1 = time.monotonic()
-    r1 = proc_cpu_seconds(h.redis_pid)
+    r1 = await redis_cpu(h)
     n1 = node_cpu(nodes)
     after = await commandstats(h.redis)
     secs = t1 - t0
@@ -867,13 +873,13 @@ async def sc_drain(h: Harness, nodes: list[Node], jobs: int, idle: dict[str, Any
     client = Client(h.redis, NS)
     payload = [("noop", {"i": i, "s": sleep_s} if sleep_s else {"i": i}) for i in range(jobs)]
     before = await commandstats(h.redis)
-    r0, n0 = proc_cpu_seconds(h.redis_pid), node_cpu(nodes)
+    r0, n0 = await redis_cpu(h), node_cpu(nodes)
     t0 = time.perf_counter()
     queued = await client.enqueue_many(payload, queue=QUEUE)
     t_enq = time.perf_counter() - t0
     assert queued == jobs, queued
     t1, polls = await wait_processed(h, processed0 + jobs, 900)
-    r1, n1 = proc_cpu_seconds(h.redis_pid), node_cpu(nodes)
+    r1, n1 = await redis_cpu(h), node_cpu(nodes)
     after = await commandstats(h.redis)
     secs = t1 - t0
     tr1 = await transitions(nodes)
@@ -987,9 +993,9 @@ async def main(args: argparse.Namespace) -> int:
             phases["redis_benchmark"] = (t, time.monotonic())
             save()
         await wait_quiet(args.quiet_wait)
-        c0, t0 = proc_cpu_seconds(h.redis_pid), time.monotonic()
+        c0, t0 = await redis_cpu(h), time.monotonic()
         await asyncio.sleep(10.0)
-        res["redis_alone_idle_cpu_pct"] = 100 * (proc_cpu_seconds(h.redis_pid) - c0) / (time.monotonic() - t0)
+        res["redis_alone_idle_cpu_pct"] = 100 * (await redis_cpu(h) - c0) / (time.monotonic() - t0)
         log(f"== redis-server alone, idle 10 s: {res['redis_alone_idle_cpu_pct']:.2f} % CPU")
         busy = await wait_quiet(args.quiet_wait)
         log(f"== start {args.nodes} nodes (machine {100 * busy:.0f} % busy before)")
