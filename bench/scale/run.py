@@ -634,6 +634,11 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
             '{"node":"x","queues":["default"]}', "60000", '{"time":0,"name":"x+0","queues":"default"}'],
     }
     cases["SET pipelined 16 (redis-benchmark -t set -P 16)"] = ["-t", "set", "-P", "16"]
+    # every node reads the whole members zset every 5 s (cluster gauges): an O(N) read per node, O(N^2) in all
+    for size in (50, 1000):
+        await r.zadd(f"bench:members{size}", {f"node-{i:04d}-abcdef": 1.7e12 + i for i in range(size)})
+        cases[f"ZRANGE members 0 -1 WITHSCORES, {size} members (gauge refresher)"] = [
+            "ZRANGE", f"bench:members{size}", "0", "-1", "WITHSCORES"]
     out: dict[str, Any] = {}
     for label, args in cases.items():
         vals, cpu_us = [], []
