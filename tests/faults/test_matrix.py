@@ -28,7 +28,11 @@ MakeCell = Callable[..., Cell]
 
 
 class ProductBug(AssertionError):
-    """The failure a known product bug causes (the only one its strict xfail accepts)."""
+    """The signature of a product bug this matrix found, raised after every other criterion of the
+    cell held; the message carries the diagnosis. The four found so far (BUG_* below) were fixed
+    in 4754992, so these are regression checks now. While a new one is open, mark its cell
+    `@pytest.mark.xfail(strict=True, raises=ProductBug, reason=BUG_...)`: only that signature is
+    then an expected failure."""
 
 
 @pytest.fixture
@@ -135,11 +139,10 @@ def test_f7_redis_kill_with_aof_always_loses_nothing(make_cell: MakeCell) -> Non
 # ---- F7c: SIGKILL redis-server, delete its data, restart empty ----------------------------------
 
 BUG_REFIRE_AFTER_EMPTY_RESTART = (
-    "product bug: cluster/periodic.py PeriodicEnqueuer.due_slots: with no per-task record in Redis "
-    "(corral:periodic:<task> lost with the data) it returns the newest slot <= now "
-    "(slots_between(...)[-1:]), so a leader taking over an emptied Redis within the period of the last "
-    "claim fires that slot again; fix: with no record, claim only slots > the term's start time "
-    "(FAULTS F7c: fire from the next slot, once)")
+    "product bug (fixed in 4754992): cluster/periodic.py PeriodicEnqueuer.due_slots: with no per-task record in "
+    "Redis (corral:periodic:<task> lost with the data) it returns the newest slot <= now (slots_between(...)[-1:]),"
+    " so a leader taking over an emptied Redis within the period of the last claim fires that slot again; fix: with"
+    " no record, claim only slots > the term's start time (FAULTS F7c: fire from the next slot, once)")
 
 
 def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
@@ -183,7 +186,7 @@ def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
     assert slots_after[0] <= leader_since + 3.0, "the first slot after the restart is not the next one"
     if slots_after[0] <= last_slot or report.dup_slots:
         raise ProductBug(f"slot {slots_after[0]:.0f} fired again after the empty restart (last claimed before: "
-                         f"{last_slot:.0f}); duplicate slots {report.dup_slots}")
+                         f"{last_slot:.0f}); duplicate slots {report.dup_slots}. {BUG_REFIRE_AFTER_EMPTY_RESTART}")
 
 
 # ---- F9: the leader's wall clock jumps +-1 h (the clock seam) ------------------------------------
@@ -239,19 +242,19 @@ def test_f9_clock_jump_on_the_leader(make_cell: MakeCell, shift: float) -> None:
 # ---- F11: SIGSTOP redis-server for 8 s -----------------------------------------------------------
 
 BUG_FETCH_RETRY_LOSES_JOB = (
-    "product bug: node/worker.py Slot.run retries a fetch whose reply was lost (here the 5 s socket timeout "
-    "while Redis is stopped) with a new execution id, and cluster/scripts/fetch.lua HSETs the slot's "
-    "in-flight fields unconditionally: Redis runs the first, buffered call when it resumes, then the retry "
-    "refuses the ack as LOST and overwrites the job the first call popped in corral:inflight:<node>, so "
-    "that job is neither queued, in flight nor run (one lost acknowledged job per `ack_lost` log line); "
-    "fix: retry with the same execution id and make fetch.lua return the job already recorded under it "
-    "(idempotent fetch), or never overwrite a slot that still holds a job")
+    "product bug (fixed in 4754992): node/worker.py Slot.run retries a fetch whose reply was lost (here the 5 s "
+    "socket timeout while Redis is stopped) with a new execution id, and cluster/scripts/fetch.lua HSETs the slot's"
+    " in-flight fields unconditionally: Redis runs the first, buffered call when it resumes, then the retry refuses"
+    " the ack as LOST and overwrites the job the first call popped in corral:inflight:<node>, so that job is "
+    "neither queued, in flight nor run (one lost acknowledged job per `ack_lost` log line); fix: retry with the "
+    "same execution id and make fetch.lua return the job already recorded under it (idempotent fetch), or never "
+    "overwrite a slot that still holds a job")
 BUG_ORPHANED_ACQUIRE = (
-    "product bug: cluster/election/redis.py RedisElector._try_acquire abandons an acquire after "
-    "renew_timeout * 2 but the script still runs when Redis resumes: the lock then holds a token (and "
-    "a new epoch) that no node uses, so nobody leads until it expires a full lease (5 s) later instead "
-    "of <= 1 s after the resume; fix: keep the timed-out attempt's random suffix and adopt (or "
-    "compare-and-delete) a lock holding this node's own token")
+    "product bug (fixed in 4754992): cluster/election/redis.py RedisElector._try_acquire abandons an acquire after "
+    "renew_timeout * 2 but the script still runs when Redis resumes: the lock then holds a token (and a new epoch) "
+    "that no node uses, so nobody leads until it expires a full lease (5 s) later instead of <= 1 s after the "
+    "resume; fix: keep the timed-out attempt's random suffix and adopt (or compare-and-delete) a lock holding this "
+    "node's own token")
 
 
 def test_f11_redis_stall(make_cell: MakeCell) -> None:
@@ -283,7 +286,7 @@ def test_f11_redis_stall(make_cell: MakeCell) -> None:
     down = [e for e in cell.leader_events() if e.kind == "stepped_down" and e.epoch == epoch]
     ack_lost = [r for r in events if r.get("event") == "ack_lost"]
     cell.fault(Fault("redis-sigstop", t_stop, t_end=t_resume, old_epoch=epoch, measure_from=t_resume))
-    # The known bugs' signatures are tolerated here and raised last, as ProductBug.
+    # The signatures of the two bugs this cell found are tolerated here and raised last, as ProductBug.
     report = cell.finish(Bounds(failover=cfg.lease + 1.0, max_lost=len(ack_lost)))
     stopped = down[0].t - t_stop if down else None
     after = first.t - t_resume
@@ -300,11 +303,11 @@ def test_f11_redis_stall(make_cell: MakeCell) -> None:
     bugs = []
     if report.lost:
         bugs.append(f"{len(report.lost)} acknowledged jobs lost with {len(ack_lost)} acks refused as LOST when Redis "
-                    f"resumed ({report.lost[:6]})")
+                    f"resumed ({report.lost[:6]}). {BUG_FETCH_RETRY_LOSES_JOB}")
     if after > 1.0:
         bugs.append(f"first leader write {after:.2f}s after Redis resumed; 0.5 s after the resume the lock held "
                     f"{lock!r} while its node said is_leader={holder_leads}; epochs {epoch + 1}..{first.epoch - 1} "
-                    "never wrote")
+                    f"never wrote. {BUG_ORPHANED_ACQUIRE}")
     if bugs:
         raise ProductBug("; ".join(bugs))
 
@@ -417,14 +420,14 @@ def test_f15_kill_all_nodes_and_restart(make_cell: MakeCell) -> None:
 # ---- F18: idle lateness baseline ------------------------------------------------------------------
 
 BUG_SLOT_ONE_PERIOD_LATE = (
-    "product bug: cluster/periodic.py PeriodicEnqueuer.run decides which slots are due with the time read "
-    "at the top of its loop but computes the next wake-up (next_slot) from a second read taken after "
-    "_fire_due; uvloop timers are ms-granular and relative to the cached loop time, so the loop wakes up to "
-    "~1 ms before a slot and spins, and when the slot boundary falls between the two reads the slot is "
-    "neither fired nor waited for: next_slot() already points one period later, so the slot is claimed one "
-    "full period late (catch_up; skip: dropped) - about 4 % of slots; fix: compute the wake-up from the "
-    "same `now` as due_slots (or from the last claimed slot); next_slot's `+ 1e-9` is also a no-op at epoch "
-    "magnitudes (one ulp of 1.8e9 is 2.4e-7)")
+    "product bug (fixed in 4754992): cluster/periodic.py PeriodicEnqueuer.run decides which slots are due with the "
+    "time read at the top of its loop but computes the next wake-up (next_slot) from a second read taken after "
+    "_fire_due; uvloop timers are ms-granular and relative to the cached loop time, so the loop wakes up to ~1 ms "
+    "before a slot and spins, and when the slot boundary falls between the two reads the slot is neither fired nor "
+    "waited for: next_slot() already points one period later, so the slot is claimed one full period late "
+    "(catch_up; skip: dropped) - about 4 % of slots; fix: compute the wake-up from the same `now` as due_slots (or "
+    "from the last claimed slot); next_slot's `+ 1e-9` is also a no-op at epoch magnitudes (one ulp of 1.8e9 is "
+    "2.4e-7)")
 
 
 def test_f18_idle_lateness(make_cell: MakeCell) -> None:
@@ -453,4 +456,5 @@ def test_f18_idle_lateness(make_cell: MakeCell) -> None:
     assert percentile(lat, 99) <= 0.025, f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms"
     assert max(lat) <= 0.1, f"lateness max {max(lat) * 1000:.1f} ms"
     if missed_wake:
-        raise ProductBug(f"{len(missed_wake)} of {len(claims)} slots claimed one period late: {missed_wake[:6]}")
+        raise ProductBug(f"{len(missed_wake)} of {len(claims)} slots claimed one period late: {missed_wake[:6]}. "
+                         f"{BUG_SLOT_ONE_PERIOD_LATE}")
