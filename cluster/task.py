@@ -142,9 +142,14 @@ class Task:
         return inspect.iscoroutinefunction(self.run)
 
     def plugin_instances(self) -> list[Plugin]:
-        from .plugins import resolve_plugins
+        """The task's plugins, built once (options were validated at definition)."""
+        cached: list[Plugin] | None = self.__dict__.get("_plugins")
+        if cached is None:
+            from .plugins import resolve_plugins
 
-        return resolve_plugins(self)
+            cached = resolve_plugins(self)
+            object.__setattr__(self, "_plugins", cached)
+        return cached
 
     def has_enqueue_hooks(self) -> bool:
         return any(p.has_enqueue_hooks for p in self.plugin_instances())

@@ -12,6 +12,7 @@ Example: ``encode_job("sayHello", "default", [{}]) == '{"class":"sayHello","queu
 
 from __future__ import annotations
 
+import functools
 import json
 import time as _time
 from dataclasses import dataclass, field
@@ -186,6 +187,11 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 def js_date(epoch: float) -> str:
     """JavaScript `Date.toString()` in UTC, as node-resque writes `failed_at` and `run_at`."""
+    return _js_date_second(int(epoch // 1))
+
+
+@functools.lru_cache(maxsize=4)
+def _js_date_second(epoch: int) -> str:
     t = _time.gmtime(epoch)
     return (
         f"{_DAYS[t.tm_wday]} {_MONTHS[t.tm_mon - 1]} {t.tm_mday:02d} {t.tm_year} "

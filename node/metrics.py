@@ -8,6 +8,9 @@ cluster members.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -96,6 +99,8 @@ class NodeMetrics(Observer):
         self.heartbeat_age = Gauge("corral_node_heartbeat_age_seconds", "Seconds since this node's last heartbeat",
                                    registry=r)
         self.gauges_age = Gauge("corral_cluster_gauges_age_seconds", "Age of the cluster-wide gauges", registry=r)
+        self._job_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._wait_children: dict[str, Any] = {}
         self.cluster = ClusterGauges()
         r.register(self.cluster)
         for where in ("worker", "election", "heartbeat", "leader", "metrics"):
@@ -107,11 +112,19 @@ class NodeMetrics(Observer):
 
     def job_started(self, queue: str, task: str, wait_seconds: float | None) -> None:
         if wait_seconds is not None:
-            self.wait.labels(queue).observe(max(0.0, wait_seconds))
+            child = self._wait_children.get(queue)
+            if child is None:
+                child = self._wait_children[queue] = self.wait.labels(queue)
+            child.observe(max(0.0, wait_seconds))
 
     def job_finished(self, queue: str, task: str, seconds: float, ok: bool) -> None:
-        (self.processed if ok else self.failed).labels(queue, task).inc()
-        self.duration.labels(queue, task).observe(seconds)
+        children = self._job_children.get((queue, task))
+        if children is None:  # labels() per job costs more than the job's own bookkeeping
+            children = self._job_children[(queue, task)] = (
+                self.processed.labels(queue, task), self.failed.labels(queue, task),
+                self.duration.labels(queue, task))
+        (children[0] if ok else children[1]).inc()
+        children[2].observe(seconds)
 
     def job_retried(self, queue: str, task: str) -> None:
         self.retried.labels(queue, task).inc()
@@ -119,6 +132,11 @@ class NodeMetrics(Observer):
     def worker_state(self, busy: int, idle: int) -> None:
         self.workers.labels("busy").set(busy)
         self.workers.labels("idle").set(idle)
+
+    def watch_workers(self, busy: Callable[[], int], total: int) -> None:
+        """Read busy/idle at scrape time instead of setting two gauges twice per job."""
+        self.workers.labels("busy").set_function(busy)
+        self.workers.labels("idle").set_function(lambda: total - busy())
 
     def leader_changed(self, is_leader: bool, epoch: int) -> None:
         self.is_leader.set(1 if is_leader else 0)

@@ -9,9 +9,9 @@ one per enqueue) or for `poll_interval` (producers that do not publish), whichev
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
-import secrets
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,7 +97,7 @@ class WorkerPool:
         return self._all_queues
 
     def report(self) -> None:
-        self.observer.worker_state(self.busy, len(self.slots) - self.busy)
+        self.observer.watch_workers(lambda: self.busy, len(self.slots))
 
     def start(self, tg: asyncio.TaskGroup) -> None:
         self.report()
@@ -132,6 +132,7 @@ class Slot:
         self.current: dict[str, Any] | None = None
         self.job_task: asyncio.Task[Outcome] | None = None
         self.pushed_back = 0
+        self._exec_seq = itertools.count(1)
         self.enqueued_ms: float | None = None
         k = pool.keys
         self._fixed_keys = [k.inflight(pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
@@ -160,7 +161,7 @@ class Slot:
         pool = self.pool
         ack: tuple[str, Outcome] | None = None
         backoff = 0.05
-        exec_id = secrets.token_hex(8)
+        exec_id = self._next_exec()
         while True:
             fetch = not pool.stopping
             if not fetch and ack is None:
@@ -177,7 +178,7 @@ class Slot:
                 continue
             backoff = 0.05
             ack = None
-            job_exec, exec_id = exec_id, secrets.token_hex(8)
+            job_exec, exec_id = exec_id, self._next_exec()
             if queue is None or payload is None:
                 if pool.stopping:
                     return
@@ -186,7 +187,7 @@ class Slot:
                 continue
             self.idle = False
             pool.busy += 1
-            pool.report()
+            pool.on_wake(queue)
             self.current = {"queue": queue, "payload": payload, "execution_id": job_exec,
                             "started": pool.clock.time()}
             self.job_task = asyncio.create_task(self.perform(queue, payload, job_exec))
@@ -203,13 +204,16 @@ class Slot:
             finally:
                 self.idle = True
                 pool.busy -= 1
-                pool.report()
                 self.current = None
             if self.job_task.cancelled():
                 await self._push_back(queue, job_exec)
                 return
             self.job_task = None
             ack = (job_exec, outcome)
+
+    def _next_exec(self) -> str:
+        """Execution ids: unique within this node's in-flight hash (node ids are unique per start)."""
+        return f"{self.index}.{next(self._exec_seq)}"
 
     async def _push_back(self, queue: str, exec_id: str) -> None:
         k = self.pool.keys

@@ -15,13 +15,16 @@
 -- the job from us: nothing written) or "NONE" (no ack asked)
 local slot = ARGV[1]
 -- A retry of a call whose reply was lost: the job was already recorded under this execution id.
-if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], slot .. ':e') == ARGV[7] then
+local cur = redis.call('HGET', KEYS[1], slot .. ':e')
+if ARGV[7] ~= '' and cur == ARGV[7] then
   return {'OK', redis.call('HGET', KEYS[1], slot .. ':q'), redis.call('HGET', KEYS[1], slot), false}
 end
 local ack = 'NONE'
 if ARGV[2] ~= '' then
-  if redis.call('HGET', KEYS[1], slot .. ':e') == ARGV[2] then
-    local payload = redis.call('HGET', KEYS[1], slot)
+  if cur == ARGV[2] then
+    if redis.call('HLEN', KEYS[9]) > 0 then
+      redis.call('HDEL', KEYS[9], redis.sha1hex(redis.call('HGET', KEYS[1], slot) or ''))
+    end
     redis.call('HDEL', KEYS[1], slot, slot .. ':q', slot .. ':e')
     redis.call('DEL', KEYS[2], KEYS[3])
     local kind = ARGV[3]
@@ -36,9 +39,6 @@ if ARGV[2] ~= '' then
         local keep = tonumber(ARGV[5])
         if keep > 0 then redis.call('LTRIM', KEYS[8], -keep, -1) end
       end
-    end
-    if payload and redis.call('HLEN', KEYS[9]) > 0 then
-      redis.call('HDEL', KEYS[9], redis.sha1hex(payload))
     end
     ack = 'OK'
   else
