@@ -734,7 +734,10 @@ def _job_id(payload: str) -> str | None:
 
 
 def read_executions(log_dir: Path) -> list[Execution]:
-    """Executions from every per-process JSONL file (a torn last line of a killed process skipped)."""
+    """Executions from every per-process JSONL file (a torn last line of a killed process skipped).
+
+    Execution ids are unique per node process only (a per-slot counter), so a run is keyed by
+    (node, execution id) and reported as "<node>/<execution id>"."""
     starts: dict[str, dict[str, Any]] = {}
     ends: dict[str, dict[str, Any]] = {}
     out: list[Execution] = []
@@ -744,13 +747,14 @@ def read_executions(log_dir: Path) -> list[Execution]:
                 r = json.loads(line)
             except ValueError:
                 continue
+            key = f"{r['node']}/{r['exec']}"
             if r["ev"] == "run":
-                out.append(Execution(id=r["id"], task=r["task"], execution_id=r["exec"], node=r["node"], pid=r["pid"],
+                out.append(Execution(id=r["id"], task=r["task"], execution_id=key, node=r["node"], pid=r["pid"],
                                      start=r["t"], end=r["t"], outcome=r.get("outcome", "ok")))
             elif r["ev"] == "start":
-                starts[r["exec"]] = r
+                starts[key] = r
             elif r["ev"] == "end":
-                ends[r["exec"]] = r
+                ends[key] = r
     for exec_id, s in starts.items():
         e = ends.get(exec_id)
         out.append(Execution(id=s["id"], task=s["task"], execution_id=exec_id, node=s["node"], pid=s["pid"],

@@ -75,7 +75,7 @@ def test_f6_sigterm_leader_drains_and_hands_over(make_cell: MakeCell) -> None:
 
     wait_until(leader_busy, 20, 0.05, message="the leader's workers to run a job longer than the shutdown grace "
                "and one shorter")
-    running_at_term = {x.id for x in cell.executions() if x.node == leader_id and x.end is None}
+    running_at_term = {str(x.id) for x in cell.executions() if x.node == leader_id and x.end is None}
     t_term = time.time()
     cell.fault(Fault("sigterm-leader", t_term, node=leader_id, old_epoch=old_epoch, graceful=True))
     leader.sigterm()
@@ -87,8 +87,8 @@ def test_f6_sigterm_leader_drains_and_hands_over(make_cell: MakeCell) -> None:
     report = cell.finish(Bounds(handoff=0.5, max_duplicated=0, max_completed_twice=0))
 
     runs = {x.execution_id: x for x in cell.executions() if x.node == leader_id and x.id in running_at_term}
-    finished = sorted(x.id for x in runs.values() if x.outcome == "ok" and x.end is not None)
-    pushed = sorted(x.id for x in runs.values() if x.outcome == "cancelled")
+    finished = sorted(str(x.id) for x in runs.values() if x.outcome == "ok" and x.end is not None)
+    pushed = sorted(str(x.id) for x in runs.values() if x.outcome == "cancelled")
     log_pushed = [r for r in leader.log_records() if r.get("event") == "job_pushed_back"]
     stopped = [r for r in leader.log_records() if r.get("event") == "node_stopped"]
     figures("F6", handoff_s=handoff, exit_s=exited, in_flight=len(running_at_term), finished=len(finished),
@@ -164,8 +164,10 @@ def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
             workers = {w.partition("+")[0] for w in c.smembers(cell.keys.workers)}
         return time.time() if set(node_ids) <= members and set(node_ids) <= workers else None
 
-    back = wait_until(registered, 6.0, 0.02, message="every node registered again on the empty Redis",
-                      ignore=(OSError,)) - t_up
+    registered_at = wait_until(registered, 6.0, 0.02, message="every node registered again on the empty Redis",
+                               ignore=(OSError,))
+    assert registered_at is not None
+    back = registered_at - t_up
     first = cell.first_record(epoch_before, 10.0, after=t_up)
     cell.fault(Fault("redis-wipe", t_kill, t_end=t_up, old_epoch=epoch_before, measure_from=t_up))
     cell.enqueue([("job", {"id": f"F7c-after-{i}", "s": 0.01}) for i in range(30)])
