@@ -14,6 +14,7 @@ Times are this host's wall clock: node log `ts`, audit `redis_time_us` and `time
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -451,12 +452,15 @@ def test_f18_idle_lateness(make_cell: MakeCell) -> None:
     bug = {(task, slot) for task, slot, late in claims if late >= 0.0995}
     missed_wake = [f"{task}@{slot:.1f} +{late * 1000:.0f}ms" for task, slot, late in claims if (task, slot) in bug]
     lat = report.promote_lateness + [late for task, slot, late in claims if (task, slot) not in bug]
-    figures("F18", promotions=len(report.promote_lateness), slots=len(claims), p50_ms=percentile(lat, 50) * 1000,
+    load = os.getloadavg()[0]  # FAULTS §5: lateness is measured only while nothing else runs
+    figures("F18", load_average_1min=load, promotions=len(report.promote_lateness), slots=len(claims),
+            p50_ms=percentile(lat, 50) * 1000,
             p99_ms=percentile(lat, 99) * 1000, max_ms=max(lat) * 1000,
             promote_max_ms=max(report.promote_lateness) * 1000, one_period_late=len(missed_wake))
     assert len(report.promote_lateness) == len(due)
-    assert percentile(lat, 99) <= 0.025, f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms"
-    assert max(lat) <= 0.1, f"lateness max {max(lat) * 1000:.1f} ms"
+    busy = f" (1-min load average {load:.1f} on {os.cpu_count()} CPUs: was anything else running?)"
+    assert percentile(lat, 99) <= 0.025, f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms" + busy
+    assert max(lat) <= 0.1, f"lateness max {max(lat) * 1000:.1f} ms" + busy
     if missed_wake:
         raise ProductBug(f"{len(missed_wake)} of {len(claims)} slots claimed one period late: {missed_wake[:6]}. "
                          f"{BUG_SLOT_ONE_PERIOD_LATE}")
