@@ -1,7 +1,7 @@
 // node-resque side of the peer benchmark (node-resque from tests/interop/node_modules; NODE_PATH set by the harness).
 //   node node_resque.js worker   [--scheduler]           a Worker (defaults: timeout 5000 ms) on queue "bench",
 //                                                          plus a Scheduler (defaults) with --scheduler; runs until SIGTERM
-//   node node_resque.js enqueue  --n N                    N sequential queue.enqueue("bench", "noop", [])
+//   node node_resque.js enqueue  --n N [--concurrency C]  N queue.enqueue("bench", "noop", []), C at a time (default 1)
 //   node node_resque.js stamp    --i I                     one stamp job (warm-up)
 //   node node_resque.js pickup   --n N --spacing MS        N stamp jobs, MS apart; prints the send times
 //   node node_resque.js delayed  --dues a,b,c             queue.enqueueAt(due ms, "bench", "stamp", [i])
@@ -76,7 +76,12 @@ async function main() {
     const n = Number(arg("n"));
     const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
-    for (let i = 0; i < n; i++) await queue.enqueue("bench", "noop", []);
+    const conc = Number(arg("concurrency", "1"));
+    for (let i = 0; i < n; i += conc) {
+      const batch = [];
+      for (let k = i; k < Math.min(n, i + conc); k++) batch.push(queue.enqueue("bench", "noop", []));
+      await Promise.all(batch);
+    }
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     const c = process.cpuUsage(c0);
     out = { seconds: secs, client_cpu_s: (c.user + c.system) / 1e6 };

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Corral side by side with its peers, on one local Redis, each through its documented API.
 
-    python bench/peers/run.py                 # 20,000 jobs, 3 runs, median reported (~45-60 min on 2 CPUs)
+    python bench/peers/run.py                 # 20,000 jobs, 3 runs, median reported (~65 min on 2 CPUs)
     python bench/peers/run.py --quick         # 5,000 jobs, 1 run (~10 min)
     python bench/peers/run.py --only arq --only corral
     python bench/peers/run.py --table-only    # rebuild bench/PEERS.md from the newest bench/raw/peers-*.json
@@ -500,9 +500,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, help="jobs per drain (default 20,000, --quick 5,000)")
     ap.add_argument("--only", action="append", choices=sorted(CONTENDERS), help="contender (repeatable)")
     ap.add_argument("--phase", action="append", choices=PHASES, help="phase (repeatable)")
-    ap.add_argument("--drain-limit", type=float, help="seconds a drain may take before it is cut (default 300, --quick 45)")
+    ap.add_argument("--drain-limit", type=float, help="seconds a drain may take before it is cut; the rate so far is reported (default 60, --quick 40)")
     ap.add_argument("--quiet-wait", type=float, help="wait up to this many s for a quiet machine before a phase "
-                                                     "(default 10, --quick 2)")
+                                                     "(default 3, --quick 1)")
     ap.add_argument("--rev", default="HEAD", help="Corral revision measured (git archive snapshot)")
     ap.add_argument("--worktree", action="store_true", help="measure Corral's files as they are instead")
     ap.add_argument("--table-only", action="store_true")
@@ -516,8 +516,8 @@ def main() -> None:
         return
     a.runs = a.runs or (1 if a.quick else 3)
     a.jobs = a.jobs or (5_000 if a.quick else 20_000)
-    a.drain_limit = a.drain_limit or (45.0 if a.quick else 300.0)
-    a.quiet_wait = a.quiet_wait if a.quiet_wait is not None else (2.0 if a.quick else 10.0)
+    a.drain_limit = a.drain_limit or (40.0 if a.quick else 60.0)
+    a.quiet_wait = a.quiet_wait if a.quiet_wait is not None else (1.0 if a.quick else 3.0)
     names = [n for n in CONTENDERS if not a.only or n in a.only]
     phases = [p for p in PHASES if not a.phase or p in a.phase]
     envs = {CONTENDERS[n][0] for n in names} | ({"node"} if "node-resque" in names else set())
@@ -550,8 +550,8 @@ def main() -> None:
             "drain1": "enqueue N no-op jobs one call at a time (timed: enqueue 1 by 1), then spawn 1 worker process; "
                       "drain rate = jobs done after the first observed completion / time from that observation to the "
                       "last completion (progress polled every 10 ms from the library's own bookkeeping); cold = from spawn",
-            "drain2": "enqueue N with the batch API where there is one (timed), else one at a time (untimed); then 2 "
-                      "worker processes",
+            "drain2": "enqueue N with the batch API where there is one (timed), else with the single enqueue call "
+                      "(untimed; async clients and node-resque 50 at a time); then 2 worker processes",
             "pickup": "1 worker process, warmed up by one job, idle 1 s; 200 jobs whose task RPUSHes its start "
                       "time.time(), sent 10 ms apart (fixed rate); latency = start - time.time() just before the enqueue call",
             "delayed": "1 worker process (+ the library's scheduler), warmed up by one delayed job; 200 jobs due at "
