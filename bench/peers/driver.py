@@ -127,7 +127,7 @@ def base_env(url: str) -> dict[str, str]:
 
 
 def utc(ts: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
 
 
 # ---- contenders -----------------------------------------------------------------------------------------
@@ -400,10 +400,9 @@ class Rq(Contender):
     worker_class = "rq.worker.Worker"
 
     async def setup(self) -> None:
+        import peer_rq
         from redis import Redis
         from rq import Queue
-
-        import peer_rq
 
         self.jobs = peer_rq
         self.conn = Redis.from_url(self.url)
@@ -554,7 +553,7 @@ class Dramatiq(Contender):
         self.app.stamp.send(i)
 
     async def stamp_at(self, due: float, i: int) -> None:
-        self.app.stamp.send_with_options(args=(i,), delay=max(0, int(round((due - time.time()) * 1000))))
+        self.app.stamp.send_with_options(args=(i,), delay=max(0, round((due - time.time()) * 1000)))
 
     def workers(self, nprocs: int, delayed: bool = False) -> list[list[str]]:
         return [[str(BIN / "dramatiq"), "peer_dramatiq", "--processes", str(nprocs), "--threads", "8"]]
@@ -609,7 +608,6 @@ class Phase:
             raise RuntimeError(f"after enqueuing {n} jobs, the library reports {left} outstanding")
 
     async def drain(self, n: int, nprocs: int) -> dict[str, Any]:
-        r0 = pid_cpu(self.redis_pid)
         t_spawn = time.perf_counter()
         procs = self.start_workers(nprocs)
         roots = [p.pid for p in procs]
@@ -702,7 +700,7 @@ class Phase:
 
     async def collect(self, n: int, limit: float) -> dict[int, float]:
         deadline = time.monotonic() + limit
-        while time.monotonic() < deadline and int(await self.r.llen(STARTS)) < n:
+        while time.monotonic() < deadline and int(await self.r.llen(STARTS)) < n:  # noqa: ASYNC110 - polls Redis
             await asyncio.sleep(0.05)
         out = {}
         for row in await self.r.lrange(STARTS, 0, -1):
@@ -723,7 +721,8 @@ class Phase:
         lat = [1000 * (starts[i] - sent[i]) for i in sent if i in starts]
         first = [1000 * (starts[i] - sent[i]) for i in sorted(sent)[:20] if i in starts]
         return {"samples": n, "started": len(lat), "spacing_ms": 1000 * spacing, "config": self.c.config(1),
-                "warmup_s": warm, "p50_first20_ms": pct(first, 50), "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90), "p99_ms": pct(lat, 99),
+                "warmup_s": warm, "p50_first20_ms": pct(first, 50), "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90),
+                "p99_ms": pct(lat, 99),
                 "max_ms": max(lat) if lat else None, "min_ms": min(lat) if lat else None}
 
     async def delayed(self) -> dict[str, Any]:
@@ -752,8 +751,8 @@ class Phase:
 async def amain(a: argparse.Namespace) -> dict[str, Any]:
     from redis.asyncio import Redis
 
+    os.makedirs(a.logdir, exist_ok=True)
     logdir = Path(a.logdir)
-    logdir.mkdir(parents=True, exist_ok=True)
     c = CONTENDERS[a.contender](a.redis_url, logdir)
     r = Redis.from_url(a.redis_url)
     await c.setup()
@@ -785,7 +784,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(2.0), sys.exit(143)))
     try:
         res: dict[str, Any] = {"ok": True, **asyncio.run(amain(a))}
-    except BaseException as e:  # noqa: BLE001 - reported, never raised: the harness records the failure
+    except BaseException as e:
         stop_all(2.0)
         res = {"ok": False, "error": f"{type(e).__name__}: {e}"[:3000], "traceback": traceback.format_exc()[-3000:]}
     finally:

@@ -373,6 +373,8 @@ def aggregate(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
                          if any(not r.get("ok") for r in runs)}
         a["timed_out"] = {ph: sum(1 for r in runs if r.get("ok") and (r.get("drain") or {}).get("timed_out"))
                           for ph, runs in phases.items()}
+        oc = [r["others_cpu"] for runs in phases.values() for r in runs if isinstance(r.get("others_cpu"), (int, float))]
+        a["others_cpu"] = {"median": statistics.median(oc), "max": max(oc)} if oc else None
         a["config"] = {ph: next((r.get("drain", r).get("config") for r in runs if r.get("ok")), None)
                        for ph, runs in phases.items()}
         agg[name] = a
@@ -404,7 +406,7 @@ def cell(agg: dict[str, dict[str, Any]], name: str, key: str, unit: str = "", ra
         s += "†"
     base = agg.get("corral", {}).get(key)
     if ratio and base and base["median"] and name != "corral":
-        s += f" ({m['median'] / base['median']:.2f}×)"
+        s += f" ({m['median'] / base['median']:.2f}×)"  # noqa: RUF001
     return s
 
 
@@ -418,7 +420,8 @@ def render(data: dict[str, Any]) -> str:
                  f"Corral measured: commit {data['corral_commit']}.")
     lines.append(f"Machine: {mach['nproc']} CPUs (`nproc`), {mach['cpu']}; kernel {mach['kernel']}; Python "
                  f"{mach['python']}; Redis {mach['redis']} (`{REDIS_SERVER}`, `--save '' --appendonly no`, loopback, "
-                 f"FLUSHALL before every phase). Load average at start {', '.join(f'{x:.1f}' for x in mach['loadavg_at_start'])}; "
+                 "FLUSHALL before every phase). Load average at start "
+                 f"{', '.join(f'{x:.1f}' for x in mach['loadavg_at_start'])}; "
                  f"CPUs used by other sessions' processes during the phases: median {data['others_cpu_median']} "
                  f"(max {data['others_cpu_max']}): **this machine is shared; treat absolute numbers as lower bounds.**")
     pv = ver.get("peers", {})
@@ -443,17 +446,23 @@ def render(data: dict[str, Any]) -> str:
               "Redis CPU per job; cold drain = worker spawn to last job done (start-up included); pickup p50 of the "
               "first 20 samples (before any backlog); delayed lateness measured from the due time as the library "
               "stores it (whole seconds for Corral/node-resque/saq/RQ) and the earliest start (negative = ran early).", ""]
-    lines.append("| contender | worker CPU/job, 1 proc (µs) | 2 procs (µs) | Redis CPU/job (µs) | enqueue client CPU/job (µs) | "
+    lines.append("| contender | worker CPU/job, 1 proc (µs) | 2 procs (µs) | Redis CPU/job (µs) | "
+                 "enqueue client CPU/job (µs) | "
                  "start-up to first job (s) | cold drain 1 proc (jobs/s) | pickup p50, first 20 (ms) | "
-                 "delayed vs stored due p50 / p99 (ms) | earliest start vs due (ms) | jobs started early (of 200) |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+                 "delayed vs stored due p50 / p99 (ms) | earliest start vs due (ms) | jobs started early (of 200) | "
+                 "others' CPUs during its phases, median / max |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in names:
-        lines.append(f"| {CONTENDERS[n][1]} | {cell(agg, n, 'drain1_cpu', ratio=False)} | "
-                     f"{cell(agg, n, 'drain2_cpu', ratio=False)} | {cell(agg, n, 'drain1_redis_cpu', ratio=False)} | "
-                     f"{cell(agg, n, 'enqueue_seq_cpu', ratio=False)} | {cell(agg, n, 'drain1_startup', ratio=False)} | "
-                     f"{cell(agg, n, 'drain1_cold', ratio=False)} | {cell(agg, n, 'pickup_first20_p50', 'ms', ratio=False)} | "
-                     f"{cell(agg, n, 'delayed_stored_p50', 'ms', ratio=False)} / {cell(agg, n, 'delayed_stored_p99', 'ms', ratio=False)} | "
-                     f"{cell(agg, n, 'delayed_min', 'ms', ratio=False)} | {cell(agg, n, 'delayed_early', 'n', ratio=False)} |")
+        cells = [cell(agg, n, "drain1_cpu", ratio=False), cell(agg, n, "drain2_cpu", ratio=False),
+                 cell(agg, n, "drain1_redis_cpu", ratio=False), cell(agg, n, "enqueue_seq_cpu", ratio=False),
+                 cell(agg, n, "drain1_startup", ratio=False), cell(agg, n, "drain1_cold", ratio=False),
+                 cell(agg, n, "pickup_first20_p50", "ms", ratio=False),
+                 cell(agg, n, "delayed_stored_p50", "ms", ratio=False) + " / "
+                 + cell(agg, n, "delayed_stored_p99", "ms", ratio=False),
+                 cell(agg, n, "delayed_min", "ms", ratio=False), cell(agg, n, "delayed_early", "n", ratio=False),
+                 (f"{agg[n]['others_cpu']['median']:.2f} / {agg[n]['others_cpu']['max']:.2f}"
+                  if agg[n].get("others_cpu") else "—")]
+        lines.append(f"| {CONTENDERS[n][1]} | " + " | ".join(cells) + " |")
     lines += ["", "Configuration (from the driver; `drain1` also serves pickup and delayed, with the delayed "
               "additions noted in the notes below):", ""]
     lines.append("| contender | 1 process | 2 processes | batch API | delayed API |")
@@ -461,7 +470,8 @@ def render(data: dict[str, Any]) -> str:
     for n in names:
         cfg = agg[n]["config"]
         lines.append(f"| {CONTENDERS[n][1]} | {cfg.get('drain1') or '—'} | {cfg.get('drain2') or '—'} | "
-                     f"{data['apis'].get(n, {}).get('batch') or 'none'} | {data['apis'].get(n, {}).get('delayed') or 'none'} |")
+                     f"{data['apis'].get(n, {}).get('batch') or 'none'} | "
+                     f"{data['apis'].get(n, {}).get('delayed') or 'none'} |")
     fails = [(n, ph, e) for n in names for ph, es in agg[n]["failures"].items() for e in es]
     if fails:
         lines += ["", "Failures:", ""]
@@ -500,7 +510,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, help="jobs per drain (default 20,000, --quick 5,000)")
     ap.add_argument("--only", action="append", choices=sorted(CONTENDERS), help="contender (repeatable)")
     ap.add_argument("--phase", action="append", choices=PHASES, help="phase (repeatable)")
-    ap.add_argument("--drain-limit", type=float, help="seconds a drain may take before it is cut; the rate so far is reported (default 60, --quick 40)")
+    ap.add_argument("--drain-limit", type=float,
+                    help="seconds a drain may take before it is cut; the rate so far is reported (default 60, --quick 40)")
     ap.add_argument("--quiet-wait", type=float, help="wait up to this many s for a quiet machine before a phase "
                                                      "(default 3, --quick 1)")
     ap.add_argument("--rev", default="HEAD", help="Corral revision measured (git archive snapshot)")
@@ -511,7 +522,9 @@ def main() -> None:
         f = newest_raw()
         if f is None:
             sys.exit("no bench/raw/peers-*.json yet")
-        write_peers_md(json.loads(f.read_text()))
+        data = json.loads(f.read_text())
+        data["aggregate"] = aggregate(data["results"])
+        write_peers_md(data)
         log(f"bench/PEERS.md rebuilt from {f.name}")
         return
     a.runs = a.runs or (1 if a.quick else 3)
@@ -553,7 +566,8 @@ def main() -> None:
             "drain2": "enqueue N with the batch API where there is one (timed), else with the single enqueue call "
                       "(untimed; async clients and node-resque 50 at a time); then 2 worker processes",
             "pickup": "1 worker process, warmed up by one job, idle 1 s; 200 jobs whose task RPUSHes its start "
-                      "time.time(), sent 10 ms apart (fixed rate); latency = start - time.time() just before the enqueue call",
+                      "time.time(), sent 10 ms apart (fixed rate); latency = start - time.time() just before the "
+                    "enqueue call",
             "delayed": "1 worker process (+ the library's scheduler), warmed up by one delayed job; 200 jobs due at "
                        "T-1+(j+1)/200 (T = a whole second >= 2 s ahead), enqueued ahead; lateness = start - due",
         },

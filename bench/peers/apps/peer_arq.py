@@ -3,9 +3,8 @@ the equivalent of Corral's --log-level warning (the `arq` CLI has no log-level f
 import logging
 import os
 
-from arq.connections import RedisSettings
-
 from _stamp import URL, record_async
+from arq.connections import RedisSettings
 
 
 async def noop(ctx):

@@ -1,7 +1,6 @@
 """Celery app on the Redis broker (`celery -A peer_celery worker -Q bench`). No result backend."""
-from celery import Celery
-
 from _stamp import URL, record_sync
+from celery import Celery
 
 app = Celery("peer_celery", broker=URL)
 app.conf.task_default_queue = "bench"

@@ -1,8 +1,7 @@
 """dramatiq actors on the Redis broker (`dramatiq peer_dramatiq`)."""
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
-
 from _stamp import URL, record_sync
+from dramatiq.brokers.redis import RedisBroker
 
 broker = RedisBroker(url=URL)
 dramatiq.set_broker(broker)

@@ -1,9 +1,8 @@
 """saq settings for `saq peer_saq.settings` (default logging: WARNING without -v)."""
 import os
 
-from saq import Queue
-
 from _stamp import URL, record_async
+from saq import Queue
 
 
 async def noop(ctx):

@@ -1,10 +1,9 @@
 """taskiq app on taskiq-redis's RedisStreamBroker (acknowledged delivery; the ListQueueBroker has no acks).
 `taskiq worker peer_taskiq:broker`; delayed jobs go through a ListRedisScheduleSource read by
 `taskiq scheduler peer_taskiq:scheduler`."""
+from _stamp import URL, record_async
 from taskiq import TaskiqScheduler
 from taskiq_redis import ListRedisScheduleSource, RedisStreamBroker
-
-from _stamp import URL, record_async
 
 broker = RedisStreamBroker(URL, queue_name="bench")
 source = ListRedisScheduleSource(URL)
