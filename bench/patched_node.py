@@ -106,8 +106,8 @@ def patch_chainwake() -> None:
 
     orig = Slot._fetch
 
-    async def _fetch(self: Slot, ack: Any, fetch: bool) -> Any:
-        res = await orig(self, ack, fetch)
+    async def _fetch(self: Slot, *args: Any, **kw: Any) -> Any:
+        res = await orig(self, *args, **kw)
         if res[1] is not None and res[2] is not None:
             self.pool.on_wake(res[1])
         return res
