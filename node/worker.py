@@ -134,6 +134,7 @@ class Slot:
         self.pushed_back = 0
         self._exec_seq = itertools.count(1)
         self.enqueued_ms: float | None = None
+        self.left = 0
         k = pool.keys
         self._fixed_keys = [k.inflight(pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
                             k.stat("processed"), k.stat("processed", self.name), k.stat("failed"),
@@ -152,6 +153,7 @@ class Slot:
         )
         status, queue, payload = res[0], res[1], res[2]
         self.enqueued_ms = float(res[3]) if res[3] else None
+        self.left = int(res[4]) if len(res) > 4 and res[4] else 0
         if status == "LOST":
             log.warning("worker: ack refused, the job had been recovered by the leader (this node was declared dead)",
                         extra={"event": "ack_lost", "worker": self.name})
@@ -187,7 +189,8 @@ class Slot:
                 continue
             self.idle = False
             pool.busy += 1
-            pool.on_wake(queue)
+            if self.left:  # more waiting behind this job: wake one more idle slot (a burst ramps up)
+                pool.on_wake(queue)
             self.current = {"queue": queue, "payload": payload, "execution_id": job_exec,
                             "started": pool.clock.time()}
             self.job_task = asyncio.create_task(self.perform(queue, payload, job_exec))

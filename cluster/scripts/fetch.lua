@@ -11,7 +11,7 @@
 -- ARGV[4] failed entry ("" unless fail)   ARGV[5] keep at most this many failed entries (0 = all)
 -- ARGV[6] fetch? "1"/"0"   ARGV[7] new exec id   ARGV[8] run_at string   ARGV[9] worker name
 -- ARGV[10] started (epoch seconds)   ARGV[11..] queue names matching KEYS[10..]
--- returns {ack_status, queue or false, payload or false, enqueued ms or false}; ack_status "OK", "LOST" (recovery took
+-- returns {ack_status, queue or false, payload or false, enqueued ms or false, jobs left}; ack_status "OK", "LOST" (recovery took
 -- the job from us: nothing written) or "NONE" (no ack asked)
 local slot = ARGV[1]
 -- A retry of a call whose reply was lost: the job was already recorded under this execution id.
@@ -68,8 +68,9 @@ for i = 10, 9 + nq do
       if n <= 1 then redis.call('LPOP', qt) else redis.call('LSET', qt, 0, (n - 1) .. ':' .. enq) end
     end
     -- producers that do not write qtimes (node-resque, LREM) desync it; an empty queue resets it
-    if redis.call('LLEN', KEYS[i]) == 0 then redis.call('DEL', qt) end
-    return {ack, q, payload, enq}
+    local left = redis.call('LLEN', KEYS[i])
+    if left == 0 then redis.call('DEL', qt) end
+    return {ack, q, payload, enq, left}
   end
 end
 return {ack, false, false, false}
