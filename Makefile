@@ -2,7 +2,10 @@
 PYTHON ?= python3
 LINT_PATHS := $(wildcard cluster node tests bench)
 
-.PHONY: up test lint
+.PHONY: up test lint soak bench
+
+MINUTES ?= 10
+SEED ?=
 
 up:
 	$(PYTHON) -m pip install -e . && corral up
@@ -13,3 +16,11 @@ test:
 lint:
 	$(PYTHON) -m ruff check $(LINT_PATHS)
 	$(PYTHON) -m mypy
+
+# Long fault run (FAULTS F16/F17): seeded random nemesis for MINUTES, prints the checker's table.
+soak:
+	$(PYTHON) -m tests.faults.soak --minutes $(MINUTES) --nemesis $(if $(SEED),--seed $(SEED),)
+
+# Benchmarks (not tests): results in bench/RESULTS.md
+bench:
+	$(PYTHON) bench/run.py
