@@ -405,7 +405,13 @@ class TestZooKeeperElection(ElectionContract):
     async def test_epoch_is_the_lock_node_czxid(self, group: Group, backend: dict[str, Any]) -> None:
         await group.start(2)
         leader = await group.wait_leader(5)
-        nodes = await asyncio.to_thread(zk_lock_nodes, backend["hosts"], f"/corral/{group.namespace}/leader")
+        path = f"/corral/{group.namespace}/leader"
+
+        async def both_contending() -> bool:  # the follower's lock node may come a moment after the leader
+            return len(await asyncio.to_thread(zk_lock_nodes, backend["hosts"], path)) == 2
+
+        await wait_until_async(both_contending, 10, message="both candidates' lock nodes")
+        nodes = await asyncio.to_thread(zk_lock_nodes, backend["hosts"], path)
         owned = {owner: czxid for owner, czxid in nodes}
         assert sorted(owner for owner, _ in nodes) == sorted(c.name for c in group.candidates)
         assert leader.current is not None and owned[leader.name] == leader.current.epoch
