@@ -994,7 +994,7 @@ async def main(args: argparse.Namespace) -> int:
             log("== redis-benchmark")
             t = time.monotonic()
             res["redis_benchmark"] = await asyncio.wait_for(
-                sc_redis_benchmark(h, args.bench_repeats, args.quiet_wait), 900)
+                sc_redis_benchmark(h, args.bench_repeats, args.quiet_wait), 10 * args.bench_repeats * (args.quiet_wait + 60))
             phases["redis_benchmark"] = (t, time.monotonic())
             save()
         await wait_quiet(args.quiet_wait)
