@@ -69,16 +69,21 @@ class Membership:
         return True
 
     async def run(self) -> None:
+        delay = self.interval
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(delay)
             try:
                 if not await self.heartbeat():
                     log.warning("membership: this node had been declared dead; registered again",
                                 extra={"event": "re_registered"})
+                delay = self.interval
             except REDIS_FAILURES as e:
                 self.last_error = repr(e)
                 self.observer.redis_error("heartbeat")
                 log.warning("membership: heartbeat failed: %r", e, extra={"event": "heartbeat_failed"})
+                # retry soon: after a Redis restart the first command on a pooled connection fails,
+                # and a whole interval's wait would keep the node unregistered that much longer
+                delay = min(self.interval, 0.25)
 
     def age(self) -> float | None:
         return None if self.last_ok_mono is None else self.clock.monotonic() - self.last_ok_mono

@@ -35,8 +35,11 @@ from cluster.leader import LeaderDuties
 from cluster.membership import Membership
 from cluster.notify import Notifier
 from cluster.periodic import PeriodicEnqueuer
+from cluster.rawconn import FastScript
+from cluster.rawconn import supported as rawconn_supported
 from cluster.recovery import Recovery
 from cluster.scheduler import Scheduler
+from cluster.scripts import source
 from cluster.task import Registry
 
 from .config import NodeConfig
@@ -105,7 +108,9 @@ class Node:
         self.pool = WorkerPool(redis=self.redis, keys=self.keys, registry=self.registry, executor=self.executor,
                                client=self.client, node_id=self.node_id, queue_specs=cfg.queues,
                                concurrency=cfg.concurrency, clock=self.clock, observer=self.metrics,
-                               poll_interval=cfg.poll_interval, failed_max=cfg.failed_max)
+                               poll_interval=cfg.poll_interval, failed_max=cfg.failed_max,
+                               fast_fetch=FastScript(self.settings, source("fetch")) if rawconn_supported(self.settings)
+                               else None)
         info = {"node": self.node_id, "host": socket.gethostname(), "pid": os.getpid(), "version": version(),
                 "queues": list(cfg.queues), "concurrency": cfg.concurrency, "scheduler": cfg.scheduler,
                 "started": self.started_wall, "http_port": None}
@@ -192,6 +197,8 @@ class Node:
         finally:
             await self.http.close()
             self.executor.shutdown()
+            if self.pool.fast_fetch is not None:
+                self.pool.fast_fetch.close()
             with contextlib.suppress(Exception):
                 await close_redis(self.redis)
             with contextlib.suppress(Exception):

@@ -9,6 +9,7 @@ one per enqueue) or for `poll_interval` (producers that do not publish), whichev
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -26,6 +27,7 @@ from cluster.errors import JobDecodeError, Retry, TaskNotFound
 from cluster.keys import Keys
 from cluster.observe import Observer
 from cluster.plugins import PluginContext
+from cluster.rawconn import FastScript
 from cluster.scripts import Scripts
 from cluster.task import JobContext, Registry
 from cluster.wire import decode_job, encode_failed, js_date
@@ -50,7 +52,7 @@ class WorkerPool:
 
     def __init__(self, *, redis: Redis, keys: Keys, registry: Registry, executor: Executor, client: Client,
                  node_id: str, queue_specs: Sequence[str], concurrency: int, clock: Clock, observer: Observer,
-                 poll_interval: float = 0.5, failed_max: int = 0) -> None:
+                 poll_interval: float = 0.5, failed_max: int = 0, fast_fetch: FastScript | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
@@ -62,6 +64,7 @@ class WorkerPool:
         self.observer = observer
         self.poll_interval = poll_interval
         self.failed_max = failed_max
+        self.fast_fetch = fast_fetch  # the hot path's own RESP connections (cluster/rawconn.py)
         self.slots: list[Slot] = []
         n = 0
         for spec in queue_specs:
@@ -145,8 +148,8 @@ class Slot:
         pool = self.pool
         queues = await pool.queues_for(self.spec) if fetch else []
         now = pool.clock.time()
-        res = await pool.scripts.run(
-            "fetch",
+        run = pool.fast_fetch.run if pool.fast_fetch is not None else functools.partial(pool.scripts.run, "fetch")
+        res = await run(
             [*self._fixed_keys, *[pool.keys.queue(q) for q in queues], *[pool.keys.qtimes(q) for q in queues]],
             [self.index, ack[0] if ack else "", ack[1].kind if ack else "", ack[1].entry if ack else "",
              pool.failed_max, "1" if fetch and queues else "0", exec_id, js_date(now), self.name, int(now), *queues],
