@@ -182,9 +182,9 @@ class Group:
             if c.task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(c.task, 5)
-            for r in c.clients:
+            for r in c.clients:  # bounded: a client behind a blackholed proxy must not hang teardown
                 with contextlib.suppress(Exception):
-                    await r.aclose()
+                    await asyncio.wait_for(r.aclose(), 5)
 
 
 def assert_terms_ordered(terms: list[Held]) -> None:
