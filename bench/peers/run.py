@@ -3,7 +3,7 @@
 
     python bench/peers/run.py                 # 20,000 jobs, 3 runs, median reported (~65 min on 2 CPUs)
     python bench/peers/run.py --quick         # 5,000 jobs, 1 run (~10 min)
-    python bench/peers/run.py --only arq --only corral
+    python bench/peers/run.py --only arq --only corral   # a partial run: raw file only (peers-<date>-partial-HHMM.json)
     python bench/peers/run.py --table-only    # rebuild bench/PEERS.md from the newest bench/raw/peers-*.json
 
 Contenders: Corral (Client + `corral node` processes), node-resque (Node), arq, saq, RQ (SimpleWorker and
@@ -496,7 +496,7 @@ def write_peers_md(data: dict[str, Any]) -> None:
 
 
 def newest_raw() -> Path | None:
-    files = sorted(RAW.glob("peers-*.json"))
+    files = sorted((f for f in RAW.glob("peers-*.json") if "-partial-" not in f.name), key=lambda f: f.stat().st_mtime)
     full = [f for f in files if not f.name.endswith("-quick.json")]
     return (full or files or [None])[-1]
 
@@ -554,7 +554,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, bail)
     signal.signal(signal.SIGINT, bail)
     started = dt.datetime.now().strftime("%Y-%m-%dT%H:%M")
-    raw_name = f"peers-{dt.date.today().isoformat()}{'-quick' if a.quick else ''}.json"
+    partial = f"-partial-{dt.datetime.now():%H%M}" if (a.only or a.phase) else ""  # never overwrites a whole run
+    raw_name = f"peers-{dt.date.today().isoformat()}{'-quick' if a.quick else ''}{partial}.json"
     data: dict[str, Any] = {
         "started": started, "quick": a.quick, "jobs": a.jobs, "runs": a.runs, "raw_file": raw_name,
         "corral_commit": commit, "machine": machine(), "versions": versions(envs - {"node"}),
@@ -600,8 +601,11 @@ def main() -> None:
     data["finished"] = dt.datetime.now().strftime("%Y-%m-%dT%H:%M")
     data["aggregate"] = aggregate(data["results"])
     (RAW / raw_name).write_text(json.dumps(data, indent=1, default=str))
-    write_peers_md(data)
-    log(f"wrote bench/raw/{raw_name} and bench/PEERS.md")
+    if partial:
+        log(f"wrote bench/raw/{raw_name} (a partial run: bench/PEERS.md is left to whole runs)")
+    else:
+        write_peers_md(data)
+        log(f"wrote bench/raw/{raw_name} and bench/PEERS.md")
     print(render(data))
     shutil.rmtree(tmp, ignore_errors=True)
 
