@@ -604,8 +604,11 @@ def main() -> None:
     if partial:
         log(f"wrote bench/raw/{raw_name} (a partial run: bench/PEERS.md is left to whole runs)")
     else:
-        write_peers_md(data)
-        log(f"wrote bench/raw/{raw_name} and bench/PEERS.md")
+        shown = newest_raw() or RAW / raw_name  # a full run is preferred over a newer --quick one
+        table = json.loads(shown.read_text())
+        table["aggregate"] = aggregate(table["results"])
+        write_peers_md(table)
+        log(f"wrote bench/raw/{raw_name}; bench/PEERS.md shows {shown.name}")
     print(render(data))
     shutil.rmtree(tmp, ignore_errors=True)
 
