@@ -604,6 +604,43 @@ def redis_benchmark(port: int, args: list[str], n: int, clients: int = 50) -> fl
     return float(m[-1])
 
 
+class Subscribers:
+    """n raw subscriber connections to one channel, drained (and discarded) by a thread."""
+
+    def __init__(self, port: int, n: int, channel: str) -> None:
+        import selectors
+        import threading
+
+        self.sel = selectors.DefaultSelector()
+        self.socks = []
+        for _ in range(n):
+            sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sk.sendall(f"SUBSCRIBE {channel}\r\n".encode())
+            sk.setblocking(False)
+            self.sel.register(sk, selectors.EVENT_READ)
+            self.socks.append(sk)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.received = 0
+
+    def start(self) -> None:
+        self.thread.start()
+        time.sleep(0.5)
+
+    def _drain(self) -> None:
+        while not self.stopping.is_set():
+            for key, _ in self.sel.select(0.2):
+                with contextlib.suppress(BlockingIOError, OSError):
+                    self.received += len(key.fileobj.recv(1 << 16))  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        for sk in self.socks:
+            with contextlib.suppress(OSError):
+                sk.close()
+
+
 async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str, Any]:
     """SET and EVALSHA of small scripts on a fresh server, before any node runs. Median of repeats."""
     r = h.redis
@@ -633,14 +670,24 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
             "EVALSHA", hb_sha, "3", "resque:corral:members", "resque:corral:node:x", "resque:worker:ping:x+0", "x",
             '{"node":"x","queues":["default"]}', "60000", '{"time":0,"name":"x+0","queues":"default"}'],
     }
+    for args in cases.values():  # each script case must run, not answer an error (which is cheaper)
+        if args[0] == "EVALSHA":
+            await r.execute_command(*args)
     cases["SET pipelined 16 (redis-benchmark -t set -P 16)"] = ["-t", "set", "-P", "16"]
+    # every Corral enqueue publishes one wake-up that each node's subscriber receives: price one delivery
+    cases["PUBLISH, 0 subscribers"] = ["PUBLISH", "bench:wake", "default"]
+    cases["PUBLISH, 50 subscribers"] = ["PUBLISH", "bench:wake", "default"]
     # every node reads the whole members zset every 5 s (cluster gauges): an O(N) read per node, O(N^2) in all
     for size in (50, 1000):
         await r.zadd(f"bench:members{size}", {f"node-{i:04d}-abcdef": 1.7e12 + i for i in range(size)})
         cases[f"ZRANGE members 0 -1 WITHSCORES, {size} members (gauge refresher)"] = [
             "ZRANGE", f"bench:members{size}", "0", "-1", "WITHSCORES"]
     out: dict[str, Any] = {}
+    subscribers: Subscribers | None = None
     for label, args in cases.items():
+        if label == "PUBLISH, 50 subscribers":
+            subscribers = Subscribers(h.port, 50, "bench:wake")
+            subscribers.start()
         vals, cpu_us = [], []
         for _ in range(repeats):
             await wait_quiet(quiet)
@@ -655,6 +702,13 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
                       "redis_cpu_us_runs": cpu_us, "one_core_capacity_per_s": 1e6 / us if us else None}
         log(f"   redis-benchmark {label}: {statistics.median(vals):,.0f}/s (runs {', '.join(f'{v:,.0f}' for v in vals)});"
             f" Redis CPU {us:.2f} us/request = {1e6 / us if us else float('nan'):,.0f}/s per full core")
+    if subscribers is not None:
+        subscribers.stop()
+    c0 = out["PUBLISH, 0 subscribers"]["redis_cpu_us_per_request"]
+    c50 = out["PUBLISH, 50 subscribers"]["redis_cpu_us_per_request"]
+    out["PUBLISH, per subscriber delivered"] = {"redis_cpu_us_per_request": (c50 - c0) / 50,
+                                                "derived": "(PUBLISH to 50 subscribers - PUBLISH to 0) / 50"}
+    log(f"   one PUBLISH delivery to a subscriber: {(c50 - c0) / 50:.2f} us of Redis CPU")
     await r.flushall()
     await r.script_flush()
     return {"clients": 50, "requests": "200,000 (20,000 for the 1,000-member ZRANGE)", "pipeline": 1, "cases": out}
@@ -978,7 +1032,8 @@ async def main(args: argparse.Namespace) -> int:
     RAW.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"started": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
                            "args": vars(args)}
-    out_path = Path(args.out) if args.out else RAW / f"scale-{dt.date.today().isoformat()}-n{args.nodes}.json"
+    name = "redis-benchmark" if args.bench_only else f"n{args.nodes}"
+    out_path = Path(args.out) if args.out else RAW / f"scale-{dt.date.today().isoformat()}-{name}.json"
     contention = Contention(h)
     monitor = asyncio.create_task(contention.run())
     phases: dict[str, tuple[float, float]] = {}
@@ -998,6 +1053,11 @@ async def main(args: argparse.Namespace) -> int:
                 sc_redis_benchmark(h, args.bench_repeats, args.quiet_wait), 10 * args.bench_repeats * (args.quiet_wait + 60))
             phases["redis_benchmark"] = (t, time.monotonic())
             save()
+        if args.bench_only:
+            res["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+            save()
+            log(f"wrote {out_path}")
+            return 0
         await wait_quiet(args.quiet_wait)
         c0, t0 = await redis_cpu(h), time.monotonic()
         await asyncio.sleep(10.0)
@@ -1168,6 +1228,7 @@ def cli() -> int:
     p.add_argument("--min-free-mb", type=float, default=2048, help="stop adding nodes below this MemAvailable")
     p.add_argument("--bench-repeats", type=int, default=3, help="redis-benchmark runs per case (median)")
     p.add_argument("--skip-redis-benchmark", action="store_true")
+    p.add_argument("--bench-only", action="store_true", help="only the redis-benchmark cases (no nodes)")
     p.add_argument("--quiet-wait", type=float, default=30.0,
                    help="wait up to this long for the shared machine to be < 25 %% busy before a measurement")
     p.add_argument("--out", default=None, help="raw JSON path (default bench/raw/scale-<date>-n<N>.json)")
