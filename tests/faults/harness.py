@@ -11,6 +11,10 @@ collector, a bounded drain and the checker (`tests/faults/checker.py`) at the en
     report = cell.finish(Bounds(handoff=0.5))     # drains, checks, prints the table, asserts
     cell.close()
 
+With `CellConfig(election="zookeeper")` the cell also starts its own standalone ZooKeeper and
+the nodes elect through it (F14), each through its own TcpProxy with `zookeeper_proxied`
+(`cell.zk_proxy(node).blackhole()`).
+
 Everything runs on loopback; every wait is bounded; only processes the cell started are
 signalled, by pid. Times are this host's wall clock (see the checker's docstring). The same
 class drives the pytest cells (`test_matrix.py`) and the soak run (`soak.py`); it needs no
@@ -57,9 +61,10 @@ from tests.faults.checker import (
 )
 from tests.support import wait_until
 from tests.support.nodes import NodeCluster, NodeProcess
-from tests.support.servers import RedisServer, ServerError, find_binary
+from tests.support.proxy import TcpProxy
+from tests.support.servers import ZOOKEEPER_JAR, RedisServer, ServerError, ZooKeeperServer, find_binary
 
-__all__ = ["Cell", "CellConfig", "Producer", "redis_binary", "task_source"]
+__all__ = ["Cell", "CellConfig", "Producer", "redis_binary", "task_source", "zookeeper_java"]
 
 NAMESPACE = "cell"
 REDIS_CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
@@ -67,6 +72,12 @@ REDIS_CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
 
 def redis_binary() -> str | None:
     return find_binary("redis-server", *REDIS_CANDIDATES)
+
+
+def zookeeper_java() -> str | None:
+    """The `java` that runs the cell's own ZooKeeper, or None when java or the jar is missing."""
+    java = find_binary("java", "/usr/bin/java")
+    return java if java is not None and Path(ZOOKEEPER_JAR).exists() else None
 
 
 # ---- the task file every node loads ----------------------------------------------------------
@@ -349,6 +360,11 @@ class CellConfig:
     per_node_queue: bool = False  # each node also serves "only-<node>" (to run a job on one node)
     clock_seam: bool = False  # --clock-offset-file per node (F9)
     proxied: bool = False  # each node reaches Redis through its own TcpProxy
+    # "zookeeper": the cell starts its own ZooKeeper and the nodes run `--election zookeeper`
+    # (F14); with `zookeeper_proxied` each node reaches it through its own TcpProxy (`zk_proxy`).
+    election: str = "redis"
+    zookeeper_session_timeout: float = 6.0
+    zookeeper_proxied: bool = False
     redis_options: dict[str, Any] = field(default_factory=lambda: {"appendonly": True, "appendfsync": "always"})
     extra_args: tuple[str, ...] = ()
     audit_interval: float = 0.05  # how often the harness copies the audit stream (F18: rarely)
@@ -367,6 +383,8 @@ class Cell:
         self.producers: list[Producer] = []
         self.extra_audit: list[AuditRecord] = []
         self.server: RedisServer | None = None
+        self.zookeeper: ZooKeeperServer | None = None
+        self.zk_proxies: dict[str, TcpProxy] = {}
         self.nodes: NodeCluster | None = None
         self.collector: AuditCollector | None = None
         self.report: Report | None = None
@@ -385,6 +403,11 @@ class Cell:
         source = task_source(tick=cfg.tick, tick_frequency=cfg.tick_frequency, pulse=cfg.pulse, beat=cfg.beat,
                              block=cfg.block)
         (self.tasks_dir / "cell_tasks.py").write_text(source)
+        if cfg.election == "zookeeper":
+            java = zookeeper_java()
+            if java is None:
+                raise ServerError(f"ZooKeeper is not installed (need java and {ZOOKEEPER_JAR})")
+            self.zookeeper = ZooKeeperServer(self.workdir / "zookeeper", java=java).start(timeout)
         self.server = RedisServer(self.workdir / "redis", options=dict(cfg.redis_options), binary=binary).start()
         self.collector = AuditCollector(self.server, self.keys.audit, cfg.audit_interval).start()
         self.nodes = NodeCluster(self.workdir / "nodes", redis_url=self.server.url)
@@ -404,15 +427,26 @@ class Cell:
                 "--threads", "2", "--processes", "1", *cfg.extra_args]
         if cfg.clock_seam:
             args += ["--clock-offset-file", str(self.clock_file(node_id))]
+        if cfg.election == "zookeeper":
+            args += ["--zookeeper-session-timeout", str(cfg.zookeeper_session_timeout)]
         return args
 
     def add_node(self, node_id: str) -> NodeProcess:
         assert self.nodes is not None
         cfg = self.config
         queues = "default" + (f",only-{node_id}" if cfg.per_node_queue else "")
+        election: dict[str, Any] = {}
+        if cfg.election != "redis":
+            assert self.zookeeper is not None, "the cell's ZooKeeper is not started"
+            hosts = self.zookeeper.hosts
+            if cfg.zookeeper_proxied:
+                proxy = TcpProxy(self.zookeeper.port, name=f"zk-{node_id}").start()
+                self.zk_proxies[node_id] = proxy
+                hosts = f"127.0.0.1:{proxy.port}"
+            election = {"election": cfg.election, "zookeeper_hosts": hosts}
         return self.nodes.add(node_id, proxied=cfg.proxied, namespace=NAMESPACE, tasks_dir=self.tasks_dir,
                               queues=queues, concurrency=cfg.concurrency, extra_args=self.node_args(node_id),
-                              env={"CELL_LOG_DIR": str(self.log_dir)})
+                              env={"CELL_LOG_DIR": str(self.log_dir)}, **election)
 
     def close(self) -> None:
         for p in self.producers:
@@ -422,6 +456,10 @@ class Cell:
             self.collector.stop()
         if self.nodes is not None:
             self.nodes.close()
+        for proxy in self.zk_proxies.values():
+            proxy.close()
+        if self.zookeeper is not None:
+            self.zookeeper.kill()
         if self.server is not None:
             self.server.kill()
 
@@ -442,6 +480,10 @@ class Cell:
     def cluster(self) -> NodeCluster:
         assert self.nodes is not None, "cell not started"
         return self.nodes
+
+    def zk_proxy(self, node: NodeProcess) -> TcpProxy:
+        """The proxy between `node` and the cell's ZooKeeper (`zookeeper_proxied`)."""
+        return self.zk_proxies[node.node_id]
 
     def client(self) -> redis.Redis:
         """A synchronous no-retry client for this cell's Redis (close it)."""
