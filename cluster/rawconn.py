@@ -1,11 +1,15 @@
-"""A minimal RESP client for the workers' hot path: one EVALSHA of `fetch.lua` per job.
+"""A minimal RESP client for the hot paths: one EVALSHA per job fetched or enqueued.
 
 redis-py's generic path (Script wrapper, command dispatch, pool, retry wrapper, a Task per send
 on Python 3.11, re-encoding every argument) cost ~200 µs of CPU per call here; this one writes
 the packed command straight to an asyncio transport and parses the reply with hiredis (~40 µs).
 It is used only for plain TCP connections (redis://, with or without AUTH); TLS, unix sockets
-and Sentinel keep redis-py. Errors map onto what the callers already handle: connection
-problems are `ConnectionError` (an OSError), Redis error replies are `redis.exceptions.ResponseError`.
+and Sentinel keep redis-py. Errors are redis-py's own classes, so callers handle both paths
+alike: error replies through redis-py's parser (OOM → OutOfMemoryError, READONLY →
+ReadOnlyError, ...); a refused or timed-out connect is a ConnectionError whose message says
+"connecting" (the command was never sent); a connection lost or a reply not read in time after
+sending is a ConnectionError / TimeoutError (the outcome is unknown). Nothing is retried: a
+retried non-idempotent script could run twice.
 """
 
 from __future__ import annotations
@@ -16,9 +20,23 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
-from redis.exceptions import ResponseError
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .connection import RedisSettings
+
+try:  # redis-py's mapping of error prefixes to exception classes
+    from redis._parsers.base import BaseParser
+
+    def _error(message: str) -> ResponseError:
+        err: ResponseError = BaseParser.parse_error(message)  # type: ignore[no-untyped-call]
+        return err
+except ImportError:  # pragma: no cover - a redis-py without the parser module
+    def _error(message: str) -> ResponseError:
+        return NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
 
 
 def pack(parts: list[Any]) -> bytes:
@@ -50,16 +68,24 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError(f"Redis connection lost: {exc!r}"))
+            self.waiter.set_exception(RedisConnectionError(f"Redis connection lost: {exc!r}"))
 
-    async def call(self, packed: bytes) -> Any:
+    async def call(self, packed: bytes, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (a timer: cheaper per call)
+        """Send one packed command and await its reply; `timeout` bounds the wait for the reply
+        with a plain timer (cheaper per call than an asyncio.timeout context)."""
         if self.closed or self.transport is None:
-            raise ConnectionError("Redis connection closed")
-        self.waiter = asyncio.get_running_loop().create_future()
+            raise RedisConnectionError("Redis connection closed")
+        loop = asyncio.get_running_loop()
+        self.waiter = waiter = loop.create_future()
         self.transport.write(packed)
-        reply = await self.waiter
-        if isinstance(reply, Exception):
-            raise ResponseError(str(reply))
+        timer = loop.call_later(timeout, _expire, waiter) if timeout else None
+        try:
+            reply = await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if isinstance(reply, hiredis.ReplyError):
+            raise _error(str(reply))
         return reply
 
     def close(self) -> None:
@@ -68,59 +94,84 @@ class _Conn(asyncio.Protocol):
         self.closed = True
 
 
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 def supported(settings: RedisSettings) -> bool:
     """Plain TCP only; everything else stays on redis-py."""
     return settings.url.startswith("redis://") and not settings.sentinels and not settings.tls_ca_file
 
 
-class FastScript:
-    """``await FastScript(settings, source).run(keys, args)``: EVALSHA with NOSCRIPT reload."""
+class RawPool:
+    """Connections to one Redis for EVALSHA calls; as many as there are calls in flight."""
 
-    def __init__(self, settings: RedisSettings, source: str) -> None:
-        parts = urlsplit(settings.url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 6379
-        self.db = int((parts.path or "/0").lstrip("/") or 0)
-        self.username = settings.username or (unquote(parts.username) if parts.username else None)
-        self.password = settings.password or (unquote(parts.password) if parts.password else None)
-        self.timeout = settings.socket_timeout
-        self.connect_timeout = settings.connect_timeout
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+    def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
+                 password: str | None = None, timeout: float | None = 5.0, connect_timeout: float | None = 2.0) -> None:
+        self.host, self.port, self.db = host, port, db
+        self.username, self.password = username, password
+        self.timeout, self.connect_timeout = timeout, connect_timeout
         self.free: list[_Conn] = []
+
+    @classmethod
+    def from_settings(cls, settings: RedisSettings) -> RawPool:
+        parts = urlsplit(settings.url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 6379, db=int((parts.path or "/0").lstrip("/") or 0),
+                   username=settings.username or (unquote(parts.username) if parts.username else None),
+                   password=settings.password or (unquote(parts.password) if parts.password else None),
+                   timeout=settings.socket_timeout, connect_timeout=settings.connect_timeout)
+
+    @classmethod
+    def from_redis(cls, redis: Redis) -> RawPool | None:
+        """The same server, database, credentials and timeouts as a plain-TCP redis-py client;
+        None for TLS, unix sockets, Sentinel or credential providers (they keep redis-py)."""
+        pool = redis.connection_pool
+        if type(pool) is not ConnectionPool or pool.connection_class is not Connection:
+            return None
+        kw = pool.connection_kwargs
+        if kw.get("credential_provider") is not None or kw.get("protocol") not in (None, 2, "2"):
+            return None
+        return cls(kw.get("host") or "127.0.0.1", int(kw.get("port") or 6379), db=int(kw.get("db") or 0),
+                   username=kw.get("username"), password=kw.get("password"), timeout=kw.get("socket_timeout"),
+                   connect_timeout=kw.get("socket_connect_timeout"))
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout):
-            _, conn = await loop.create_connection(_Conn, self.host, self.port)
         try:
-            if self.password is not None:
-                auth = ["AUTH", self.username, self.password] if self.username else ["AUTH", self.password]
-                await conn.call(pack(auth))
-            if self.db:
-                await conn.call(pack(["SELECT", self.db]))
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(_Conn, self.host, self.port)
+        except (OSError, TimeoutError) as e:
+            raise RedisConnectionError(f"Error connecting to {self.host}:{self.port}: {e!r}") from e
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self.password is not None:
+                    auth = ["AUTH", self.username, self.password] if self.username else ["AUTH", self.password]
+                    await conn.call(pack(auth))
+                if self.db:
+                    await conn.call(pack(["SELECT", self.db]))
         except BaseException:
             conn.close()
             raise
         return conn
 
-    async def run(self, keys: list[str], args: list[Any]) -> Any:
+    async def evalsha(self, sha: str, source: str, keys: list[str], args: list[Any]) -> Any:
         conn = self.free.pop() if self.free else await self._connect()
+        cmd = pack(["EVALSHA", sha, len(keys), *keys, *args])
         try:
-            async with asyncio.timeout(self.timeout):
-                cmd = pack(["EVALSHA", self.sha, len(keys), *keys, *args])
-                try:
-                    res = await conn.call(cmd)
-                except ResponseError as e:
-                    if not str(e).startswith("NOSCRIPT"):
-                        raise
-                    await conn.call(pack(["SCRIPT", "LOAD", self.source]))
-                    res = await conn.call(cmd)
+            try:
+                res = await conn.call(cmd, self.timeout)
+            except NoScriptError:
+                await conn.call(pack(["SCRIPT", "LOAD", source]), self.timeout)
+                res = await conn.call(cmd, self.timeout)
         except ResponseError:
             self.free.append(conn)  # the connection is fine; the command failed
             raise
-        except BaseException:
+        except TimeoutError as e:
             conn.close()  # a reply may still arrive: never reuse this connection
+            raise RedisTimeoutError(f"Timeout reading from {self.host}:{self.port}") from e
+        except BaseException:
+            conn.close()
             raise
         if not conn.closed:
             self.free.append(conn)
@@ -130,3 +181,18 @@ class FastScript:
         for c in self.free:
             c.close()
         self.free.clear()
+
+
+class FastScript:
+    """``await FastScript(pool_or_settings, source).run(keys, args)``: EVALSHA with NOSCRIPT reload."""
+
+    def __init__(self, pool: RawPool | RedisSettings, source: str) -> None:
+        self.pool = pool if isinstance(pool, RawPool) else RawPool.from_settings(pool)
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(self, keys: list[str], args: list[Any]) -> Any:
+        return await self.pool.evalsha(self.sha, self.source, keys, args)
+
+    def close(self) -> None:
+        self.pool.close()

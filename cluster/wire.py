@@ -124,8 +124,16 @@ def encode_job(task: str, queue: str, args: list[Any], strict: bool = True) -> s
     """The exact bytes node-resque's `encode` writes for this job (`strict=False`: args read back)."""
     if not isinstance(task, str) or not task:
         raise EnqueueError(f"task name must be a non-empty string, got {task!r}")
+    if not isinstance(queue, str):
+        check_queue_name(queue)  # raises, naming the bad queue
+    return _job_head(task, queue) + js_dumps(args, strict) + "}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _job_head(task: str, queue: str) -> str:
+    """'{"class":…,"queue":…,"args":' for one task and queue, checked once (a hot path)."""
     check_queue_name(queue)
-    return '{"class":' + js_dumps(task) + ',"queue":' + js_dumps(queue) + ',"args":' + js_dumps(args, strict) + "}"
+    return '{"class":' + js_dumps(task) + ',"queue":' + js_dumps(queue) + ',"args":'
 
 
 def check_queue_name(queue: str) -> None:

@@ -49,7 +49,9 @@ def read_log(directory: "object") -> list[dict]:
 
     out = []
     for p in Path(str(directory)).glob("*.jsonl"):
-        for line in p.read_text().splitlines():
+        text = p.read_text()
+        # a job may be writing its line right now: only newline-terminated lines are complete
+        for line in text[: text.rfind("\n") + 1].splitlines():
             if line.strip():
                 out.append(json.loads(line))
     return out
