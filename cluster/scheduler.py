@@ -54,11 +54,25 @@ class Scheduler:
     async def run(self, term: Term) -> None:
         while not term.lost.is_set():
             self.wake.clear()
+            started = self.clock.monotonic()
             next_due = await self.tick(term)
-            now = self.clock.time()
-            delay = self.reread if next_due < 0 else min(self.reread, max(0.0, next_due - now))
-            if delay > 0:
-                await wait_event(self.wake, delay)
+            await self._sleep(next_due, self.clock.monotonic() - started)
+
+    async def _sleep(self, next_due: float, tick: float) -> None:
+        """Until the next due second, a wake-up, or at most `reread` (+ one tick) for a re-read.
+
+        Each tick costs round trips (`tick` seconds, the last one's): a re-read still in flight
+        when the next second falls due would make that second late by them, so within
+        `reread + tick` of it the leader sleeps straight to it. A timer that fires a little early
+        (uvloop's are ms-granular, on the cached loop time) is slept out: a tick sent before the
+        due second promotes nothing and costs a round trip (milliseconds on loopback, the whole
+        latency on a slow link)."""
+        if next_due < 0 or next_due - self.clock.time() > self.reread + tick:
+            await wait_event(self.wake, self.reread)
+            return
+        while (rest := next_due - self.clock.time()) > 0:
+            if await wait_event(self.wake, rest):
+                return
 
     async def tick(self, term: Term) -> float:
         """Promote everything due now; returns the next due second (-1 if none)."""

@@ -82,6 +82,11 @@ class Node:
         slots = len(cfg.queues) * cfg.concurrency
         self.redis = make_redis(self.settings, max_connections=slots + 64)
         self.election_redis = make_redis(self.settings, socket_timeout=cfg.renew_timeout, max_connections=8)
+        # Each leader duty (promotion, periodic claims, recovery) runs its commands one at a time
+        # on a client of its own: a leader write never waits for the worker slots' pool, nor pays
+        # for growing it when latency rises (a new connection's dial and handshake are round trips
+        # that make a due second late, FAULTS F10). Followers never connect them.
+        self.duty_redis = {d: make_redis(self.settings, max_connections=4) for d in ("scheduler", "periodic", "recovery")}
         deadline = self.clock.monotonic() + 10.0
         while True:
             try:
@@ -118,12 +123,13 @@ class Node:
         self.membership = Membership(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
                                      node_id=self.node_id, info=info, workers=self.pool.workers,
                                      interval=cfg.heartbeat_interval)
-        self.scheduler = Scheduler(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
+        duty = self.duty_redis
+        self.scheduler = Scheduler(redis=duty["scheduler"], keys=self.keys, clock=self.clock, observer=self.metrics,
                                    registry=self.registry, client=self.client, reread=min(1.0, cfg.poll_interval * 2),
                                    audit=cfg.audit)
-        self.periodic = PeriodicEnqueuer(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
+        self.periodic = PeriodicEnqueuer(redis=duty["periodic"], keys=self.keys, clock=self.clock, observer=self.metrics,
                                          registry=self.registry, audit=cfg.audit)
-        self.recovery = Recovery(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
+        self.recovery = Recovery(redis=duty["recovery"], keys=self.keys, clock=self.clock, observer=self.metrics,
                                  registry=self.registry, dead_after=cfg.dead_after, max_recoveries=cfg.max_recoveries,
                                  audit=cfg.audit, self_id=self.node_id, start_grace=cfg.heartbeat_interval * 1.5)
         self.elector: Any = None
@@ -203,6 +209,9 @@ class Node:
                 await close_redis(self.redis)
             with contextlib.suppress(Exception):
                 await close_redis(self.election_redis)
+            for client in self.duty_redis.values():
+                with contextlib.suppress(Exception):
+                    await close_redis(client)
         return exit_code
 
     async def _shutdown(self) -> None:
