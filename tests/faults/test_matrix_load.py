@@ -1,0 +1,119 @@
+"""FAULTS.md §4 cells under load, in CI (one round each): F10 (latency on every node's link to
+Redis) and F13b (CPU-bound sync jobs on every worker thread).
+
+Same topology and timing as `test_matrix.py` (own redis-server, three audited `corral node`s,
+FAULTS §1 defaults: lease 5 s, renew 1 s, renew timeout 0.5 s, margin 1.5 s). Neither fault
+should move leadership: both cells assert 0 leadership changes and bound the scheduler's
+lateness (`redis_time - due second` of each delayed bucket's first promotion and
+`redis_time - slot` of each periodic claim) on top of the checker's invariants.
+
+Times are this host's wall clock: node log `ts`, audit `redis_time_us` and `time.time()` here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tests.faults.checker import Bounds, Fault, LeaderEvent, Report, check, percentile
+from tests.faults.harness import Cell, CellConfig, whole_seconds_ahead
+from tests.faults.test_matrix import MakeCell, figures, make_cell  # noqa: F401 (the fixture, for pytest)
+
+
+def _changes(cell: Cell, epoch: int) -> list[LeaderEvent]:
+    """Leadership changes after the term `epoch` began: any step-down, any other acquire."""
+    return [e for e in cell.leader_events() if e.kind in ("acquired", "stepped_down", "released")
+            and not (e.kind == "acquired" and e.epoch == epoch)]
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    """p50 / p99 / max in milliseconds (for `figures`)."""
+    return {"p50_ms": percentile(values, 50) * 1000, "p99_ms": percentile(values, 99) * 1000,
+            "max_ms": max(values) * 1000}
+
+
+def _lateness(cell: Cell, lo: float, hi: float) -> Report:
+    """The checker's lateness over delayed seconds and periodic slots due in [lo, hi]."""
+    return check(cell.history(lateness_window=(lo, hi)))
+
+
+# ---- F10: every node's link to Redis delayed 75 +- 50 ms each way for 30 s ------------------------
+
+MEAN = 0.075
+JITTER = 0.050
+LATENCY_WINDOW = 30.0
+
+
+def _round_trips(port: int, n: int = 10) -> list[float]:
+    """PING round trips through one node's proxy (proves the delay is in force, and its size)."""
+    out = []
+    with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0, socket_connect_timeout=1.0,
+                     retry=Retry(NoBackoff(), 0)) as c:
+        c.ping()
+        for _ in range(n):
+            t = time.monotonic()
+            c.ping()
+            out.append(time.monotonic() - t)
+    return out
+
+
+def test_f10_latency_on_every_link(make_cell: MakeCell) -> None:  # noqa: F811
+    """Every node reaches Redis through its own proxy; all proxies delay each direction by
+    75 +- 50 ms (round trip +150 +- 100 ms, below the 0.5 s renew timeout) for 30 s while a
+    producer (direct to Redis) enqueues immediate and delayed jobs and the 1 s `tick` runs.
+    Pass: 0 leadership changes, overlap <= 0, the checker's invariants, lateness p99 <= 400 ms
+    for what fell due during the fault and <= 25 ms for a quiet 9 s window after it."""
+    cell = make_cell("F10", CellConfig(proxied=True, concurrency=2))
+    leader = cell.leader()
+    epoch = cell.epoch(leader)
+    proxies = [cell.cluster.proxy(n) for n in cell.cluster.nodes]
+    errors_before = leader.metric("corral_redis_errors_total", {"where": "election"}) or 0.0
+    producer = cell.producer(rate=20.0, seed=10, duration=lambda r: r.uniform(0.0, 0.05),
+                             delay=lambda r: r.uniform(1.0, 4.0) if r.random() < 0.5 else None)
+    producer.start()
+    time.sleep(1.0)
+    t_on = time.time()
+    dialled = [p.connections_total for p in proxies]
+    for p in proxies:
+        p.delay(MEAN, JITTER)
+    rtt = _round_trips(proxies[0].port)
+    time.sleep(max(0.0, t_on + LATENCY_WINDOW - time.time()))
+    for p in proxies:
+        p.pass_through()
+    t_off = time.time()
+    dialled = [p.connections_total - n for p, n in zip(proxies, dialled, strict=True)]
+    producer.stop()
+    errors_during = (leader.metric("corral_redis_errors_total", {"where": "election"}) or 0.0) - errors_before
+    # A quiet window after the fault: 2 delayed jobs due at each of 9 whole seconds.
+    due = whole_seconds_ahead(9, lead=1.5)
+    cell.enqueue([("job", {"id": f"F10-after-{int(d)}-{k}", "s": 0}) for d in due for k in range(2)],
+                 at=[d for d in due for _ in range(2)])
+    time.sleep(max(0.0, due[-1] + 1.0 - time.time()))  # the timed window after the fault
+    cell.fault(Fault("latency", t_on, t_end=t_off))
+    during = (math.ceil(t_on), t_off - 0.3)  # due while every link was delayed
+    report = cell.finish(Bounds(), lateness_window=during)
+    after = _lateness(cell, due[0], due[-1])
+    changes = _changes(cell, epoch)
+    lat_during, lat_after = report.lateness, after.lateness
+    figures("F10", rtt_p50_ms=percentile(rtt, 50) * 1000, rtt_max_ms=max(rtt) * 1000,
+            renew_errors_during=int(errors_during), leadership_changes=len(changes),
+            connections_opened_during=" ".join(f"{n.node_id}:{k}" for n, k in zip(cell.cluster.nodes, dialled,
+                                                                                     strict=True)),
+            promotions_during=len(report.promote_lateness), slots_during=len(report.periodic_lateness),
+            acknowledged=report.acknowledged)
+    figures("F10 lateness during", **_ms(lat_during))
+    figures("F10 lateness after", n=len(lat_after), **_ms(lat_after))
+    assert MEAN * 2 - 2 * JITTER <= percentile(rtt, 50) <= MEAN * 2 + 2 * JITTER + 0.05, f"proxy delay not in force: {rtt}"
+    assert not changes, f"leadership changed under latency: {changes}"
+    assert all(r.epoch == epoch for r in cell.audit()), "a leader write of another epoch"
+    assert len(report.promote_lateness) >= LATENCY_WINDOW - 4, "too few delayed seconds fell due during the fault"
+    assert percentile(lat_during, 99) <= 0.4, f"lateness p99 during the fault {percentile(lat_during, 99) * 1000:.0f} ms"
+    assert len(after.promote_lateness) == len(due)
+    load = os.getloadavg()[0]
+    assert percentile(lat_after, 99) <= 0.025, (f"lateness p99 after the fault {percentile(lat_after, 99) * 1000:.1f} ms"
+                                                f" (1-min load average {load:.1f} on {os.cpu_count()} CPUs)")
