@@ -128,6 +128,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_recoveries", _num(int, 0, True), 3, "recoveries before a job is failed as a poison pill"),
     Option("threads", _num(int, 1, True), 16, "thread pool size for sync tasks"),
     Option("processes", _num(int, 0, True), 0, "process pool size for cpu_bound tasks (0 = number of CPUs)"),
+    Option("switch_interval", _num(float, 0.0001, True), 0.001,
+           "GIL switch interval of the node process (sys.setswitchinterval), seconds: how long a thread running "
+           "a sync task may keep the event loop (leader renewals, promotions) waiting for the GIL"),
     Option("metrics_refresh", _num(float, 0.1, True), 5.0, "refresh period of cluster-wide gauges, seconds"),
     Option("audit", _bool, False, "append every fenced leader write to the corral:audit stream (fault tests)"),
     Option("data_dir", _opt_str, ".data", "data directory of the embedded Redis"),
@@ -187,6 +190,7 @@ class NodeConfig:
     max_recoveries: int = 3
     threads: int = 16
     processes: int = 0
+    switch_interval: float = 0.001
     metrics_refresh: float = 5.0
     audit: bool = False
     data_dir: str = ".data"
