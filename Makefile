@@ -2,7 +2,7 @@
 PYTHON ?= python3
 LINT_PATHS := $(wildcard cluster node tests bench)
 
-.PHONY: up test lint soak bench
+.PHONY: up test lint soak bench long-faults
 
 MINUTES ?= 10
 SEED ?=
@@ -20,6 +20,11 @@ lint:
 # Long fault run (FAULTS F16/F17): seeded random nemesis for MINUTES, prints the checker's table.
 soak:
 	$(PYTHON) -m tests.faults.soak --minutes $(MINUTES) --nemesis $(if $(SEED),--seed $(SEED),)
+
+# Long fault cells (FAULTS F8b Sentinel isolated old primary, F9b Redis-host clock jump), a few
+# minutes each, never in CI's suite: tests/faults/test_long_cells.py
+long-faults:
+	CORRAL_LONG=1 $(PYTHON) -m pytest tests/faults/test_long_cells.py -m long -v -s -p no:cacheprovider
 
 # Benchmarks (not tests): results in bench/RESULTS.md
 bench:

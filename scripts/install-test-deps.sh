@@ -17,7 +17,7 @@ log() { printf 'install-test-deps: %s\n' "$*"; }
 sha() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
 # --- 1. Debian packages --------------------------------------------------------------------
-apt_packages=(redis-server redis-sentinel redis-tools zookeeper prometheus)
+apt_packages=(redis-server redis-sentinel redis-tools zookeeper prometheus faketime)
 command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 
 missing=()

@@ -366,6 +366,7 @@ class CellConfig:
     zookeeper_session_timeout: float = 6.0
     zookeeper_proxied: bool = False
     redis_options: dict[str, Any] = field(default_factory=lambda: {"appendonly": True, "appendfsync": "always"})
+    redis_env: dict[str, str] = field(default_factory=dict)  # extra environment of redis-server (F9b: LD_PRELOAD)
     extra_args: tuple[str, ...] = ()
     audit_interval: float = 0.05  # how often the harness copies the audit stream (F18: rarely)
 
@@ -408,7 +409,10 @@ class Cell:
             if java is None:
                 raise ServerError(f"ZooKeeper is not installed (need java and {ZOOKEEPER_JAR})")
             self.zookeeper = ZooKeeperServer(self.workdir / "zookeeper", java=java).start(timeout)
-        self.server = RedisServer(self.workdir / "redis", options=dict(cfg.redis_options), binary=binary).start()
+        self.server = RedisServer(self.workdir / "redis", options=dict(cfg.redis_options), binary=binary)
+        if cfg.redis_env:
+            self.server.env = {**os.environ, **cfg.redis_env}
+        self.server.start()
         self.collector = AuditCollector(self.server, self.keys.audit, cfg.audit_interval).start()
         self.nodes = NodeCluster(self.workdir / "nodes", redis_url=self.server.url)
         for i in range(1, cfg.nodes + 1):
