@@ -6,8 +6,9 @@
     python bench/scale/run.py --worktree      # measure the checkout's files instead of a HEAD snapshot
 
 What it measures (results: bench/raw/scale-<date>-n<N>.json; write-up: bench/SCALE.md):
-  redis-benchmark   SET and EVALSHA of small scripts on this machine's redis-server (the capacity
-                    figures the paper arithmetic in SCALE.md starts from)
+  redis-benchmark   SET, GET and EVALSHA of small scripts on this machine's redis-server, PUBLISH to
+                    0 and 50 subscribers (from 50 clients and from 1), ZRANGE of a 50- and 1,000-member
+                    zset: Redis CPU per request (the capacity figures SCALE.md's arithmetic starts from)
   start-up          N nodes, started in small batches; stops adding nodes when memory runs short
                     or a node does not become ready (the number that fit is reported)
   idle traffic      INFO commandstats delta over an idle window (default 30 s): commands/s for
@@ -677,6 +678,10 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
     # every Corral enqueue publishes one wake-up that each node's subscriber receives: price one delivery
     cases["PUBLISH, 0 subscribers"] = ["PUBLISH", "bench:wake", "default"]
     cases["PUBLISH, 50 subscribers"] = ["PUBLISH", "bench:wake", "default"]
+    # the same from one client (one PUBLISH in flight): with 50 clients the server batches many messages
+    # into one write per subscriber; a lone enqueue's wake-up pays one write to every subscriber
+    cases["PUBLISH, 0 subscribers, 1 client"] = ["PUBLISH", "bench:nobody", "default"]
+    cases["PUBLISH, 50 subscribers, 1 client"] = ["PUBLISH", "bench:wake", "default"]
     # every node reads the whole members zset every 5 s (cluster gauges): an O(N) read per node, O(N^2) in all
     for size in (50, 1000):
         await r.zadd(f"bench:members{size}", {f"node-{i:04d}-abcdef": 1.7e12 + i for i in range(size)})
@@ -692,9 +697,15 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
         for _ in range(repeats):
             await wait_quiet(quiet)
             c0 = await redis_cpu(h)
-            requests = 20_000 if "1000 members" in label else 200_000  # 1,000-member replies are ~40 KB each
-            vals.append(await asyncio.to_thread(redis_benchmark, h.port, args, requests))
+            one = label.endswith("1 client")
+            # 1,000-member replies are ~40 KB each; one client is latency-bound
+            requests = 20_000 if "1000 members" in label or one else 200_000
+            vals.append(await asyncio.to_thread(redis_benchmark, h.port, args, requests, 1 if one else 50))
             cpu_us.append(1e6 * (await redis_cpu(h) - c0) / requests)
+            if label.startswith("PUBLISH, 50"):  # each delivery must reach a live subscriber
+                numsub = dict(await r.pubsub_numsub("bench:wake"))
+                if numsub.get("bench:wake") != 50:
+                    raise RuntimeError(f"{label}: {numsub.get('bench:wake')} of 50 subscribers left")
         us = statistics.median(cpu_us)
         # server-side cost: redis-server CPU per request (includes reading and answering the socket);
         # 1e6 / that = requests/s one fully busy Redis core could serve, whatever the client's limits
@@ -703,15 +714,20 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
         log(f"   redis-benchmark {label}: {statistics.median(vals):,.0f}/s (runs {', '.join(f'{v:,.0f}' for v in vals)});"
             f" Redis CPU {us:.2f} us/request = {1e6 / us if us else float('nan'):,.0f}/s per full core")
     if subscribers is not None:
+        out["PUBLISH, 50 subscribers"]["subscriber_bytes_received"] = subscribers.received
         subscribers.stop()
-    c0 = out["PUBLISH, 0 subscribers"]["redis_cpu_us_per_request"]
-    c50 = out["PUBLISH, 50 subscribers"]["redis_cpu_us_per_request"]
-    out["PUBLISH, per subscriber delivered"] = {"redis_cpu_us_per_request": (c50 - c0) / 50,
-                                                "derived": "(PUBLISH to 50 subscribers - PUBLISH to 0) / 50"}
-    log(f"   one PUBLISH delivery to a subscriber: {(c50 - c0) / 50:.2f} us of Redis CPU")
+    for suffix in ("", ", 1 client"):
+        c0 = out[f"PUBLISH, 0 subscribers{suffix}"]["redis_cpu_us_per_request"]
+        c50 = out[f"PUBLISH, 50 subscribers{suffix}"]["redis_cpu_us_per_request"]
+        out[f"PUBLISH, per subscriber delivered{suffix}"] = {
+            "redis_cpu_us_per_request": (c50 - c0) / 50,
+            "derived": f"(PUBLISH to 50 subscribers{suffix} - PUBLISH to 0{suffix}) / 50"}
+        log(f"   one PUBLISH delivery to a subscriber{suffix}: {(c50 - c0) / 50:.2f} us of Redis CPU")
     await r.flushall()
     await r.script_flush()
-    return {"clients": 50, "requests": "200,000 (20,000 for the 1,000-member ZRANGE)", "pipeline": 1, "cases": out}
+    return {"clients": "50 (1 for the '1 client' cases)",
+            "requests": "200,000 (20,000 for the 1,000-member ZRANGE and the '1 client' cases)", "pipeline": 1,
+            "cases": out}
 
 
 # ---- leader polling -------------------------------------------------------------------------------
@@ -1050,7 +1066,7 @@ async def main(args: argparse.Namespace) -> int:
             log("== redis-benchmark")
             t = time.monotonic()
             res["redis_benchmark"] = await asyncio.wait_for(
-                sc_redis_benchmark(h, args.bench_repeats, args.quiet_wait), 10 * args.bench_repeats * (args.quiet_wait + 60))
+                sc_redis_benchmark(h, args.bench_repeats, args.quiet_wait), 14 * args.bench_repeats * (args.quiet_wait + 60))
             phases["redis_benchmark"] = (t, time.monotonic())
             save()
         if args.bench_only:
