@@ -72,8 +72,8 @@ def _product_source() -> tuple[Path, str]:
     pre.add_argument("--rev", default="HEAD")
     pre.add_argument("--worktree", action="store_true")
     a, _ = pre.parse_known_args()
-    if a.worktree or __name__ != "__main__":
-        return ROOT, "worktree"
+    if a.worktree or __name__ != "__main__" or {"-h", "--help"} & set(sys.argv[1:]):
+        return ROOT, "worktree"  # --help must not leave a snapshot behind in /tmp
     sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", a.rev], capture_output=True, text=True,
                          check=True).stdout.strip()
     src = Path(tempfile.mkdtemp(prefix=f"corral-scale-src-{sha[:10]}-"))
