@@ -17,7 +17,18 @@
   as `FAKETIME_DONT_FAKE_MONOTONIC=1` would). Either way only redis-server's clock moves: the
   nodes, the producer and the harness keep the host clock.
 
-- **F8b, Sentinel with an isolated old primary**: see `test_f8b_sentinel_isolated_old_primary`.
+- **F8b, Sentinel with an isolated old primary**: 1 primary + 2 replicas + 3 sentinels (down-after
+  5 s), `min-replicas-to-write 1`, `min-replicas-max-lag 5` on every data server; the primary and
+  the leader node are cut from the rest (`SentinelCell`) while a producer on the primary's side
+  keeps enqueueing; healed after 25 s. How it differs from FAULTS' full topology: one proxy
+  carries every majority-side connection to the primary (replication, sentinels, n2 and n3), so
+  the cut is one blackhole, not per-link proxies; the leader node n1 reaches the primary by a
+  plain URL through its own proxy instead of through Sentinel (Sentinel would hand it the
+  majority's proxy address), so after the heal it stays on the demoted old primary (READONLY)
+  and the new leader declares it dead; the producer writes to the primary directly, not through
+  Sentinel (a batch through Sentinel after the failover checks the majority side takes writes).
+  FAULTS' "writes stop <= 5 s" is not reachable with `min-replicas-max-lag 5` (see the test);
+  the cell asserts <= 7 s and prints whether 5 s held.
 
 Times: the harness compares node log stamps, its own `time.time()` and the audit records'
 `redis_time_us`, which FAULTS §2 takes to be one clock. After the jump Redis' clock is the host's
