@@ -87,20 +87,24 @@ _TASKS_HEAD = '''
 import asyncio
 import json
 import os
+import threading
 import time
 
 from cluster import Task
 
 _fh = None
+_lock = threading.Lock()  # sync tasks (`spin`) write from the node's thread pool
 
 
 def _rec(ev, task, params, ctx, **extra):
     global _fh
-    if _fh is None:
-        _fh = open(os.path.join(os.environ["CELL_LOG_DIR"], f"{os.getpid()}.jsonl"), "a", buffering=1)
-    _fh.write(json.dumps({"ev": ev, "task": task, "id": (params or {}).get("id"), "exec": ctx.execution_id,
-                          "node": ctx.node_id, "pid": os.getpid(), "t": time.time(), "m": time.monotonic(),
-                          **extra}) + "\\n")
+    line = json.dumps({"ev": ev, "task": task, "id": (params or {}).get("id"), "exec": ctx.execution_id,
+                       "node": ctx.node_id, "pid": os.getpid(), "t": time.time(), "m": time.monotonic(),
+                       **extra}) + "\\n"
+    with _lock:
+        if _fh is None:
+            _fh = open(os.path.join(os.environ["CELL_LOG_DIR"], f"{os.getpid()}.jsonl"), "a", buffering=1)
+        _fh.write(line)
 
 
 async def _job(params, ctx):
@@ -160,20 +164,38 @@ async def _block(params, ctx):
 block = Task(name="block", run=_block)
 '''
 
+_TASKS_SPIN = '''
+
+def _spin(params, ctx):
+    # F13b: a sync task (the node runs it in its thread pool) spinning a pure-Python loop for
+    # `s` seconds of wall time, or until the wall time `until`, whichever comes first: the GIL
+    # is contended by bytecode, as real CPU-bound sync jobs do, not released in C code.
+    _rec("start", "spin", params, ctx, s=params["s"])
+    end = time.monotonic() + max(0.0, min(float(params["s"]), float(params.get("until", 1e18)) - time.time()))
+    n = 0
+    while time.monotonic() < end:
+        for i in range(500):
+            n += i * i
+    _rec("end", "spin", params, ctx, outcome="ok")
+
+
+spin = Task(name="spin", run=_spin)
+'''
+
 PULSE = PeriodicSpec(0.1, "skip", count_runs=False)
 BEAT = PeriodicSpec(0.1, "catch_up", count_runs=False)
 PERIODIC_TASKS = ("tick", "pulse", "beat")
 
 
 def task_source(*, tick: bool = True, tick_frequency: float = 1.0, pulse: bool = False, beat: bool = False,
-                block: bool = False) -> str:
+                block: bool = False, spin: bool = False) -> str:
     """The task file: `job` ({id, s}: sleeps s seconds), optionally `tick` (every
     `tick_frequency` s, catch-up), `pulse` (0.1 s, skip missed: times a failover's first write to
     0.1 s), `beat` (0.1 s, catch-up, on a queue no worker serves: many slots to measure, no jobs
-    to run) and `block`."""
+    to run), `block` and `spin` ({id, s, until}: a sync pure-Python CPU loop in a pool thread)."""
     tick_src = _TASKS_TICK.replace("TICK_FREQUENCY", repr(float(tick_frequency)))
     return _TASKS_HEAD + (tick_src if tick else "") + (_TASKS_PULSE if pulse else "") + (
-        _TASKS_BEAT if beat else "") + (_TASKS_BLOCK if block else "")
+        _TASKS_BEAT if beat else "") + (_TASKS_BLOCK if block else "") + (_TASKS_SPIN if spin else "")
 
 
 # ---- producer ---------------------------------------------------------------------------------
@@ -357,6 +379,7 @@ class CellConfig:
     pulse: bool = False
     beat: bool = False
     block: bool = False
+    spin: bool = False  # the sync CPU-bound `spin` task (F13b)
     per_node_queue: bool = False  # each node also serves "only-<node>" (to run a job on one node)
     clock_seam: bool = False  # --clock-offset-file per node (F9)
     proxied: bool = False  # each node reaches Redis through its own TcpProxy
@@ -402,7 +425,7 @@ class Cell:
         self.tasks_dir.mkdir(exist_ok=True)
         cfg = self.config
         source = task_source(tick=cfg.tick, tick_frequency=cfg.tick_frequency, pulse=cfg.pulse, beat=cfg.beat,
-                             block=cfg.block)
+                             block=cfg.block, spin=cfg.spin)
         (self.tasks_dir / "cell_tasks.py").write_text(source)
         if cfg.election == "zookeeper":
             java = zookeeper_java()

@@ -16,13 +16,15 @@ import math
 import os
 import time
 
+import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.faults.checker import Bounds, Fault, LeaderEvent, Report, check, percentile
 from tests.faults.harness import Cell, CellConfig, whole_seconds_ahead
-from tests.faults.test_matrix import MakeCell, figures, make_cell  # noqa: F401 (the fixture, for pytest)
+from tests.faults.test_matrix import MakeCell, ProductBug, figures, make_cell  # noqa: F401 (the fixture, for pytest)
+from tests.support import wait_until
 
 
 def _changes(cell: Cell, epoch: int) -> list[LeaderEvent]:
@@ -117,3 +119,77 @@ def test_f10_latency_on_every_link(make_cell: MakeCell) -> None:  # noqa: F811
     load = os.getloadavg()[0]
     assert percentile(lat_after, 99) <= 0.025, (f"lateness p99 after the fault {percentile(lat_after, 99) * 1000:.1f} ms"
                                                 f" (1-min load average {load:.1f} on {os.cpu_count()} CPUs)")
+
+
+# ---- F13b: every worker thread of every node spins a pure-Python CPU loop -------------------------
+
+SPIN_WINDOW = 30.0  # FAULTS F13b says 60 s; 30 s keeps the CI cell short
+
+
+def _redis_stalls(cell: Cell) -> float:
+    """The longest event Redis' latency monitor recorded (ms; fsync, slow commands): tells a slow
+    Redis from a starved node when lateness is high."""
+    with cell.client() as c:
+        return float(max((int(e[3]) for e in c.execute_command("LATENCY", "LATEST")), default=0))
+
+
+BUG_LOOP_STARVED_BY_SYNC_THREADS = (
+    "product limitation (open): node/executor.py runs sync tasks in the node's own thread pool, so pure-Python "
+    "CPU loops in its threads hold the GIL the leader's event loop needs; Python offers the loop no priority "
+    "(--switch-interval 1 ms, 3a71fb3, halved the median wait but not the tail). On the 2-CPU test host the "
+    "leader's whole loop stalls 0.25-0.6 s at times (no promotion or claim is even sent; some stalls end the "
+    "moment its two pool threads finish their jobs), so slots and delayed seconds fall due hundreds of ms late although "
+    "leadership holds; fix: keep the leader's loop out of reach of task threads (leader duties and renewals in "
+    "a process of their own, or sync tasks in worker processes by default, `cpu_bound` style)")
+
+
+# Timing-dependent: on a quiet, faster host the bound may hold, so a pass is not a failure here.
+@pytest.mark.xfail(strict=False, raises=ProductBug, reason=BUG_LOOP_STARVED_BY_SYNC_THREADS)
+def test_f13b_cpu_bound_sync_jobs(make_cell: MakeCell) -> None:  # noqa: F811
+    """All worker threads of every node (`--threads 2`, 2 slots) run sync `def` tasks that spin
+    pure-Python loops (the GIL is contended by bytecode, not released in C), for 30 s instead of
+    FAULTS' 60 s to keep CI short; delayed jobs fall due at every second of it, the 1 s `tick`
+    and the 0.1 s `beat` (claimed, never run: 10 slots a second to measure) run. The leader's
+    loop shares its process with two spinning threads and must keep renewing. Pass: 0
+    leadership changes, promotion + periodic lateness p99 <= 100 ms, the checker's invariants."""
+    redis_options = {"appendonly": True, "appendfsync": "always", "latency_monitor_threshold": 20}
+    cell = make_cell("F13b", CellConfig(spin=True, beat=True, concurrency=2, audit_interval=1.0,
+                                        redis_options=redis_options))
+    leader = cell.leader()
+    epoch = cell.epoch(leader)
+    time.sleep(2.0)  # past the leader's first slot (claimed late by design when a term starts)
+    t_on = time.time()
+    until = t_on + SPIN_WINDOW
+    threads = len(cell.cluster.nodes) * 2
+    # More 1 s spins than the threads can run in the window; those fetched after `until` return at once.
+    cell.enqueue([("spin", {"id": f"F13b-spin-{i}", "s": 1.0, "until": until})
+                  for i in range(int(threads * SPIN_WINDOW * 1.3))])
+    due = [d for d in whole_seconds_ahead(int(SPIN_WINDOW), lead=1.0) if d <= until - 0.5]
+    cell.enqueue([("job", {"id": f"F13b-{int(d)}-{k}", "s": 0}) for d in due for k in range(3)],
+                 at=[d for d in due for _ in range(3)])
+    time.sleep(max(0.0, until - time.time()))  # the timed fault window
+    wait_until(lambda: not [x for x in cell.executions() if x.task == "spin" and x.end is None], 5.0, 0.1,
+               message="every spin to end after the window")
+    cell.fault(Fault("cpu-bound-sync", t_on, t_end=until))
+    report = cell.finish(Bounds(), lateness_window=(due[0], due[-1]))
+    spins = [x for x in cell.executions() if x.task == "spin" and x.end is not None and x.start < until]
+    busy = {n.reported_id: sum(min(x.end or x.start, until) - max(x.start, t_on) for x in spins
+                               if x.node == n.reported_id) / (2 * (until - t_on)) for n in cell.cluster.nodes}
+    changes = _changes(cell, epoch)
+    lat = report.lateness
+    load = os.getloadavg()[0]
+    figures("F13b", window_s=until - t_on, spins=len(spins), leadership_changes=len(changes),
+            threads_busy=" ".join(f"{k}:{v:.2f}" for k, v in sorted(busy.items())),
+            promotions=len(report.promote_lateness), slots=len(report.periodic_lateness),
+            redis_longest_stall_ms=_redis_stalls(cell), load_average_1min=load)
+    figures("F13b promotion lateness", **_ms(report.promote_lateness))
+    figures("F13b periodic lateness", **_ms(report.periodic_lateness))
+    figures("F13b lateness", **_ms(lat))
+    assert all(v >= 0.9 for v in busy.values()), f"worker threads not kept busy by the spins: {busy}"
+    assert not changes, f"leadership changed under CPU-bound sync jobs: {changes}"
+    assert all(r.epoch == epoch for r in cell.audit()), "a leader write of another epoch"
+    assert len(report.promote_lateness) == len(due)
+    if percentile(lat, 99) > 0.1:
+        raise ProductBug(f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms > 100 ms (max {max(lat) * 1000:.0f} ms; 1-min "
+                         f"load average {load:.1f} on {os.cpu_count()} CPUs: was anything else running?). "
+                         f"{BUG_LOOP_STARVED_BY_SYNC_THREADS}")
