@@ -16,6 +16,7 @@
   mmapped file, through the raw syscall so nothing recurses, and leaves CLOCK_MONOTONIC alone,
   as `FAKETIME_DONT_FAKE_MONOTONIC=1` would). Either way only redis-server's clock moves: the
   nodes, the producer and the harness keep the host clock.
+  The same cell also jumps the clock -1 h (`backward`, not in FAULTS), with the same criteria.
 
 - **F8b, Sentinel with an isolated old primary**: 1 primary + 2 replicas + 3 sentinels (down-after
   5 s), `min-replicas-to-write 1`, `min-replicas-max-lag 5` on every data server; the primary and
@@ -33,7 +34,7 @@
 Times: the harness compares node log stamps, its own `time.time()` and the audit records'
 `redis_time_us`, which FAULTS §2 takes to be one clock. After the jump Redis' clock is the host's
 + `shift`, so `JumpedCell.audit` takes the shift off the records written after the jump (a
-record more than shift/2 ahead of the host clock) before the checker sees them.
+record more than shift/2 off the host clock, in the shift's direction) before the checker sees them.
 """
 
 from __future__ import annotations
@@ -217,8 +218,8 @@ class JumpedCell(Cell):
         records = super().audit()
         if not self.shift:
             return records
-        ahead = time.time() + self.shift / 2
-        return [dataclasses.replace(r, t=r.t - self.shift) if r.t > ahead else r for r in records]
+        edge = time.time() + self.shift / 2  # past it (in the shift's direction): stamped on the shifted clock
+        return [dataclasses.replace(r, t=r.t - self.shift) if (r.t - edge) * self.shift > 0 else r for r in records]
 
 
 @pytest.fixture
@@ -240,13 +241,15 @@ def _redis_time(cell: Cell) -> float:
 # ---- F9b: the Redis host's wall clock jumps +1 h ------------------------------------------------
 
 
-def test_f9b_clock_jump_on_the_redis_host(cells: list[Cell], tmp_path: Path) -> None:
+@pytest.mark.parametrize("shift", [3600.0, -3600.0], ids=["forward", "backward"])
+def test_f9b_clock_jump_on_the_redis_host(cells: list[Cell], tmp_path: Path, shift: float) -> None:
+    """FAULTS F9b is the forward jump; the backward one (same criteria) is run alongside."""
     binary = redis_binary()
     assert binary is not None
-    shift = 3600.0
     clock = RedisClock(tmp_path / "clock", binary)
     cfg = CellConfig(concurrency=2, tick_frequency=1.0, redis_env=clock.env)
-    cell = JumpedCell("F9b", tmp_path / "F9b", cfg)
+    name = "F9b-forward" if shift > 0 else "F9b-backward"
+    cell = JumpedCell(name, tmp_path / name, cfg)
     cells.append(cell)
     cell.start()
     skew_before = _redis_time(cell) - time.time()
@@ -277,7 +280,7 @@ def test_f9b_clock_jump_on_the_redis_host(cells: list[Cell], tmp_path: Path) -> 
     old_writes = [r.t for r in audit if r.epoch == epoch]
     new_first = next((r for r in audit if r.epoch > epoch), None)
     stepped = [e.t for e in events if e.kind == "stepped_down" and e.epoch == epoch]
-    figures("F9b", backend=clock.backend, shift_s=shift, redis_skew_before_s=skew_before,
+    figures(name, backend=clock.backend, shift_s=shift, redis_skew_before_s=skew_before,
             redis_skew_after_s=skew_after, leadership_changes=len(changes),
             new_leader_acquired_after_jump_s=(changes[0].t - t_jump) if changes else None,
             old_leader_stepped_down_after_jump_s=(stepped[0] - t_jump) if stepped else None,
