@@ -102,7 +102,7 @@ def test_f10_latency_on_every_link(make_cell: MakeCell) -> None:  # noqa: F811
     after = _lateness(cell, due[0], due[-1])
     changes = _changes(cell, epoch)
     lat_during, lat_after = report.lateness, after.lateness
-    figures("F10", rtt_p50_ms=percentile(rtt, 50) * 1000, rtt_max_ms=max(rtt) * 1000,
+    figures("F10", leader=leader.node_id, rtt_p50_ms=percentile(rtt, 50) * 1000, rtt_max_ms=max(rtt) * 1000,
             renew_errors_during=int(errors_during), leadership_changes=len(changes),
             connections_opened_during=" ".join(f"{n.node_id}:{k}" for n, k in zip(cell.cluster.nodes, dialled,
                                                                                      strict=True)),
@@ -178,7 +178,7 @@ def test_f13b_cpu_bound_sync_jobs(make_cell: MakeCell) -> None:  # noqa: F811
     changes = _changes(cell, epoch)
     lat = report.lateness
     load = os.getloadavg()[0]
-    figures("F13b", window_s=until - t_on, spins=len(spins), leadership_changes=len(changes),
+    figures("F13b", leader=leader.node_id, window_s=until - t_on, spins=len(spins), leadership_changes=len(changes),
             threads_busy=" ".join(f"{k}:{v:.2f}" for k, v in sorted(busy.items())),
             promotions=len(report.promote_lateness), slots=len(report.periodic_lateness),
             redis_longest_stall_ms=_redis_stalls(cell), load_average_1min=load)
