@@ -131,6 +131,10 @@ class Client:
                 return False
         return True
 
+    def _enqueue_keys(self, q: str) -> list[str]:
+        k = self.keys
+        return [k.queues, k.queue(q), k.qtimes(q), k.idle(q), k.idle("*")]
+
     async def enqueue(self, task: str, params: dict[str, Any] | None = None, *, queue: str | None = None,
                       raw_args: Sequence[Any] | None = None) -> bool:
         """Queue a job now. Returns False when an enqueue plugin (QueueLock, ...) refused it."""
@@ -139,7 +143,7 @@ class Client:
         payload = self._payload(task, q, args)
         if self.registry is not None and not await self._enqueue_hooks_pass(task, q, args, payload):
             return False
-        keys, argv = [self.keys.queues, self.keys.queue(q), self.keys.qtimes(q)], [q, self.keys.wake_channel, payload]
+        keys, argv = self._enqueue_keys(q), [q, self.keys.wake_channel, self.keys.node_wake_prefix, payload]
         if self._fast_enqueue is not None:
             await self._fast_enqueue.run(keys, argv)
         else:
@@ -165,8 +169,9 @@ class Client:
             for q, payloads in by_queue.items():
                 for i in range(0, len(payloads), batch_size):
                     chunk = payloads[i : i + batch_size]
-                    await self.scripts.run("enqueue", [self.keys.queues, self.keys.queue(q), self.keys.qtimes(q)],
-                                           [q, self.keys.wake_channel, *chunk], client=pipe)
+                    await self.scripts.run("enqueue", self._enqueue_keys(q),
+                                           [q, self.keys.wake_channel, self.keys.node_wake_prefix, *chunk],
+                                           client=pipe)
                     count += len(chunk)
             await pipe.execute()
         return count

@@ -30,7 +30,8 @@ Corral only, under `corral:`:
     corral:promoting             list of promoted jobs waiting for their enqueue plugins
     corral:audit                 stream of fenced leader writes (when auditing is on)
     corral:qtimes:<q>            enqueue (or due) times of queue:<q>, entries "count:ms", oldest first
-    channels corral:wake, corral:leader_released, corral:delayed_wake
+    corral:idle:<spec>           zset node id -> ms since a slot of it is parked on <spec> (a queue or *)
+    channels corral:wake, corral:wake:<node id>, corral:leader_released, corral:delayed_wake
 
 Example: ``Keys("resque").queue("mail") == "resque:queue:mail"``.
 """
@@ -58,6 +59,7 @@ class Keys:
         self.promoting = self.corral("promoting")
         self.audit = self.corral("audit")
         self.wake_channel = self.corral("wake")
+        self.node_wake_prefix = self.wake_channel + ":"
         self.released_channel = self.corral("leader_released")
         self.delayed_channel = self.corral("delayed_wake")
 
@@ -123,6 +125,14 @@ class Keys:
 
     def periodic(self, task: str) -> str:
         return self.corral("periodic", task)
+
+    def idle(self, spec: str) -> str:
+        """Nodes with a slot parked (waiting for work) on `spec`, a queue name or `*`."""
+        return self.corral("idle", spec)
+
+    def node_wake(self, node_id: str) -> str:
+        """The channel that wakes one node (enqueue.lua appends the id to `node_wake_prefix`)."""
+        return self.node_wake_prefix + node_id
 
     def qtimes(self, q: str) -> str:
         """Enqueue times of the jobs in `queue:<q>`, run-length encoded `count:ms`, oldest first."""

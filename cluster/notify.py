@@ -20,7 +20,7 @@ log = logging.getLogger("corral.notify")
 
 
 class Notifier:
-    def __init__(self, redis: Redis, channels: dict[str, Callable[[str], None]], retry: float = 0.5) -> None:
+    def __init__(self, redis: Redis, channels: dict[str, Callable[[str], object]], retry: float = 0.5) -> None:
         self.redis = redis
         self.channels = channels
         self.retry = retry

@@ -146,6 +146,7 @@ class Node:
                                             election_redis=self.election_redis, config=cfg.election_config(),
                                             clock=self.clock, observer=self.metrics)
         self.notifier = Notifier(self.redis, {self.keys.wake_channel: self.pool.on_wake,
+                                              self.keys.node_wake(self.node_id): self.pool.on_targeted_wake,
                                               self.keys.delayed_channel: self.scheduler.notify})
         self.http = HttpServer({"/metrics": self.h_metrics, "/healthz": self.h_healthz, "/readyz": self.h_readyz,
                                 "/leader": self.h_leader, "/status": self.h_status}, cfg.http_host, cfg.http_port)

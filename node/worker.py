@@ -76,19 +76,40 @@ class WorkerPool:
         self._all_queues: list[str] = []
         self._all_queues_at = -1e9
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def workers(self) -> list[tuple[str, str]]:
         return [(s.name, s.spec) for s in self.slots]
 
-    def on_wake(self, queue: str) -> None:
-        """A producer queued work on `queue`: wake one idle slot that serves it."""
+    def on_wake(self, queue: str) -> bool:
+        """A producer queued work on `queue`: wake one parked slot that serves it. Returns whether
+        one was found."""
         if queue not in self._all_queues:
             self._all_queues_at = -1e9
         for s in self.slots:
-            if s.idle and (s.spec == queue or s.spec == "*") and not s.wake.is_set():
+            if s.parked and (s.spec == queue or s.spec == "*") and not s.wake.is_set():
                 s.wake.set()
-                return
+                return True
+        return False
+
+    def on_targeted_wake(self, queue: str) -> None:
+        """An enqueuer picked this node from the idle zset for one job. With no parked slot left
+        (they all got work since), pass the wake-up on to every node rather than let the job wait
+        for a poll."""
+        if not self.on_wake(queue) and not self.stopping:
+            task = asyncio.get_running_loop().create_task(self._broadcast_wake(queue))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _broadcast_wake(self, queue: str) -> None:
+        try:
+            await self.redis.publish(self.keys.wake_channel, queue)
+        except REDIS_FAILURES:  # the idle slots' poll picks the job up anyway
+            pass
+
+    def parked_besides(self, slot: Slot) -> bool:
+        return any(s.parked and s is not slot and s.spec == slot.spec for s in self.slots)
 
     async def queues_for(self, spec: str) -> list[str]:
         if spec != "*":
@@ -132,6 +153,7 @@ class Slot:
         self.wid = f"{self.name}:{spec}"
         self.wake = asyncio.Event()
         self.idle = True
+        self.parked = False  # waiting for a wake-up or the poll (filed in corral:idle:<spec>)
         self.current: dict[str, Any] | None = None
         self.job_task: asyncio.Task[Outcome] | None = None
         self.pushed_back = 0
@@ -141,7 +163,7 @@ class Slot:
         k = pool.keys
         self._fixed_keys = [k.inflight(pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
                             k.stat("processed"), k.stat("processed", self.name), k.stat("failed"),
-                            k.stat("failed", self.name), k.failed, k.recovered]
+                            k.stat("failed", self.name), k.failed, k.recovered, k.idle(spec)]
 
     async def _fetch(self, ack: tuple[str, Outcome] | None, fetch: bool,
                      exec_id: str) -> tuple[str, str | None, str | None, str]:
@@ -152,7 +174,8 @@ class Slot:
         res = await run(
             [*self._fixed_keys, *[pool.keys.queue(q) for q in queues], *[pool.keys.qtimes(q) for q in queues]],
             [self.index, ack[0] if ack else "", ack[1].kind if ack else "", ack[1].entry if ack else "",
-             pool.failed_max, "1" if fetch and queues else "0", exec_id, js_date(now), self.name, int(now), *queues],
+             pool.failed_max, "1" if fetch and queues else "0", exec_id, js_date(now), self.name, int(now),
+             pool.node_id, "1" if pool.parked_besides(self) else "0", *queues],
         )
         status, queue, payload = res[0], res[1], res[2]
         self.enqueued_ms = float(res[3]) if res[3] else None
@@ -188,7 +211,11 @@ class Slot:
                 if pool.stopping:
                     return
                 self.wake.clear()
-                await wait_event(self.wake, pool.poll_interval)
+                self.parked = True
+                try:
+                    await wait_event(self.wake, pool.poll_interval)
+                finally:
+                    self.parked = False
                 continue
             self.idle = False
             pool.busy += 1

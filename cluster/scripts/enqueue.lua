@@ -1,11 +1,30 @@
 -- Enqueue jobs on one queue (resque layout) and wake idle Corral workers.
 -- KEYS[1] queues set   KEYS[2] queue:<q> list   KEYS[3] corral:qtimes:<q>
--- ARGV[1] queue name   ARGV[2] wake channel   ARGV[3..] job payloads (RPUSH in order)
+-- KEYS[4] corral:idle:<q>   KEYS[5] corral:idle:*   (zsets node id -> ms it parked a slot on that spec)
+-- ARGV[1] queue name   ARGV[2] broadcast wake channel   ARGV[3] node wake channel prefix ("...:wake:")
+-- ARGV[4..] job payloads (RPUSH in order)
 -- returns the queue length after the push. The enqueue time goes to qtimes as one "count:ms"
 -- entry, so workers can report wait times and the metrics the oldest job's age.
+-- Wake-up: up to 8 jobs wake the longest-idle nodes serving the queue, one node per job, on the
+-- node's own channel (a node that no longer listens, PUBLISH = 0, is skipped and forgotten);
+-- a bigger batch wakes every node. A lone job thus costs one wake-up and one fetch, not one per
+-- node; nodes that find no idle slot pass the wake-up on (node/worker.py).
 redis.call('SADD', KEYS[1], ARGV[1])
-local len = redis.call('RPUSH', KEYS[2], unpack(ARGV, 3))
+local len = redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
 local t = redis.call('TIME')
-redis.call('RPUSH', KEYS[3], (#ARGV - 2) .. ':' .. (t[1] * 1000 + math.floor(t[2] / 1000)))
-redis.call('PUBLISH', ARGV[2], ARGV[1])
+local n = #ARGV - 3
+redis.call('RPUSH', KEYS[3], n .. ':' .. (t[1] * 1000 + math.floor(t[2] / 1000)))
+if n > 8 then
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+  return len
+end
+local woken, tries = 0, 0
+for k = 4, 5 do
+  while woken < n and tries < n + 8 do
+    local top = redis.call('ZPOPMIN', KEYS[k])
+    if #top == 0 then break end
+    tries = tries + 1
+    if redis.call('PUBLISH', ARGV[3] .. top[1], ARGV[1]) > 0 then woken = woken + 1 end
+  end
+end
 return len

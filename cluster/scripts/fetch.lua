@@ -3,14 +3,17 @@
 -- mid-job leaves it where the leader's recovery finds it: nothing is popped and forgotten.
 -- KEYS[1] corral:inflight:<node>   KEYS[2] worker:<name>:<queues>   KEYS[3] ...:started
 -- KEYS[4] stat:processed   KEYS[5] stat:processed:<name>   KEYS[6] stat:failed   KEYS[7] stat:failed:<name>
--- KEYS[8] failed list   KEYS[9] corral:recovered   KEYS[10..] queue:<q> lists, in priority order, then
--- their corral:qtimes:<q> keys in the same order
+-- KEYS[8] failed list   KEYS[9] corral:recovered   KEYS[10] corral:idle:<slot's queue spec>
+-- KEYS[11..] queue:<q> lists, in priority order, then their corral:qtimes:<q> keys in the same order
 -- ARGV[1] slot   ARGV[2] exec id of the job being acked ("" = no ack)
 -- ARGV[3] ack kind: "ok" (processed), "fail" (failed + entry), "failcount" (failed, no entry: a
 --         retried attempt), "drop" (no stats: a before_perform hook refused it)
 -- ARGV[4] failed entry ("" unless fail)   ARGV[5] keep at most this many failed entries (0 = all)
 -- ARGV[6] fetch? "1"/"0"   ARGV[7] new exec id   ARGV[8] run_at string   ARGV[9] worker name
--- ARGV[10] started (epoch seconds)   ARGV[11..] queue names matching KEYS[10..]
+-- ARGV[10] started (epoch seconds)   ARGV[11] node id   ARGV[12] "1" when another slot of this node
+-- is parked on the same spec   ARGV[13..] queue names matching KEYS[11..]
+-- A slot that finds nothing (it is about to park), or gets a job while a sibling stays parked,
+-- files its node in the idle zset (ZADD NX keeps the earliest time: enqueuers wake the longest idle).
 -- returns {ack_status, queue or false, payload or false, enqueued ms or false, jobs left}; ack_status "OK", "LOST" (recovery took
 -- the job from us: nothing written) or "NONE" (no ack asked)
 local slot = ARGV[1]
@@ -46,11 +49,16 @@ if ARGV[2] ~= '' then
   end
 end
 if ARGV[6] ~= '1' then return {ack, false, false, false} end
-local nq = (#KEYS - 9) / 2
-for i = 10, 9 + nq do
+local function park()
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[10], 'NX', t[1] * 1000 + math.floor(t[2] / 1000), ARGV[11])
+end
+local nq = (#KEYS - 10) / 2
+for i = 11, 10 + nq do
   local payload = redis.call('LPOP', KEYS[i])
   if payload then
-    local q = ARGV[i + 1]
+    if ARGV[12] == '1' then park() end
+    local q = ARGV[i + 2]
     redis.call('HSET', KEYS[1], slot, payload, slot .. ':q', q, slot .. ':e', ARGV[7])
     local first = string.sub(payload, 1, 1)
     local body = payload
@@ -73,4 +81,5 @@ for i = 10, 9 + nq do
     return {ack, q, payload, enq, left}
   end
 end
+park()
 return {ack, false, false, false}

@@ -43,8 +43,10 @@ def test_kill_9_mid_job_jobs_run_again_elsewhere_within_15s(tmp_path: Path, redi
         survivor = a if victim is b else b
         # 4 slow jobs: some land on the victim; then kill it while they run
         _enqueue(redis_url, [("work", {"id": f"j{i}", "s": 3}) for i in range(4)])
-        wait_until(lambda: any(r["kind"] == "start" and r["pid"] == victim.pid for r in read_log(logs)), 10,
-                   message="the victim started a job")
+        # 4 slots in all (2 per node): wait until every job started, so the victim's share is known
+        wait_until(lambda: len({r["id"] for r in read_log(logs) if r["kind"] == "start"}) == 4
+                   and any(r["kind"] == "start" and r["pid"] == victim.pid for r in read_log(logs)), 10,
+                   message="all 4 jobs started, some on the victim")
         on_victim = {r["id"] for r in read_log(logs) if r["kind"] == "start" and r["pid"] == victim.pid}
         victim_id = victim.reported_id
         killed_at = time.monotonic()
