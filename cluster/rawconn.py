@@ -97,9 +97,13 @@ class _Conn(asyncio.Protocol):
         loop = self.loop
         waiter = loop.create_future()
         self.waiters.append(waiter)
-        if not self.out:
+        if self.out:  # a flush is already scheduled for this loop iteration
+            self.out.append(packed)
+        elif len(self.waiters) == 1:  # nothing in flight: no one to batch with, send now
+            self.transport.write(packed)
+        else:  # replies pending: batch with the other calls made during this iteration
+            self.out.append(packed)
             loop.call_soon(self._flush)
-        self.out.append(packed)
         timer = loop.call_later(timeout, self._expire, waiter) if timeout else None
         try:
             reply = await waiter
