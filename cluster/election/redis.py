@@ -27,6 +27,7 @@ import secrets
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 
 from ..aio import REDIS_FAILURES, wait_event, within
 from ..clock import Clock
@@ -162,8 +163,15 @@ class RedisElector(ElectorBase):
                         raise LeaseLost(f"connection to Redis lost: {e}") from None
                     retried = True
                     continue
-                except REDIS_FAILURES:
+                except ReadOnlyError:
+                    # a Sentinel failover demoted our primary: whoever leads now, it is not us
+                    raise LeaseLost("Redis became a read-only replica") from None
+                except REDIS_FAILURES as e:
                     self.observer.redis_error("election")
+                    if "NOREPLICAS" in str(e):
+                        # the primary lost its replicas (min-replicas-to-write): it is the isolated
+                        # side of a partition, and no renew can succeed there; stop now, not at the deadline
+                        raise LeaseLost("Redis refuses writes: not enough good replicas") from None
                     if self.clock.monotonic() >= term.deadline:
                         raise LeaseLost("renew timed out past the deadline") from None
                     break

@@ -385,6 +385,24 @@ class TestRedisElection(ElectionContract):
         assert_terms_ordered(group.all_terms())
 
 
+    async def test_leader_stops_at_once_when_its_primary_refuses_writes(self, group: Group, redis_url: str) -> None:
+        """min-replicas-to-write unmet (the isolated side of a Sentinel partition, FAULTS F8b): the
+        renew's NOREPLICAS ends the term at the next renew instead of at the lease deadline."""
+        await group.start(1)
+        leader = await group.wait_leader(5)
+        admin = Redis.from_url(redis_url)
+        try:
+            await admin.config_set("min-replicas-to-write", 1)  # no replica here: every write is refused
+            t0 = time.monotonic()
+            await wait_until_async(lambda: not leader.leading, 3.0, 0.005, message="the leader to step down")
+            stopped = time.monotonic() - t0
+            # the deadline path would take lease - margin = 1.4 s after the last good renew
+            assert stopped <= CFG.renew_period + CFG.renew_timeout + 0.3, f"stepped down {stopped:.2f}s after"
+        finally:
+            await admin.config_set("min-replicas-to-write", 0)
+            await admin.aclose()
+
+
 class TestZooKeeperElection(ElectionContract):
     @pytest.fixture
     def backend(self, zookeeper_server: Any, zookeeper_hosts: str) -> dict[str, Any]:
