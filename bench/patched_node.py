@@ -31,6 +31,8 @@ import sys
 import time
 from typing import Any
 
+from cluster.rawconn import pack
+
 
 def patch_notimeout() -> None:
     import dataclasses
@@ -128,14 +130,6 @@ def patch_wakeall() -> None:
     WorkerPool.on_wake = on_wake  # type: ignore[method-assign]
 
 
-def _pack(parts: list[Any]) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for p in parts:
-        b = p if isinstance(p, bytes) else str(p).encode("utf-8", "surrogateescape")
-        out += [b"$%d\r\n" % len(b), b, b"\r\n"]
-    return b"".join(out)
-
-
 class _RawConn:
     """One RESP connection; one command in flight at a time (like a redis-py pooled connection)."""
 
@@ -198,7 +192,7 @@ class _RawFetchScripts:
 
         _, conn = await asyncio.get_running_loop().create_connection(_RawConn, self.host, self.port)
         if self.db:
-            await conn.call(_pack(["SELECT", self.db]))
+            await conn.call(pack(["SELECT", self.db]))
         return conn
 
     async def run(self, name: str, keys: list[Any], args: list[Any], client: Any = None) -> Any:
@@ -208,10 +202,10 @@ class _RawFetchScripts:
 
         conn = self.free.pop() if self.free else await self._connect()
         try:
-            cmd = _pack(["EVALSHA", self.sha, len(keys), *keys, *args])
+            cmd = pack(["EVALSHA", self.sha, len(keys), *keys, *args])
             res = await conn.call(cmd)
             if isinstance(res, Exception) and str(res).startswith("NOSCRIPT"):
-                await conn.call(_pack(["SCRIPT", "LOAD", self.src]))
+                await conn.call(pack(["SCRIPT", "LOAD", self.src]))
                 res = await conn.call(cmd)
         except BaseException:
             if conn.transport is not None:
