@@ -263,7 +263,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         url = embedded.url
         logging.getLogger("corral.node").info("started embedded Redis", extra={"url": url})
     try:
-        node = Node(cfg, registry, redis_url=url, node_id=node_id)
+        node = Node(cfg, registry, redis_url=url, node_id=node_id, leader_process=cfg.leader_process)
         import uvloop
 
         return int(uvloop.run(node.run()))

@@ -109,6 +109,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("concurrency", _num(int, 1, True), 1, "async slots per worker entry"),
     Option("scheduler", _bool, True, "may this node lead (scheduler, periodic, recovery)"),
     Option("election", _choice("redis", "zookeeper"), "redis", "election backend"),
+    Option("leader_process", _bool, True,
+           "run the election and the leader duties in a child process, out of reach of this node's task threads "
+           "(a sync task spinning in Python code would otherwise delay promotions by holding the GIL)"),
+    Option("loop_stall_limit", _num(float, 0, True), 0.0,
+           "the leader process gives up leadership when the node's own event loop has not answered for this long "
+           "(a frozen or blocked node must not lead), seconds; 0 = min(2, 0.4 x lease)"),
     Option("zookeeper_hosts", _opt_str, None, "ZooKeeper hosts host:port,... (with --election zookeeper)"),
     Option("zookeeper_session_timeout", _num(float, 1, True), 10.0, "ZooKeeper session timeout, seconds"),
     Option("http_host", _opt_str, "127.0.0.1", "HTTP bind address"),
@@ -172,6 +178,8 @@ class NodeConfig:
     concurrency: int = 1
     scheduler: bool = True
     election: str = "redis"
+    leader_process: bool = True
+    loop_stall_limit: float = 0.0
     zookeeper_hosts: str | None = None
     zookeeper_session_timeout: float = 10.0
     http_host: str = "127.0.0.1"
@@ -213,6 +221,9 @@ class NodeConfig:
         if self.node_id is not None and not all(c.isalnum() or c in "._-" for c in self.node_id):
             raise ConfigError(f"node_id {self.node_id!r} may contain only letters, digits, '.', '_' and '-'")
         self.election_config()  # raises ConfigError on a bad lease relation
+        if self.stall_limit() >= self.lease:
+            raise ConfigError(f"loop_stall_limit ({self.loop_stall_limit}) must be below the lease ({self.lease}): "
+                              "a stalled node has to give up leadership before a crashed one would lose it")
         if self.dead_after <= self.heartbeat_interval * 2:
             raise ConfigError(f"dead_after ({self.dead_after}) must exceed twice heartbeat_interval "
                               f"({self.heartbeat_interval}), or live nodes would be declared dead")
@@ -224,6 +235,9 @@ class NodeConfig:
                 and not self.redis_sentinels:
             raise ConfigError(f"http_host {self.http_host!r} exposes the node beyond this machine while it runs an "
                               "embedded Redis meant for local use; set redis_url or bind to 127.0.0.1")
+
+    def stall_limit(self) -> float:
+        return self.loop_stall_limit or min(2.0, 0.4 * self.lease)
 
     def election_config(self) -> ElectionConfig:
         return ElectionConfig(lease=self.lease, renew_period=self.renew_period, renew_timeout=self.renew_timeout,

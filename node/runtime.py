@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -27,24 +28,20 @@ from cluster.aio import REDIS_FAILURES
 from cluster.client import Client
 from cluster.clock import Clock, SystemClock
 from cluster.connection import close_redis, make_redis
-from cluster.election.base import Term
-from cluster.election.redis import RedisElector
 from cluster.errors import RedisUnavailable
 from cluster.keys import Keys
-from cluster.leader import LeaderDuties
 from cluster.membership import Membership
 from cluster.notify import Notifier
-from cluster.periodic import PeriodicEnqueuer
 from cluster.rawconn import FastScript
 from cluster.rawconn import supported as rawconn_supported
-from cluster.recovery import Recovery
-from cluster.scheduler import Scheduler
 from cluster.scripts import source
 from cluster.task import Registry
 
 from .config import NodeConfig
 from .executor import Executor
 from .http import HttpServer, Response, json_response
+from .leader_process import LeaderProcess
+from .leadership import Leadership
 from .metrics import NodeMetrics
 from .worker import WorkerPool
 
@@ -60,7 +57,12 @@ def version() -> str:
 
 class Node:
     def __init__(self, cfg: NodeConfig, registry: Registry, *, redis_url: str | None = None,
-                 node_id: str | None = None, clock: Clock | None = None, install_signals: bool = True) -> None:
+                 node_id: str | None = None, clock: Clock | None = None, install_signals: bool = True,
+                 leader_process: bool = False) -> None:
+        """`leader_process`: run the election and the leader duties in a child process (what
+        `corral node` does, by `cfg.leader_process`); it loads the tasks from `cfg.tasks_dir`, so
+        only use it when `registry` came from there. Off, they run on this loop (library use,
+        in-process tests with their own clock)."""
         self.cfg = cfg
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
@@ -74,6 +76,7 @@ class Node:
         self.http_port: int | None = None
         self.loop_lag = 0.0
         self.install_signals = install_signals
+        self.leader_process = leader_process
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -81,12 +84,6 @@ class Node:
         cfg = self.cfg
         slots = len(cfg.queues) * cfg.concurrency
         self.redis = make_redis(self.settings, max_connections=slots + 64)
-        self.election_redis = make_redis(self.settings, socket_timeout=cfg.renew_timeout, max_connections=8)
-        # Each leader duty (promotion, periodic claims, recovery) runs its commands one at a time
-        # on a client of its own: a leader write never waits for the worker slots' pool, nor pays
-        # for growing it when latency rises (a new connection's dial and handshake are round trips
-        # that make a due second late, FAULTS F10). Followers never connect them.
-        self.duty_redis = {d: make_redis(self.settings, max_connections=4) for d in ("scheduler", "periodic", "recovery")}
         deadline = self.clock.monotonic() + 10.0
         while True:
             try:
@@ -123,36 +120,21 @@ class Node:
         self.membership = Membership(redis=self.redis, keys=self.keys, clock=self.clock, observer=self.metrics,
                                      node_id=self.node_id, info=info, workers=self.pool.workers,
                                      interval=cfg.heartbeat_interval)
-        duty = self.duty_redis
-        self.scheduler = Scheduler(redis=duty["scheduler"], keys=self.keys, clock=self.clock, observer=self.metrics,
-                                   registry=self.registry, client=self.client, reread=min(1.0, cfg.poll_interval * 2),
-                                   audit=cfg.audit)
-        self.periodic = PeriodicEnqueuer(redis=duty["periodic"], keys=self.keys, clock=self.clock, observer=self.metrics,
-                                         registry=self.registry, audit=cfg.audit)
-        self.recovery = Recovery(redis=duty["recovery"], keys=self.keys, clock=self.clock, observer=self.metrics,
-                                 registry=self.registry, dead_after=cfg.dead_after, max_recoveries=cfg.max_recoveries,
-                                 audit=cfg.audit, self_id=self.node_id, start_grace=cfg.heartbeat_interval * 1.5)
+        # The leader side: in a process of its own by default (`corral node`), here when embedded.
+        self.leadership: Leadership | None = None
         self.elector: Any = None
-        if cfg.scheduler:
-            if cfg.election == "zookeeper":
-                from cluster.election.zookeeper import ZooKeeperElector
-
-                self.elector = ZooKeeperElector(
-                    node_id=self.node_id, keys=self.keys, redis=self.election_redis, hosts=cfg.zookeeper_hosts or "",
-                    config=cfg.election_config(), clock=self.clock, observer=self.metrics,
-                    session_timeout=cfg.zookeeper_session_timeout, namespace=cfg.namespace)
-            else:
-                self.elector = RedisElector(node_id=self.node_id, keys=self.keys, redis=self.redis,
-                                            election_redis=self.election_redis, config=cfg.election_config(),
-                                            clock=self.clock, observer=self.metrics)
-        self.notifier = Notifier(self.redis, {self.keys.wake_channel: self.pool.on_wake,
-                                              self.keys.node_wake(self.node_id): self.pool.on_targeted_wake,
-                                              self.keys.delayed_channel: self.scheduler.notify})
+        channels: dict[str, Callable[[str], object]] = {self.keys.wake_channel: self.pool.on_wake,
+                    self.keys.node_wake(self.node_id): self.pool.on_targeted_wake}
+        if cfg.scheduler and self.leader_process:
+            self.elector = LeaderProcess(cfg, node_id=self.node_id, redis_url=self.settings.url, observer=self.metrics)
+        elif cfg.scheduler:
+            self.leadership = Leadership(cfg, node_id=self.node_id, settings=self.settings, registry=self.registry,
+                                         clock=self.clock, observer=self.metrics, redis=self.redis, client=self.client)
+            self.elector = self.leadership.elector
+            channels[self.keys.delayed_channel] = self.leadership.scheduler.notify
+        self.notifier = Notifier(self.redis, channels)
         self.http = HttpServer({"/metrics": self.h_metrics, "/healthz": self.h_healthz, "/readyz": self.h_readyz,
                                 "/leader": self.h_leader, "/status": self.h_status}, cfg.http_host, cfg.http_port)
-
-    async def lead(self, term: Term) -> None:
-        await LeaderDuties([self.scheduler, self.periodic, self.recovery]).run(term)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -166,6 +148,8 @@ class Node:
         except (OSError, ValueError) as e:
             log.warning("clock offset file unreadable: %r", e)
             return
+        if isinstance(self.elector, LeaderProcess):
+            self.elector.forward_signal(signal.SIGUSR1)
         log.warning("wall clock shifted for a fault test", extra={"event": "clock_jump", "offset": self.clock.offset})
 
     async def run(self, ready: asyncio.Event | None = None) -> int:
@@ -193,8 +177,9 @@ class Node:
                 background.append(tg.create_task(self.notifier.run(), name="notifier"))
                 background.append(tg.create_task(self._refresh_gauges(), name="gauges"))
                 background.append(tg.create_task(self._watch_loop(), name="loop-lag"))
-                if self.elector is not None:
-                    background.append(tg.create_task(self.elector.run(self.lead), name="election"))
+                leader_side = self.leadership or self.elector
+                if leader_side is not None:
+                    background.append(tg.create_task(leader_side.run(), name="election"))
                 if ready is not None:
                     ready.set()
                 await self.stop_event.wait()
@@ -208,11 +193,8 @@ class Node:
                 self.pool.fast_fetch.close()
             with contextlib.suppress(Exception):
                 await close_redis(self.redis)
-            with contextlib.suppress(Exception):
-                await close_redis(self.election_redis)
-            for client in self.duty_redis.values():
-                with contextlib.suppress(Exception):
-                    await close_redis(client)
+            if self.leadership is not None:
+                await self.leadership.close()
         return exit_code
 
     async def _shutdown(self) -> None:
@@ -291,7 +273,8 @@ class Node:
 
     async def h_leader(self) -> Response:
         view = self._leader_view()
-        if self.elector is None:
+        # no elector, or one that has not seen the holder yet (a leader process starting): ask Redis
+        if self.elector is None or (not view["is_leader"] and view["leader"] is None):
             try:
                 info = await asyncio.wait_for(self.client.leader_info(), 0.5)
                 if info:
@@ -345,6 +328,10 @@ class Node:
         node = {"id": self.node_id, "is_leader": self._leader_view()["is_leader"], "workers": workers,
                 "queues": list(self.cfg.queues), "uptime_seconds": round(self.clock.monotonic() - self.started_mono, 3),
                 "version": version(), "http_port": self.http_port}
+        if isinstance(self.elector, LeaderProcess):
+            proc = self.elector.proc
+            node["leader_process"] = {"pid": proc.pid if proc is not None else None,
+                                      "restarts": self.elector.restarts}
         cluster: dict[str, Any] = {}
         try:
             members = await asyncio.wait_for(self.client.members(), 1.0)

@@ -1,0 +1,70 @@
+"""The leader side of a node, built from its config: the elector and the three fenced duties
+(scheduler, periodic enqueuer, recovery), each on Redis clients of its own.
+
+Two hosts use it: `Node` when it leads in its own process (`leader_process = false`, library and
+in-process test use), and the leader process (`node/leader_child.py`), the default for `corral
+node`, where no task thread of the node can starve the leader's loop of the GIL (FAULTS F13b).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from cluster.client import Client
+from cluster.clock import Clock
+from cluster.connection import RedisSettings, close_redis, make_redis
+from cluster.election.base import Term
+from cluster.election.redis import RedisElector
+from cluster.keys import Keys
+from cluster.leader import LeaderDuties
+from cluster.observe import Observer
+from cluster.periodic import PeriodicEnqueuer
+from cluster.recovery import Recovery
+from cluster.scheduler import Scheduler
+from cluster.task import Registry
+
+from .config import NodeConfig
+
+
+class Leadership:
+    def __init__(self, cfg: NodeConfig, *, node_id: str, settings: RedisSettings, registry: Registry, clock: Clock,
+                 observer: Observer, redis: Any, client: Client) -> None:
+        """`redis` is the general client the elector reads the lock holder with (shared with the
+        node in-process); the renewals and each duty get clients of their own, so a leader write
+        never waits for the worker slots' pool, nor pays for growing it when latency rises (a
+        new connection's dial and handshake are round trips that make a due second late, F10)."""
+        keys = Keys(cfg.namespace)
+        self.election_redis = make_redis(settings, socket_timeout=cfg.renew_timeout, max_connections=8)
+        self.duty_redis = {d: make_redis(settings, max_connections=4) for d in ("scheduler", "periodic", "recovery")}
+        duty = self.duty_redis
+        self.scheduler = Scheduler(redis=duty["scheduler"], keys=keys, clock=clock, observer=observer,
+                                   registry=registry, client=client, reread=min(1.0, cfg.poll_interval * 2),
+                                   audit=cfg.audit)
+        self.periodic = PeriodicEnqueuer(redis=duty["periodic"], keys=keys, clock=clock, observer=observer,
+                                         registry=registry, audit=cfg.audit)
+        self.recovery = Recovery(redis=duty["recovery"], keys=keys, clock=clock, observer=observer,
+                                 registry=registry, dead_after=cfg.dead_after, max_recoveries=cfg.max_recoveries,
+                                 audit=cfg.audit, self_id=node_id, start_grace=cfg.heartbeat_interval * 1.5)
+        self.elector: Any
+        if cfg.election == "zookeeper":
+            from cluster.election.zookeeper import ZooKeeperElector
+
+            self.elector = ZooKeeperElector(
+                node_id=node_id, keys=keys, redis=self.election_redis, hosts=cfg.zookeeper_hosts or "",
+                config=cfg.election_config(), clock=clock, observer=observer,
+                session_timeout=cfg.zookeeper_session_timeout, namespace=cfg.namespace)
+        else:
+            self.elector = RedisElector(node_id=node_id, keys=keys, redis=redis, election_redis=self.election_redis,
+                                        config=cfg.election_config(), clock=clock, observer=observer)
+
+    async def lead(self, term: Term) -> None:
+        await LeaderDuties([self.scheduler, self.periodic, self.recovery]).run(term)
+
+    async def run(self) -> None:
+        await self.elector.run(self.lead)
+
+    async def close(self) -> None:
+        for client in (self.election_redis, *self.duty_redis.values()):
+            with contextlib.suppress(Exception):
+                await close_redis(client)

@@ -1,0 +1,156 @@
+"""The leader process (`leader_process = true`, the default of `corral node`): the election and
+the leader duties run in a child of the node, so a task thread holding the GIL cannot make
+promotions and periodic claims late (FAULTS F13b), while a frozen node still gives up
+leadership (F2, F13).
+
+Real node processes on the session Redis. The GIL is held the way a C extension that does not
+release it holds it: a sync task calls `usleep` through `ctypes.PyDLL` (PyDLL keeps the GIL for
+the whole call), so the node's own loop is frozen for exactly that long.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import redis
+
+from cluster.wire import encode_job
+from tests.support import wait_until
+from tests.support.nodes import NodeCluster, NodeProcess
+
+HOLD_TASKS = '''
+import ctypes
+from cluster import Task, task
+
+_libc = ctypes.PyDLL(None)
+
+
+@task(name="hold", queue="hold")
+def hold(params, ctx):
+    _libc.usleep(int(params["s"] * 1e6))  # the GIL stays held for the whole call
+
+
+async def _pulse(params, ctx):
+    pass
+
+
+# claimed ten times a second by the leader; no node works the `pulses` queue
+pulse = Task(name="pulse", queue="pulses", frequency=0.1, run=_pulse)
+'''
+
+
+def _tasks(tmp_path: Path) -> Path:
+    d = tmp_path / "tasks"
+    d.mkdir()
+    (d / "hold.py").write_text(HOLD_TASKS)
+    return d
+
+
+def _pulse_lateness(node: NodeProcess) -> list[tuple[float, float]]:
+    """(slot, lateness in s) of each `pulse` slot the node's leader process claimed."""
+    return [(float(r["slot"]), float(r["lateness_ms"]) / 1000) for r in node.log_records()
+            if r.get("event") == "periodic_enqueued" and r.get("task") == "pulse"]
+
+
+def _leader_events(node: NodeProcess) -> list[str]:
+    return [str(r["event"]) for r in node.log_records()
+            if r.get("event") in ("leader_acquired", "leader_stepped_down", "leader_released")]
+
+
+def test_task_holding_the_gil_does_not_delay_the_leader(node_cluster: NodeCluster, redis_url: str,
+                                                        tmp_path: Path) -> None:
+    """The leader's only task thread holds the GIL 0.5 s of every 0.55 s for 6 s: its node's loop is
+    frozen most of that time, yet the periodic slots (every 0.1 s) are claimed on time and
+    leadership never moves. With `--no-leader-process` the same run fails: slots median 1.0 s,
+    max 2.2 s late (measured), as the leader's loop waits for the GIL with the node's."""
+    tasks = _tasks(tmp_path)
+    a = node_cluster.add("a", tasks_dir=tasks, queues="hold", extra_args=["--threads", "1"]).wait_ready()
+    wait_until(a.is_leader, 10, 0.05, message="node a to lead")
+    b = node_cluster.add("b", tasks_dir=tasks, queues="default").wait_ready()
+    status = a.status()["node"]
+    assert status["leader_process"]["pid"] not in (None, a.pid), status
+    r = redis.Redis.from_url(redis_url)
+    t0 = time.time() + 0.5
+    r.rpush("resque:queue:hold", *[encode_job("hold", "hold", [{"s": 0.5}]) for _ in range(11)])
+    r.sadd("resque:queues", "hold")
+    r.publish("corral:wake", "hold")
+    wait_until(lambda: r.llen("resque:queue:hold") == 0 and not a.status()["node"]["workers"][0]["busy"],
+               20, 0.1, message="the hold jobs to finish")
+    t1 = time.time() - 0.5
+    late = [x for slot, x in _pulse_lateness(a) if t0 <= slot <= t1]
+    print(f"\nGIL held 0.5 s per job x 11: {len(late)} slots, lateness median "
+          f"{statistics.median(late) * 1000:.1f} ms, max {max(late) * 1000:.1f} ms")
+    assert len(late) >= 0.8 * (t1 - t0) / 0.1, f"slots missing: {len(late)} in {t1 - t0:.1f} s"
+    assert statistics.median(late) < 0.05, late
+    assert sorted(late)[int(len(late) * 0.9)] < 0.15, late
+    assert _leader_events(a) == ["leader_acquired"], _leader_events(a)
+    assert not b.is_leader()
+
+
+def test_frozen_node_gives_up_leadership_through_its_leader_process(node_cluster: NodeCluster) -> None:
+    """SIGSTOP freezes the node, not its leader process: the leader process sees the node's pings
+    stop and releases the lock after the stall limit (0.8 s here), so the other node leads at
+    once, long before the 5 s lease would expire; after SIGCONT the frozen node says it follows
+    and a new leader process of its own is a candidate again."""
+    a = node_cluster.add("a", extra_args=["--loop-stall-limit", "0.8"]).wait_ready()
+    wait_until(a.is_leader, 10, 0.05, message="node a to lead")
+    b = node_cluster.add("b").wait_ready()
+    child = a.status()["node"]["leader_process"]["pid"]
+    t_stop = time.monotonic()
+    a.stop()
+    try:
+        wait_until(b.is_leader, 5, 0.02, message="b to lead while a is frozen")
+        took = time.monotonic() - t_stop
+        assert took < 2.5, f"b led {took:.2f} s after a froze (stall limit 0.8 s; the lease alone is 5 s)"
+        wait_until(lambda: not _alive(child), 5, 0.05, message="a's leader process to exit")
+    finally:
+        a.cont()
+    wait_until(lambda: not a.is_leader(), 1.0, 0.02, message="a to report is_leader false after SIGCONT")
+    wait_until(lambda: a.status()["node"]["leader_process"]["pid"] not in (None, child), 10, 0.1,
+               message="a to start a new leader process")
+    assert a.status()["node"]["leader_process"]["restarts"] == 1
+    assert b.is_leader() and not a.is_leader()
+    print(f"\nfrozen leader: successor led {took:.3f} s after SIGSTOP")
+
+
+def test_leader_process_killed_is_replaced(node_cluster: NodeCluster) -> None:
+    """kill -9 of the leader process alone: the node starts another one, and the cluster has a
+    leader again within the lease (the lock expires; the new candidate or the other node takes it)."""
+    a = node_cluster.add("a").wait_ready()
+    wait_until(a.is_leader, 10, 0.05, message="node a to lead")
+    b = node_cluster.add("b").wait_ready()
+    child = a.status()["node"]["leader_process"]["pid"]
+    os.kill(child, signal.SIGKILL)
+    wait_until(lambda: not a.is_leader(), 2, 0.02, message="a to stop saying it leads")
+    wait_until(lambda: a.status()["node"]["leader_process"]["pid"] not in (None, child), 15, 0.1,
+               message="a new leader process on a")
+    node_cluster.wait_leader(timeout=8)
+    assert a.running and b.running
+
+
+def test_node_killed_takes_its_leader_process_with_it(node_cluster: NodeCluster) -> None:
+    """kill -9 of the node: its leader process must not live on as an orphan candidate (it exits
+    on the parent-death signal and releases the lock on the way, so the other node leads at once)."""
+    a = node_cluster.add("a").wait_ready()
+    wait_until(a.is_leader, 10, 0.05, message="node a to lead")
+    b = node_cluster.add("b").wait_ready()
+    child = a.status()["node"]["leader_process"]["pid"]
+    a.kill()
+    wait_until(lambda: not _alive(child), 5, 0.05, message="the orphaned leader process to exit")
+    wait_until(b.is_leader, 5, 0.05, message="b to lead")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) counts as gone
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
