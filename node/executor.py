@@ -23,8 +23,11 @@ log = logging.getLogger("corral.executor")
 _process_registry: dict[str, Task] = {}
 
 
-def _process_init(tasks_dir: str) -> None:
+def _process_init(tasks_dir: str, parent: int) -> None:
+    from .lifeline import die_with_parent
     from .loader import load_dir
+
+    die_with_parent(parent)  # a pool worker outliving a killed node would spin on as an orphan
 
     for t in load_dir(tasks_dir):
         _process_registry[t.name] = t
@@ -51,7 +54,7 @@ class Executor:
         if self._processes is None:
             self._processes = ProcessPoolExecutor(
                 max_workers=self._process_count, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_process_init, initargs=(self.tasks_dir,),
+                initializer=_process_init, initargs=(self.tasks_dir, os.getpid()),
             )
         return self._processes
 

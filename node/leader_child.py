@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from cluster.observe import Observer
 
 from .config import NodeConfig
 from .leadership import Leadership
+from .lifeline import die_with_parent
 
 log = logging.getLogger("corral.leader_process")
 
@@ -47,7 +47,6 @@ log = logging.getLogger("corral.leader_process")
 FORWARDED = ("leader_changed", "stale_write_rejected", "scheduler_lag", "promoted", "periodic_enqueued",
              "jobs_recovered", "redis_error")
 EXIT_STALLED = 3  # the node's loop stopped answering: start a new candidate when it runs again
-_PR_SET_PDEATHSIG = 1
 
 
 class ForwardingObserver(Observer):
@@ -185,14 +184,6 @@ def _plain(v: Any) -> bool:
     return v is None or isinstance(v, str | int | float | bool)
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM us when the node dies (Linux), so even a stuck link cannot leave an orphan leader."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:
-        sys.exit(0)
-
-
 async def _main() -> int:
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader(limit=1 << 20)
@@ -208,7 +199,7 @@ async def _main() -> int:
 
     cfg = config_from_record(start["config"])
     logs.setup(start["node_id"], cfg.log_format, cfg.log_level)
-    _die_with_parent(int(start["parent"]))
+    die_with_parent(int(start["parent"]), signal.SIGTERM)  # SIGTERM: release on the way out
     return await LeaderChild(start, out, stdin).run()
 
 

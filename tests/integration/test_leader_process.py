@@ -101,14 +101,14 @@ def test_frozen_node_gives_up_leadership_through_its_leader_process(node_cluster
     b = node_cluster.add("b").wait_ready()
     child = a.status()["node"]["leader_process"]["pid"]
     t_stop = time.monotonic()
-    a.stop()
+    os.kill(a.pid, signal.SIGSTOP)  # the node alone (`a.stop()` would freeze its leader process too)
     try:
         wait_until(b.is_leader, 5, 0.02, message="b to lead while a is frozen")
         took = time.monotonic() - t_stop
         assert took < 2.5, f"b led {took:.2f} s after a froze (stall limit 0.8 s; the lease alone is 5 s)"
         wait_until(lambda: not _alive(child), 5, 0.05, message="a's leader process to exit")
     finally:
-        a.cont()
+        os.kill(a.pid, signal.SIGCONT)
     wait_until(lambda: not a.is_leader(), 1.0, 0.02, message="a to report is_leader false after SIGCONT")
     wait_until(lambda: a.status()["node"]["leader_process"]["pid"] not in (None, child), 10, 0.1,
                message="a to start a new leader process")
@@ -139,9 +139,50 @@ def test_node_killed_takes_its_leader_process_with_it(node_cluster: NodeCluster)
     wait_until(a.is_leader, 10, 0.05, message="node a to lead")
     b = node_cluster.add("b").wait_ready()
     child = a.status()["node"]["leader_process"]["pid"]
-    a.kill()
+    os.kill(a.pid, signal.SIGKILL)  # the node alone (`a.kill()` would kill its leader process too)
     wait_until(lambda: not _alive(child), 5, 0.05, message="the orphaned leader process to exit")
     wait_until(b.is_leader, 5, 0.05, message="b to lead")
+
+
+POOL_TASKS = '''
+import os, time
+from cluster import Task
+
+
+def _sit(params, ctx):
+    with open(params["pidfile"], "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(60)
+
+
+sit = Task(name="sit", run=_sit, cpu_bound=True)
+'''
+
+
+def test_node_killed_takes_its_pool_workers_with_it(node_cluster: NodeCluster, redis_url: str,
+                                                    tmp_path: Path) -> None:
+    """kill -9 of a node while a `cpu_bound` job runs in its process pool: the pool worker must not
+    run on as an orphan (the job is recovered and run again elsewhere; an orphan would run it twice
+    at once and hold a CPU)."""
+    tasks = tmp_path / "pool_tasks"
+    tasks.mkdir()
+    (tasks / "sit.py").write_text(POOL_TASKS)
+    a = node_cluster.add("a", tasks_dir=tasks, queues="default").wait_ready()
+    pidfile = tmp_path / "worker.pid"
+    r = redis.Redis.from_url(redis_url)
+    r.rpush("resque:queue:default", encode_job("sit", "default", [{"pidfile": str(pidfile)}]))
+    r.sadd("resque:queues", "default")
+    r.publish("corral:wake", "default")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, 0.05,
+               message="the cpu_bound job to start in a pool worker")
+    worker = int(pidfile.read_text())
+    assert worker != a.pid and _alive(worker)
+    os.kill(a.pid, signal.SIGKILL)  # the node alone
+    try:
+        wait_until(lambda: not _alive(worker), 5, 0.05, message="the pool worker to die with its node")
+    finally:
+        if _alive(worker):  # the orphan this test made: end it, by its pid
+            os.kill(worker, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

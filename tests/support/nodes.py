@@ -12,12 +12,13 @@ port. A `NodeCluster` starts several, optionally each behind its own `TcpProxy` 
     leader.kill()                     # SIGKILL
     cluster.close()                   # also done by the `node_cluster` fixture
 
-Signals: `kill()` SIGKILL, `stop()` SIGSTOP, `cont()` SIGCONT, `terminate()` SIGTERM and a
-bounded wait for the exit.
+Signals: `kill()` SIGKILL, `stop()` SIGSTOP, `cont()` SIGCONT (each to the node's process group:
+the node and its leader process), `terminate()` SIGTERM to the node and a bounded wait for the exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -157,13 +158,27 @@ class NodeProcess(ManagedProcess):
         wait_until(ready, timeout, 0.05, message=f"node {self.node_id} to be ready")
         return self
 
+    # A node is a process group (its own session): the node and its leader process. `kill`,
+    # `stop` and `cont` signal the whole group, as a container kill, an OOM kill or a frozen VM
+    # would; `send_signal` (and `os.kill(node.pid, ...)`) reaches the node process alone.
+
+    def _signal_group(self, sig: int) -> None:
+        if self.running:  # never after the reap: the group id could be reused by then
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the node and its leader process at once (a crash: no graceful release)."""
+        self._signal_group(signal.SIGKILL)
+        super().kill()
+
     def stop(self) -> None:
-        """SIGSTOP: the node freezes with its connections open (FAULTS F2)."""
-        self.pause()
+        """SIGSTOP the node and its leader process: frozen with connections open (FAULTS F2)."""
+        self._signal_group(signal.SIGSTOP)
 
     def cont(self) -> None:
         """SIGCONT after `stop`."""
-        self.resume()
+        self._signal_group(signal.SIGCONT)
 
     def terminate(self, timeout: float = 40.0) -> int | None:
         """SIGTERM and wait up to `timeout` for the exit (then SIGKILL); the exit status."""
