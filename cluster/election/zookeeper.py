@@ -24,6 +24,10 @@ Why this shape:
 - A loop blocked past the deadline cannot step down by itself, while kazoo's own thread keeps
   the session (and the lock) alive: a watchdog thread deletes the lock node then, so a
   successor can win; the blocked node's writes are refused by the fencing when it wakes.
+- On Python 3.11 redis-py's own `asyncio.wait_for` loses a cancellation that races the reply: the
+  call returns normally and the task runs on. A renewals task that missed its cancel keeps the term
+  and hangs whoever awaits it (the node's shutdown), so Redis calls go through `_redis_call`, which
+  raises the cancellation it swallowed.
 - Limit: epochs come from ZooKeeper's zxids. A ZooKeeper rebuilt from empty restarts them low;
   install_term then refuses every term until `corral:zk_epoch` is deleted (logged as an error).
 """
@@ -35,7 +39,7 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
@@ -67,6 +71,18 @@ REDIS_DROPPED = (RedisConnectionError, ConnectionError, RuntimeError)
 
 _CLOSE_WAIT = 3.0  # bound on closing the ZooKeeper session (release, shutdown)
 _ZK_CALL_WAIT = 2.0  # bound on one short blocking ZooKeeper call awaited from the loop
+
+
+async def _redis_call(limit: float, aw: Awaitable[T]) -> T:
+    """`within(limit, aw)` for a redis-py call; raises a cancellation that arrived meanwhile even
+    if redis-py swallowed it. Compares counts rather than testing `cancelling() > 0`: on 3.11 a
+    TaskGroup whose child failed (a step-down) leaves a stale cancel request on its parent."""
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
+    res = await within(limit, aw)
+    if task is not None and task.cancelling() > cancels:
+        raise asyncio.CancelledError
+    return res
 
 
 class ZooKeeperElector(ElectorBase):
@@ -212,8 +228,9 @@ class ZooKeeperElector(ElectorBase):
                 await self._contend_once(lead)
         finally:
             follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await follower
+            # Bounded: `await follower` waits as long as the follower runs, cancelled or not.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([follower], timeout=_CLOSE_WAIT)
             await self._close()
 
     async def _contend_once(self, lead: LeadFn) -> None:
@@ -287,7 +304,7 @@ class ZooKeeperElector(ElectorBase):
         return int(stat.czxid)
 
     async def _install(self, term: Term, limit: float) -> int:
-        res = await within(
+        res = await _redis_call(
             limit,
             self.scripts.run("install_term", [self.keys.leader_lock, self.keys.corral("zk_epoch"), self.keys.leader],
                              [self.node_id, term.token, term.epoch, self.config.lease_ms, term.since]),
@@ -309,7 +326,7 @@ class ZooKeeperElector(ElectorBase):
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys.leader_lock)
                 pipe.hgetall(self.keys.leader)
-                token, info = await within(self.config.renew_timeout * 2, pipe.execute())
+                token, info = await _redis_call(self.config.renew_timeout * 2, pipe.execute())
             if token is not None:
                 if info and info.get("token") == token:
                     leader, epoch, since = str(info["node"]), int(info["epoch"]), float(info["since"])
@@ -369,7 +386,7 @@ class ZooKeeperElector(ElectorBase):
     async def _release_redis(self, term: Term) -> bool:
         """Compare-and-delete our token and wake Redis-side candidates; False if not ours or failed."""
         try:
-            res = await within(
+            res = await _redis_call(
                 self.config.renew_timeout * 2,
                 self.scripts.run("release", [self.keys.leader_lock, self.keys.leader],
                                  [term.token, self.keys.released_channel]),
