@@ -21,9 +21,20 @@ REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, RuntimeE
 
 
 async def within(seconds: float, aw: Awaitable[T]) -> T:
-    """`await aw`, bounded by `seconds` (raises TimeoutError)."""
+    """`await aw`, bounded by `seconds` (raises TimeoutError).
+
+    Also raises a cancellation that arrived during the call but was swallowed inside it: redis-py
+    bounds its socket I/O with 3.11's `asyncio.wait_for`, which can lose a cancel that races the
+    reply, so the call returns normally and a loop that should have stopped (a leader's renewals,
+    cancelled at step-down) runs on. Counts are compared, not `cancelling() > 0`: on 3.11 a
+    TaskGroup whose child failed leaves a stale cancel request on its parent task."""
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
     async with asyncio.timeout(seconds):
-        return await aw
+        res = await aw
+    if task is not None and task.cancelling() > cancels:
+        raise asyncio.CancelledError
+    return res
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:

@@ -26,8 +26,8 @@ Why this shape:
   successor can win; the blocked node's writes are refused by the fencing when it wakes.
 - On Python 3.11 redis-py's own `asyncio.wait_for` loses a cancellation that races the reply: the
   call returns normally and the task runs on. A renewals task that missed its cancel keeps the term
-  and hangs whoever awaits it (the node's shutdown), so Redis calls go through `_redis_call`, which
-  raises the cancellation it swallowed.
+  and hangs whoever awaits it (the node's shutdown), so Redis calls go through `within`
+  (cluster/aio.py), which raises the cancellation it swallowed.
 - Limit: epochs come from ZooKeeper's zxids. A ZooKeeper rebuilt from empty restarts them low;
   install_term then refuses every term until `corral:zk_epoch` is deleted (logged as an error).
 """
@@ -39,7 +39,7 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
@@ -71,18 +71,6 @@ REDIS_DROPPED = (RedisConnectionError, ConnectionError, RuntimeError)
 
 _CLOSE_WAIT = 3.0  # bound on closing the ZooKeeper session (release, shutdown)
 _ZK_CALL_WAIT = 2.0  # bound on one short blocking ZooKeeper call awaited from the loop
-
-
-async def _redis_call(limit: float, aw: Awaitable[T]) -> T:
-    """`within(limit, aw)` for a redis-py call; raises a cancellation that arrived meanwhile even
-    if redis-py swallowed it. Compares counts rather than testing `cancelling() > 0`: on 3.11 a
-    TaskGroup whose child failed (a step-down) leaves a stale cancel request on its parent."""
-    task = asyncio.current_task()
-    cancels = task.cancelling() if task is not None else 0
-    res = await within(limit, aw)
-    if task is not None and task.cancelling() > cancels:
-        raise asyncio.CancelledError
-    return res
 
 
 class ZooKeeperElector(ElectorBase):
@@ -304,7 +292,7 @@ class ZooKeeperElector(ElectorBase):
         return int(stat.czxid)
 
     async def _install(self, term: Term, limit: float) -> int:
-        res = await _redis_call(
+        res = await within(
             limit,
             self.scripts.run("install_term", [self.keys.leader_lock, self.keys.corral("zk_epoch"), self.keys.leader],
                              [self.node_id, term.token, term.epoch, self.config.lease_ms, term.since]),
@@ -326,7 +314,7 @@ class ZooKeeperElector(ElectorBase):
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys.leader_lock)
                 pipe.hgetall(self.keys.leader)
-                token, info = await _redis_call(self.config.renew_timeout * 2, pipe.execute())
+                token, info = await within(self.config.renew_timeout * 2, pipe.execute())
             if token is not None:
                 if info and info.get("token") == token:
                     leader, epoch, since = str(info["node"]), int(info["epoch"]), float(info["since"])
@@ -386,7 +374,7 @@ class ZooKeeperElector(ElectorBase):
     async def _release_redis(self, term: Term) -> bool:
         """Compare-and-delete our token and wake Redis-side candidates; False if not ours or failed."""
         try:
-            res = await _redis_call(
+            res = await within(
                 self.config.renew_timeout * 2,
                 self.scripts.run("release", [self.keys.leader_lock, self.keys.leader],
                                  [term.token, self.keys.released_channel]),
