@@ -134,6 +134,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_recoveries", _num(int, 0, True), 3, "recoveries before a job is failed as a poison pill"),
     Option("threads", _num(int, 1, True), 16, "thread pool size for sync tasks"),
     Option("processes", _num(int, 0, True), 0, "process pool size for cpu_bound tasks (0 = number of CPUs)"),
+    Option("task_nice", _num(int, 0, True, maximum=19), 10,
+           "nice increment of task threads and pool processes: CPU-bound tasks yield the CPU to the node's "
+           "event loop (heartbeats, fetches) when both want it; 0 = same priority"),
     Option("switch_interval", _num(float, 0.0001, True), 0.001,
            "GIL switch interval of the node process (sys.setswitchinterval), seconds: how long a thread running "
            "a sync task may keep the event loop (leader renewals, promotions) waiting for the GIL"),
@@ -198,6 +201,7 @@ class NodeConfig:
     max_recoveries: int = 3
     threads: int = 16
     processes: int = 0
+    task_nice: int = 10
     switch_interval: float = 0.001
     metrics_refresh: float = 5.0
     audit: bool = False

@@ -6,11 +6,13 @@ task never blocks the loop, its heartbeats or its HTTP endpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Awaitable
 from concurrent.futures import Executor as _Executor
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -23,11 +25,21 @@ log = logging.getLogger("corral.executor")
 _process_registry: dict[str, Task] = {}
 
 
-def _process_init(tasks_dir: str, parent: int) -> None:
+def _lower_priority(nice: int) -> None:
+    """Run this thread (Linux: PRIO_PROCESS with a thread id is per thread) at a lower CPU priority
+    than the node's event loop, so a CPU-bound task delays the loop's heartbeats, fetches and
+    pings to the leader process as little as possible."""
+    if nice:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+def _process_init(tasks_dir: str, parent: int, nice: int) -> None:
     from .lifeline import die_with_parent
     from .loader import load_dir
 
     die_with_parent(parent)  # a pool worker outliving a killed node would spin on as an orphan
+    _lower_priority(nice)
 
     for t in load_dir(tasks_dir):
         _process_registry[t.name] = t
@@ -44,8 +56,10 @@ def _process_entry(task_name: str, params: dict[str, Any], meta: dict[str, Any])
 
 
 class Executor:
-    def __init__(self, *, threads: int, processes: int, tasks_dir: str) -> None:
-        self.threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="corral-task")
+    def __init__(self, *, threads: int, processes: int, tasks_dir: str, nice: int = 0) -> None:
+        self.nice = nice
+        self.threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="corral-task",
+                                          initializer=_lower_priority, initargs=(nice,))
         self._processes: _Executor | None = None
         self._process_count = processes or (os.cpu_count() or 1)
         self.tasks_dir = str(Path(tasks_dir).resolve())
@@ -54,7 +68,7 @@ class Executor:
         if self._processes is None:
             self._processes = ProcessPoolExecutor(
                 max_workers=self._process_count, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_process_init, initargs=(self.tasks_dir, os.getpid()),
+                initializer=_process_init, initargs=(self.tasks_dir, os.getpid(), self.nice),
             )
         return self._processes
 

@@ -16,14 +16,13 @@ import math
 import os
 import time
 
-import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.faults.checker import Bounds, Fault, LeaderEvent, Report, check, percentile
 from tests.faults.harness import Cell, CellConfig, whole_seconds_ahead
-from tests.faults.test_matrix import MakeCell, ProductBug, figures, make_cell  # noqa: F401 (the fixture, for pytest)
+from tests.faults.test_matrix import MakeCell, figures, make_cell  # noqa: F401 (the fixture, for pytest)
 from tests.support import wait_until
 
 
@@ -130,29 +129,25 @@ def _redis_stalls(cell: Cell) -> float:
     """The longest event Redis' latency monitor recorded (ms; fsync, slow commands): tells a slow
     Redis from a starved node when lateness is high."""
     with cell.client() as c:
-        return float(max((int(e[3]) for e in c.execute_command("LATENCY", "LATEST")), default=0))
+        events = c.execute_command("LATENCY", "LATEST")
+        print("\nRedis LATENCY LATEST (event, latest ms, max ms):", [(e[0], int(e[2]), int(e[3])) for e in events])
+        return float(max((int(e[3]) for e in events), default=0))
 
 
-BUG_LOOP_STARVED_BY_SYNC_THREADS = (
-    "product limitation (open): node/executor.py runs sync tasks in the node's own thread pool, so pure-Python "
-    "CPU loops in its threads hold the GIL the leader's event loop needs; Python offers the loop no priority "
-    "(--switch-interval 1 ms, 3a71fb3, halved the median wait but not the tail). On the 2-CPU test host the "
-    "leader's whole loop stalls 0.25-0.6 s at times (no promotion or claim is even sent; some stalls end the "
-    "moment its two pool threads finish their jobs), so slots and delayed seconds fall due hundreds of ms late although "
-    "leadership holds; fix: keep the leader's loop out of reach of task threads (leader duties and renewals in "
-    "a process of their own, or sync tasks in worker processes by default, `cpu_bound` style)")
-
-
-# Timing-dependent: on a quiet, faster host the bound may hold, so a pass is not a failure here.
-@pytest.mark.xfail(strict=False, raises=ProductBug, reason=BUG_LOOP_STARVED_BY_SYNC_THREADS)
 def test_f13b_cpu_bound_sync_jobs(make_cell: MakeCell) -> None:  # noqa: F811
     """All worker threads of every node (`--threads 2`, 2 slots) run sync `def` tasks that spin
     pure-Python loops (the GIL is contended by bytecode, not released in C), for 30 s instead of
     FAULTS' 60 s to keep CI short; delayed jobs fall due at every second of it, the 1 s `tick`
-    and the 0.1 s `beat` (claimed, never run: 10 slots a second to measure) run. The leader's
-    loop shares its process with two spinning threads and must keep renewing. Pass: 0
-    leadership changes, promotion + periodic lateness p99 <= 100 ms, the checker's invariants."""
-    redis_options = {"appendonly": True, "appendfsync": "always", "latency_monitor_threshold": 20}
+    and the 0.1 s `beat` (claimed, never run: 10 slots a second to measure) run. Pass: 0
+    leadership changes, promotion + periodic lateness p99 <= 100 ms, the checker's invariants.
+
+    History: with the leader on the node's loop, the spinning threads starved it of the GIL
+    (p99 140-480 ms). Now the leader is a process of its own (35ca510), in a session of its own
+    (no shared autogroup CPU share with the spinners) and task threads run at nice 10: p99
+    37-55 ms over 3 runs on the 2-CPU host, 3 nodes' spinners demanding 3 CPUs."""
+    # No AOF: nothing is killed here, and an fsync per write on this VM's disk stalls Redis 100-270 ms
+    # at times under this load (LATENCY: aof-fsync-always), which would be measured as lateness.
+    redis_options = {"appendonly": False, "latency_monitor_threshold": 20}
     cell = make_cell("F13b", CellConfig(spin=True, beat=True, concurrency=2, audit_interval=1.0,
                                         redis_options=redis_options))
     leader = cell.leader()
@@ -189,7 +184,6 @@ def test_f13b_cpu_bound_sync_jobs(make_cell: MakeCell) -> None:  # noqa: F811
     assert not changes, f"leadership changed under CPU-bound sync jobs: {changes}"
     assert all(r.epoch == epoch for r in cell.audit()), "a leader write of another epoch"
     assert len(report.promote_lateness) == len(due)
-    if percentile(lat, 99) > 0.1:
-        raise ProductBug(f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms > 100 ms (max {max(lat) * 1000:.0f} ms; 1-min "
-                         f"load average {load:.1f} on {os.cpu_count()} CPUs: was anything else running?). "
-                         f"{BUG_LOOP_STARVED_BY_SYNC_THREADS}")
+    assert percentile(lat, 99) <= 0.1, (
+        f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms > 100 ms (max {max(lat) * 1000:.0f} ms; 1-min load "
+        f"average {load:.1f} on {os.cpu_count()} CPUs: was anything else running?)")

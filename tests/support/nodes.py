@@ -12,8 +12,8 @@ port. A `NodeCluster` starts several, optionally each behind its own `TcpProxy` 
     leader.kill()                     # SIGKILL
     cluster.close()                   # also done by the `node_cluster` fixture
 
-Signals: `kill()` SIGKILL, `stop()` SIGSTOP, `cont()` SIGCONT (each to the node's process group:
-the node and its leader process), `terminate()` SIGTERM to the node and a bounded wait for the exit.
+Signals: `kill()` SIGKILL, `stop()` SIGSTOP, `cont()` SIGCONT (each to the node and its leader
+process), `terminate()` SIGTERM to the node and a bounded wait for the exit.
 """
 
 from __future__ import annotations
@@ -158,27 +158,47 @@ class NodeProcess(ManagedProcess):
         wait_until(ready, timeout, 0.05, message=f"node {self.node_id} to be ready")
         return self
 
-    # A node is a process group (its own session): the node and its leader process. `kill`,
-    # `stop` and `cont` signal the whole group, as a container kill, an OOM kill or a frozen VM
-    # would; `send_signal` (and `os.kill(node.pid, ...)`) reaches the node process alone.
+    # A node is two processes: the node and its leader process (a session of its own). `kill`,
+    # `stop` and `cont` signal both, as a container kill, an OOM kill or a frozen VM would;
+    # `send_signal` (and `os.kill(node.pid, ...)`) reaches the node process alone.
 
-    def _signal_group(self, sig: int) -> None:
-        if self.running:  # never after the reap: the group id could be reused by then
+    def leader_process_pid(self) -> int | None:
+        """The pid of this node's leader process (its child running `node.leader_child`), if any."""
+        if not self.running:
+            return None
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                if ppid == self.pid and b"node.leader_child" in (d / "cmdline").read_bytes():
+                    return int(d.name)
+            except (OSError, ValueError, IndexError):
+                continue
+        return None
+
+    def _signal_both(self, sig: int) -> None:
+        if not self.running:  # never after the reap: the pids could be reused by then
+            return
+        child = self.leader_process_pid()
+        if child is not None:  # first: with the node gone first, it would release on the way out
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, sig)
+                os.kill(child, sig)
+        self.send_signal(sig)
 
     def kill(self) -> None:
         """SIGKILL the node and its leader process at once (a crash: no graceful release)."""
-        self._signal_group(signal.SIGKILL)
+        self._signal_both(signal.SIGKILL)
         super().kill()
 
     def stop(self) -> None:
         """SIGSTOP the node and its leader process: frozen with connections open (FAULTS F2)."""
-        self._signal_group(signal.SIGSTOP)
+        self._signal_both(signal.SIGSTOP)
 
     def cont(self) -> None:
         """SIGCONT after `stop`."""
-        self._signal_group(signal.SIGCONT)
+        self._signal_both(signal.SIGCONT)
 
     def terminate(self, timeout: float = 40.0) -> int | None:
         """SIGTERM and wait up to `timeout` for the exit (then SIGKILL); the exit status."""
