@@ -129,6 +129,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("renew_period", _num(float, 0.01), 1.0, "leader renew period, seconds"),
     Option("renew_timeout", _num(float, 0.01), 0.5, "timeout of one renew, seconds"),
     Option("lease_margin", _num(float, 0.01), 1.5, "leader stops this long before its lease could expire, seconds"),
+    Option("leader_wait_replicas", _num(int, 0, True), 0,
+           "Redis election: a renew counts only once this many replicas confirm it (WAIT); with Sentinel, 1 "
+           "stops a leader cut off with the old primary at its deadline (0 = don't wait)"),
     Option("heartbeat_interval", _num(float, 0.05), 2.0, "membership heartbeat period, seconds"),
     Option("dead_after", _num(float, 0.1), 8.0, "a node whose heartbeat is older than this is dead, seconds"),
     Option("max_recoveries", _num(int, 0, True), 3, "recoveries before a job is failed as a poison pill"),
@@ -196,6 +199,7 @@ class NodeConfig:
     renew_period: float = 1.0
     renew_timeout: float = 0.5
     lease_margin: float = 1.5
+    leader_wait_replicas: int = 0
     heartbeat_interval: float = 2.0
     dead_after: float = 8.0
     max_recoveries: int = 3
@@ -245,6 +249,7 @@ class NodeConfig:
 
     def election_config(self) -> ElectionConfig:
         return ElectionConfig(lease=self.lease, renew_period=self.renew_period, renew_timeout=self.renew_timeout,
+                              wait_replicas=self.leader_wait_replicas,
                               margin=self.lease_margin, retry_period=min(0.5, self.lease / 4))
 
     def redis_settings(self, url: str | None = None) -> RedisSettings:

@@ -36,8 +36,13 @@ class ElectionConfig:
     renew_timeout: float = 0.5
     margin: float = 1.5
     retry_period: float = 0.5
+    # > 0: a renew extends the term only once `WAIT wait_replicas` confirms that many replicas have
+    # it (Sentinel: a leader isolated with the old primary stops at its deadline, FAULTS F8b)
+    wait_replicas: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.wait_replicas, bool) or not isinstance(self.wait_replicas, int) or self.wait_replicas < 0:
+            raise ConfigError(f"election wait_replicas must be a whole number >= 0, got {self.wait_replicas!r}")
         for name in ("lease", "renew_period", "renew_timeout", "margin", "retry_period"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:

@@ -15,6 +15,11 @@ Why this shape:
   compares the token first (see scheduler, periodic, recovery), so a stale leader cannot write.
 - SIGTERM: compare-and-delete plus a publish on `corral:leader_released` wakes the candidates,
   which take the lock within milliseconds.
+- `wait_replicas` (Sentinel): a renew counts only once `WAIT n` confirms n replicas have it, sent
+  in one pipeline with the renew (WAIT waits for the calling connection's own writes). A leader
+  whose primary is cut off from its replicas then stops at its deadline, before the lock on a
+  promoted replica (which only ever had confirmed renewals) expires. A new term starts with one
+  confirmed renew, or is released at once.
 """
 
 from __future__ import annotations
@@ -27,14 +32,14 @@ import secrets
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import NoScriptError, ReadOnlyError
 
 from ..aio import REDIS_FAILURES, wait_event, within
 from ..clock import Clock
 from ..errors import LeaseLost
 from ..keys import Keys
 from ..observe import Observer
-from ..scripts import Scripts
+from ..scripts import Scripts, source
 from .base import ElectionConfig, ElectionState, ElectorBase, LeadFn, Term, parse_token
 
 log = logging.getLogger("corral.election")
@@ -58,6 +63,7 @@ class RedisElector(ElectorBase):
         self._released = asyncio.Event()
         self._orphans: list[str] = []
         self._stopping = False
+        self.confirmed_renewals = 0  # renewals WAIT confirmed (wait_replicas > 0)
 
     # ---- candidate -----------------------------------------------------------------------
 
@@ -99,6 +105,8 @@ class RedisElector(ElectorBase):
             epoch, token = int(res[1]), str(res[2])
             term = Term(node=self.node_id, token=token, epoch=epoch, since=since,
                         deadline=sent + self.config.lease - self.config.margin, clock=self.clock)
+            if self.config.wait_replicas and not await self._confirm_new_term(term):
+                return None
             return term
         holder, holder_epoch = parse_token(str(res[2]))
         self._pttl = int(res[1])
@@ -140,6 +148,47 @@ class RedisElector(ElectorBase):
 
     # ---- leader ----------------------------------------------------------------------------
 
+    async def _renew(self, term: Term) -> str:
+        """Compare-and-PEXPIRE: "ok", "lost" (the lock holds another token), or "unconfirmed"
+        (renewed, but fewer than `wait_replicas` replicas acknowledged it in time)."""
+        cfg = self.config
+        if not cfg.wait_replicas:
+            ok = await self.scripts.run("renew", [self.keys.leader_lock], [term.token, cfg.lease_ms])
+            return "ok" if ok else "lost"
+        wait_ms = max(1, int(cfg.renew_timeout * 800))  # leave a fifth of the timeout for the replies
+        for attempt in (1, 2):
+            try:
+                async with self.eredis.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(self.scripts.sha("renew"), 1, self.keys.leader_lock, term.token, cfg.lease_ms)
+                    pipe.execute_command("WAIT", cfg.wait_replicas, wait_ms)
+                    ok, acked = await pipe.execute()
+                break
+            except NoScriptError:  # a restarted or promoted Redis: load it, once
+                if attempt == 2:
+                    raise
+                await self.eredis.script_load(source("renew"))
+        if not ok:
+            return "lost"
+        return "ok" if int(acked) >= cfg.wait_replicas else "unconfirmed"
+
+    async def _confirm_new_term(self, term: Term) -> bool:
+        """With `wait_replicas`, lead only once a renew of the new term is confirmed; else release."""
+        try:
+            res = await within(self.config.renew_timeout, self._renew(term))
+        except REDIS_FAILURES:
+            res = "unconfirmed"
+        if res == "ok":
+            self.confirmed_renewals += 1
+            return True
+        log.warning("election: won the lock, but %d replica(s) did not confirm it; releasing",
+                    self.config.wait_replicas, extra={"epoch": term.epoch, "event": "leader_unconfirmed"})
+        with contextlib.suppress(*REDIS_FAILURES):
+            await within(self.config.renew_timeout * 2,
+                         self.scripts.run("release", [self.keys.leader_lock, self.keys.leader],
+                                          [term.token, self.keys.released_channel]))
+        self._set_follower(None, term.epoch)
+        return False
+
     async def _keep_term(self, term: Term) -> None:
         cfg = self.config
         while True:
@@ -153,10 +202,7 @@ class RedisElector(ElectorBase):
             while True:
                 sent = self.clock.monotonic()
                 try:
-                    ok = await within(
-                        cfg.renew_timeout,
-                        self.scripts.run("renew", [self.keys.leader_lock], [term.token, cfg.lease_ms]),
-                    )
+                    res = await within(cfg.renew_timeout, self._renew(term))
                 except (RedisConnectionError, ConnectionError, RuntimeError) as e:
                     self.observer.redis_error("election")
                     if retried:
@@ -175,8 +221,16 @@ class RedisElector(ElectorBase):
                     if self.clock.monotonic() >= term.deadline:
                         raise LeaseLost("renew timed out past the deadline") from None
                     break
-                if not ok:
+                if res == "lost":
                     raise LeaseLost("lock no longer holds our token")
+                if res == "unconfirmed":
+                    # the term keeps its deadline: it ends there unless a replica confirms first
+                    self.observer.redis_error("election")
+                    log.warning("election: renew not confirmed by %d replica(s)", cfg.wait_replicas,
+                                extra={"epoch": term.epoch, "event": "renew_unconfirmed"})
+                    break
+                if cfg.wait_replicas:
+                    self.confirmed_renewals += 1
                 term.deadline = sent + cfg.lease - cfg.margin
                 break
             if self.clock.monotonic() >= term.deadline:

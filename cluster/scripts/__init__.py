@@ -28,5 +28,8 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         self._scripts = {name: redis.register_script(source(name)) for name in NAMES}
 
+    def sha(self, name: str) -> str:
+        return str(self._scripts[name].sha)
+
     async def run(self, name: str, keys: list[str], args: list[Any], client: Redis | None = None) -> Any:
         return await self._scripts[name](keys=keys, args=args, client=client)

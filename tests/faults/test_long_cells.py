@@ -425,16 +425,22 @@ class SentinelCell(Cell):
             self.ps.close()
 
 
-def test_f8b_sentinel_isolated_old_primary(cells: list[Cell], tmp_path: Path) -> None:
+@pytest.mark.parametrize("wait_replicas", [0, 1])
+def test_f8b_sentinel_isolated_old_primary(cells: list[Cell], tmp_path: Path, wait_replicas: int) -> None:
     """Partition the primary and the leader node from the replicas, the sentinels and the other
     two nodes while a producer on the primary's side keeps enqueueing (FAULTS F8b). Pass: writes
     accepted by the old primary stop <= 5 s after the isolation (`min-replicas-to-write 1`,
     `min-replicas-max-lag 5`); every lost enqueue is reported by the checker (and each is one the
     old primary acknowledged around or after the isolation); 0 duplicate slots from the leader
-    side (no slot claimed by the old leader once a newer epoch had claimed anything)."""
+    side (no slot claimed by the old leader once a newer epoch had claimed anything).
+
+    `wait_replicas=1` runs the nodes with `--leader-wait-replicas 1`: the old leader's renewals go
+    unconfirmed from the isolation on, so it stops at its deadline (lease - margin after its last
+    confirmed renew) instead of when the old primary starts refusing writes (NOREPLICAS, 5-7 s)."""
     if find_binary("redis-server") is None:
         missing("redis-server is not installed")
-    cfg = CellConfig(concurrency=2, tick_frequency=1.0)
+    extra = ("--leader-wait-replicas", "1") if wait_replicas else ()
+    cfg = CellConfig(concurrency=2, tick_frequency=1.0, extra_args=extra)
     cell = SentinelCell("F8b", tmp_path / "F8b", cfg)
     cells.append(cell)
     cell.start()
@@ -522,6 +528,9 @@ def test_f8b_sentinel_isolated_old_primary(cells: list[Cell], tmp_path: Path) ->
     assert not leader_side_dups, f"the isolated leader claimed slots a newer epoch had claimed: {leader_side_dups}"
     assert not post_missing, f"jobs enqueued through Sentinel after the failover did not run: {post_missing}"
     assert not report.unexpected, report.unexpected
+    if wait_replicas:
+        bound = cfg.lease - cfg.margin + cfg.renew_timeout
+        assert stepped and stepped[0] <= bound, f"old leader stepped down {stepped} s after isolation (bound {bound} s)"
 
 
 async def _enqueue_via_sentinel(cell: Cell, settings: RedisSettings, ids: list[str]) -> None:
