@@ -499,6 +499,11 @@ def test_sentinel_tls_and_password_from_secret(render) -> None:
     trigger = one(docs, "ScaledObject")["spec"]["triggers"][0]
     assert trigger["type"] == "redis-sentinel"
     assert trigger["metadata"]["sentinelMaster"] == "mymaster"
+    # with Sentinel, leader renewals wait for a replica (FAULTS F8b); corral.config can override it
+    assert _toml(docs)["leader_wait_replicas"] == 1
+    assert _toml(render("ci/sentinel-values.yaml", set_values={"corral.config": {"leader_wait_replicas": 0}})
+                 )["leader_wait_replicas"] == 0
+    assert "leader_wait_replicas" not in _toml(render("ci/default-values.yaml"))
 
 
 def test_inline_password_creates_a_secret(render) -> None:

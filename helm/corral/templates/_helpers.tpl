@@ -169,6 +169,8 @@ renders an object, so `helm template -s` of any one file still checks.
 {{- $c := .Values.corral }}
 {{- $cfg := dict "queues" (include "corral.queues" .) "concurrency" (int $c.concurrency) "scheduler" $c.scheduler "log_format" $c.logFormat "log_level" $c.logLevel "shutdown_timeout" $c.shutdownTimeout }}
 {{- if not (kindIs "invalid" $c.lease) }}{{ $_ := set $cfg "lease" $c.lease }}{{ end }}
+{{- /* Sentinel: a leader renewal counts once a replica has it (the old primary's side stops early) */}}
+{{- if and .Values.redis.sentinel.enabled (eq $c.election "redis") }}{{ $_ := set $cfg "leader_wait_replicas" 1 }}{{ end }}
 {{- $cfg = mergeOverwrite $cfg (deepCopy $c.config) -}}
 # corral.toml rendered by the Corral Helm chart; keys are `corral node` flags with dashes as
 # underscores. Flags given on the command line win over this file.
