@@ -21,10 +21,10 @@ lint:
 soak:
 	$(PYTHON) -m tests.faults.soak --minutes $(MINUTES) --nemesis $(if $(SEED),--seed $(SEED),)
 
-# Long fault cells (FAULTS F8b Sentinel isolated old primary, F9b Redis-host clock jump), a few
-# minutes each, never in CI's suite: tests/faults/test_long_cells.py
+# Long fault cells (FAULTS F8b Sentinel isolated old primary, F9b Redis-host clock jump, F1 x20 per
+# backend asserting p99), a few minutes each, never in CI's suite: `@pytest.mark.long` in tests/faults
 long-faults:
-	CORRAL_LONG=1 $(PYTHON) -m pytest tests/faults/test_long_cells.py -m long -v -s -p no:cacheprovider
+	CORRAL_LONG=1 $(PYTHON) -m pytest tests/faults -m long -v -s -p no:cacheprovider
 
 # Benchmarks (not tests): results in bench/RESULTS.md
 bench:
