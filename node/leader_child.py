@@ -120,7 +120,9 @@ class LeaderChild:
         loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C reaches the node, which asks us
         if cfg.clock_offset_file:
             loop.add_signal_handler(signal.SIGUSR1, self._apply_clock_offset)
-        tasks = [asyncio.create_task(self.leadership.run(), name="election"),
+        election = asyncio.create_task(self.leadership.run(), name="election")
+        election.add_done_callback(self._election_ended)
+        tasks = [election,
                  asyncio.create_task(notifier.run(), name="notifier"),
                  asyncio.create_task(self._read_node(), name="node-link"),
                  asyncio.create_task(self._watch(), name="watchdog")]
@@ -142,6 +144,12 @@ class LeaderChild:
             level = logging.WARNING if code else logging.INFO
             log.log(level, "leader process: %s; giving up candidacy", why, extra={"event": "leader_process_exit"})
             self.done.set()
+
+    def _election_ended(self, task: asyncio.Task[None]) -> None:
+        """The elector contends until released: if it ends otherwise (a bug, a backend that gave
+        up), exit non-zero so the node starts a new candidate instead of keeping a dead one."""
+        error = None if task.cancelled() else task.exception()
+        self._finish(f"the election ended ({error!r})" if error else "the election ended", 1)
 
     async def _release(self) -> None:
         # bounded: the elector's release is (renew timeout x 2 for Redis, a close wait for ZooKeeper)

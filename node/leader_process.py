@@ -93,6 +93,8 @@ class LeaderProcess:
             try:
                 while line := await proc.stdout.readline():
                     self._apply(line)
+            except ValueError as e:  # a line past the limit: the channel is broken, start anew
+                log.warning("leader process: unreadable channel (%r); restarting it", e)
             finally:
                 pinger.cancel()
             return await proc.wait()
@@ -116,14 +118,21 @@ class LeaderProcess:
         except ValueError:
             log.warning("leader process: unreadable message %r", line[:200])
             return
-        if "obs" in msg and msg["obs"] in FORWARDED:
-            getattr(self.observer, msg["obs"])(*msg["args"])
-        elif "state" in msg:
-            s = msg["state"]
-            st = self.state
-            st.is_leader, st.leader, st.epoch, st.since = s["is_leader"], s["leader"], s["epoch"], s["since"]
-            st.transitions, st.extra = s["transitions"], s["extra"]
-            self.term = RemoteTerm(s["deadline"]) if s["deadline"] is not None else None
+        try:
+            if not isinstance(msg, dict):
+                raise TypeError(f"expected an object, got {type(msg).__name__}")
+            if msg.get("obs") in FORWARDED:
+                if not isinstance(msg.get("args"), list):
+                    raise TypeError("args must be a list")
+                getattr(self.observer, msg["obs"])(*msg["args"])
+            elif "state" in msg:
+                s = msg["state"]
+                st = self.state
+                st.is_leader, st.leader, st.epoch, st.since = s["is_leader"], s["leader"], s["epoch"], s["since"]
+                st.transitions, st.extra = s["transitions"], s["extra"]
+                self.term = RemoteTerm(s["deadline"]) if s["deadline"] is not None else None
+        except (KeyError, TypeError, ValueError) as e:  # a malformed message costs a log line, not the node
+            log.warning("leader process: bad message %r: %r", line[:200], e)
 
     def _child_gone(self) -> None:
         """Whatever the child last said, a dead child leads nothing."""
