@@ -58,8 +58,11 @@ def test_lone_jobs_wake_one_node_each_and_rotate(tmp_path: Path, redis_url: str)
         assert sorted(per_node) == sorted(nd.pid for nd in nodes)
         assert sorted(per_node.values()) == [n // 4] * 4, f"lone jobs should rotate over the idle nodes: {per_node}"
         # enqueue + fetch + the ack that finds nothing; a broadcast would add a fetch per other node
-        # (6 here). Heartbeats and the leader's ticks are EVALSHAs too: a few jobs see one more.
-        assert sorted(calls)[n // 2] == 3 and sum(calls) <= 3 * n + n // 3, f"EVALSHA per lone job {calls}"
+        # (every job >= 6 here). Heartbeats, renewals and the leader's ticks are EVALSHAs too, counted
+        # in whichever job's window they fall (under a loaded CI run one window saw 8 of them): so the
+        # median and the 80th percentile are asserted, not the sum.
+        ordered = sorted(calls)
+        assert ordered[n // 2] == 3 and ordered[int(n * 0.8)] <= 4, f"EVALSHA per lone job {calls}"
     finally:
         r.close()
         cluster.close()
