@@ -124,8 +124,8 @@ class Node:
         # The leader side: in a process of its own by default (`corral node`), here when embedded.
         self.leadership: Leadership | None = None
         self.elector: Any = None
-        channels: dict[str, Callable[[str], object]] = {self.keys.wake_channel: self.pool.on_wake,
-                    self.keys.node_wake(self.node_id): self.pool.on_targeted_wake}
+        channels: dict[str, Callable[[str], object]] = {
+            self.keys.wake_channel: self.pool.on_wake, self.keys.node_wake(self.node_id): self.pool.on_targeted_wake}
         if cfg.scheduler and self.leader_process:
             self.elector = LeaderProcess(cfg, node_id=self.node_id, redis_url=self.settings.url, observer=self.metrics)
         elif cfg.scheduler:
@@ -178,6 +178,7 @@ class Node:
                 background.append(tg.create_task(self.notifier.run(), name="notifier"))
                 background.append(tg.create_task(self._refresh_gauges(), name="gauges"))
                 background.append(tg.create_task(self._watch_loop(), name="loop-lag"))
+                # in-process: the Leadership runs its elector; else the LeaderProcess supervises the child
                 leader_side = self.leadership or self.elector
                 if leader_side is not None:
                     background.append(tg.create_task(leader_side.run(), name="election"))
