@@ -93,7 +93,7 @@ def make_redis(settings: RedisSettings, *, socket_timeout: float | None = None, 
         if settings.url.startswith("rediss://") or tls:
             kw["ssl"] = True
             kw.update(tls)
-        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)
         master: Redis = sentinel.master_for(settings.sentinel_master)
         return master
     if not settings.url.startswith(("redis://", "rediss://", "unix://")):

@@ -45,4 +45,4 @@ class Notifier:
                 await asyncio.sleep(self.retry)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-python3}   # the interpreter that creates .venv
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
 
@@ -48,28 +48,9 @@ else
   log "apt: all of ${apt_packages[*]} already installed"
 fi
 
-# --- 2. The package and its test extras ------------------------------------------------------
-mkdir -p .tools/stamps
-pip_stamp=.tools/stamps/pip-$(sha pyproject.toml)
-installed_here() {
-  # The editable install must point at this checkout (CI clones elsewhere).
-  "$PYTHON" -I - "$root" <<'PY' 2>/dev/null
-import importlib.metadata as md, json, pathlib, sys
-url = json.loads(md.distribution("corral").read_text("direct_url.json") or "{}").get("url", "")
-sys.exit(0 if url == pathlib.Path(sys.argv[1]).resolve().as_uri() else 1)
-PY
-}
-if [ -e "$pip_stamp" ] && installed_here; then
-  log "pip: corral[test] already installed from $root"
-else
-  pip_flags=(--disable-pip-version-check --root-user-action=ignore)
-  stdlib=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
-  [ -e "$stdlib/EXTERNALLY-MANAGED" ] && pip_flags+=(--break-system-packages)
-  log "pip: installing -e .[test]"
-  "$PYTHON" -m pip install "${pip_flags[@]}" -e '.[test]'
-  rm -f .tools/stamps/pip-*
-  touch "$pip_stamp"
-fi
+# --- 2. The package and its test extras, from the lock, into .venv ---------------------------
+bash scripts/venv.sh "${CORRAL_LOCK:-requirements/test.lock}"
+vpy=${CORRAL_VENV:-$root/.venv}/bin/python
 
 # --- 3. node-resque for the interop tests ----------------------------------------------------
 interop=tests/interop
@@ -86,7 +67,7 @@ fi
 
 # --- 4. Helm and kubectl for the chart tests (another script's job) ------------------------
 if [ -f scripts/install-helm.sh ]; then
-  bash scripts/install-helm.sh
+  PYTHON="$vpy" bash scripts/install-helm.sh
 fi
 
 log "done"

@@ -7,11 +7,10 @@
 # run reports everything.
 #
 # Knobs: CORRAL_TEST_TIMEOUT (seconds per test, default 300), CORRAL_TEST_BUDGET (seconds for
-# the whole pytest run, default 4800: CI stops a run at 5400), PYTHON, extra pytest arguments
+# the whole pytest run, default 4800: CI stops a run at 5400), CORRAL_VENV, extra pytest arguments
 # after `--` (e.g. `bash scripts/test.sh -- -k proxy`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
 per_test=${CORRAL_TEST_TIMEOUT:-300}
 budget=${CORRAL_TEST_BUDGET:-4800}
 extra=()
@@ -23,6 +22,8 @@ if ! bash scripts/install-test-deps.sh; then
   say "installing the test dependencies failed; no tests were run"
   exit 1
 fi
+# The lock's virtualenv (scripts/venv.sh): the suite and every node it starts run in it.
+PYTHON=${CORRAL_VENV:-$(pwd)/.venv}/bin/python
 
 lint_paths=()
 for d in cluster node tests bench; do [ -d "$d" ] && lint_paths+=("$d"); done

@@ -144,7 +144,7 @@ class RedisElector(ElectorBase):
                 await asyncio.sleep(self.config.retry_period)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     # ---- leader ----------------------------------------------------------------------------
 
