@@ -25,6 +25,7 @@ from typing import Any
 
 from cluster.client import Client
 from cluster.errors import ConfigError, CorralError
+from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_date
 
 from .config import BY_NAME, OPTIONS, NodeConfig, env_name, environ_options
@@ -120,6 +121,8 @@ async def _with_client(args: argparse.Namespace, fn: Any) -> Any:
         if isinstance(e, CorralError):
             raise
         shown = settings.redacted_url()
+        if tls_problem := await explain_tls_failure(settings):
+            raise Fail(f"cannot reach Redis at {shown}: {tls_problem}") from None
         raise Fail(f"cannot reach Redis at {shown}: {type(e).__name__}: {str(e).replace(url, shown)}") from None
     try:
         return await fn(client)

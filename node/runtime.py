@@ -36,6 +36,7 @@ from cluster.rawconn import FastScript
 from cluster.rawconn import supported as rawconn_supported
 from cluster.scripts import source
 from cluster.task import Registry
+from cluster.tls_probe import explain_tls_failure
 
 from .config import NodeConfig
 from .executor import Executor
@@ -94,6 +95,9 @@ class Node:
             except REDIS_FAILURES as e:
                 if "WRONGPASS" in str(e) or "NOAUTH" in str(e) or "NOPERM" in str(e):
                     raise RedisUnavailable(self.settings.redacted_url(), f"authentication refused: {e}") from None
+                # A TLS misconfiguration does not heal by retrying: say what failed, in our words.
+                if tls_problem := await explain_tls_failure(self.settings):
+                    raise RedisUnavailable(self.settings.redacted_url(), tls_problem) from None
                 if self.clock.monotonic() > deadline:
                     raise RedisUnavailable(self.settings.redacted_url(), str(e) or type(e).__name__) from None
                 await asyncio.sleep(0.25)

@@ -37,6 +37,7 @@ from cluster.client import Client
 from cluster.connection import RedisSettings
 from cluster.errors import EnqueueError
 from cluster.task import Registry, Task
+from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_dumps
 from tests.support import REPO_ROOT, free_port, wait_until, wait_until_async
 from tests.support.inproc import NodeFactory
@@ -266,12 +267,15 @@ def tls_dir(tmp_path: Path) -> Path:
     _make_cert(d, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
                                   "extendedKeyUsage=serverAuth\n")
     _make_cert(d, "client", "ca", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    _make_cert(d, "elsewhere", "ca", "subjectAltName=DNS:elsewhere.example\nbasicConstraints=CA:FALSE\n"
+                                     "extendedKeyUsage=serverAuth\n")
     return d
 
 
-def _tls_server(redis_factory: Callable[..., RedisServer], d: Path, auth_clients: str) -> tuple[RedisServer, int]:
+def _tls_server(redis_factory: Callable[..., RedisServer], d: Path, auth_clients: str,
+                cert: str = "server") -> tuple[RedisServer, int]:
     port = free_port()
-    server = redis_factory(tls_port=port, tls_cert_file=str(d / "server.pem"), tls_key_file=str(d / "server.key"),
+    server = redis_factory(tls_port=port, tls_cert_file=str(d / f"{cert}.pem"), tls_key_file=str(d / f"{cert}.key"),
                            tls_ca_cert_file=str(d / "ca.pem"), tls_auth_clients=auth_clients)
     return server, port
 
@@ -282,10 +286,29 @@ def test_tls_nodes_and_clients(redis_factory: Callable[..., RedisServer], node_c
     ca, cert, key = str(d / "ca.pem"), str(d / "client.pem"), str(d / "client.key")
     verify_only, vport = _tls_server(redis_factory, d, "no")
     _mutual, mport = _tls_server(redis_factory, d, "yes")
+    _misnamed, nport = _tls_server(redis_factory, d, "no", cert="elsewhere")
     tasks = _tasks_dir(tmp_path)
-    # a node without its client certificate against tls-auth-clients yes: refused at boot (runs meanwhile)
-    no_cert = _node_cmd("node", "--redis-url", f"rediss://127.0.0.1:{mport}/0", "--redis-tls-ca-file", ca,
-                        "--tasks-dir", str(tasks), "--http-port", str(free_port()))
+    # Misconfigured TLS stops a node at boot, and a CLI command, with one line saying in Corral's
+    # words what failed (never the client library's wording, which changes between releases).
+    # They run meanwhile.
+    other_ca = str(d / "other-ca.pem")
+    refused_boots = {
+        "TLS handshake refused by the server: it requires a client certificate": _node_cmd(
+            "node", "--redis-url", f"rediss://127.0.0.1:{mport}/0", "--redis-tls-ca-file", ca,
+            "--tasks-dir", str(tasks), "--http-port", str(free_port())),
+        f"certificate not trusted: the server's certificate does not verify against the CA file {other_ca}": _node_cmd(
+            "node", "--redis-url", f"rediss://127.0.0.1:{vport}/0", "--redis-tls-ca-file", other_ca,
+            "--tasks-dir", str(tasks), "--http-port", str(free_port())),
+        "hostname mismatch: the server's certificate is not valid for 127.0.0.1": _node_cmd(
+            "node", "--redis-url", f"rediss://127.0.0.1:{nport}/0", "--redis-tls-ca-file", ca,
+            "--tasks-dir", str(tasks), "--http-port", str(free_port())),
+        f"the server at 127.0.0.1:{vport} speaks TLS: use a rediss:// URL": _node_cmd(
+            "status", "--redis-url", f"redis://127.0.0.1:{vport}/0"),
+        "TLS handshake refused by the server: it does not accept the client certificate": _node_cmd(
+            "status", "--redis-url", f"rediss://127.0.0.1:{mport}/0",
+            env={"CORRAL_REDIS_TLS_CA_FILE": ca, "CORRAL_REDIS_TLS_CERT_FILE": str(d / "elsewhere.pem"),
+                 "CORRAL_REDIS_TLS_KEY_FILE": str(d / "elsewhere.key")}),
+    }
 
     a = node_cluster.add("tls-a", redis_url=f"rediss://127.0.0.1:{vport}/0", tasks_dir=tasks,
                          extra_args=["--redis-tls-ca-file", ca])
@@ -314,15 +337,26 @@ def test_tls_nodes_and_clients(redis_factory: Callable[..., RedisServer], node_c
                 c = await Client.connect(settings=s)
                 await c.close()
                 raise AssertionError(f"{what}: connected")
+        # what Corral says about each (the probe the node and the CLI use after a failed connect)
+        said = {what: await explain_tls_failure(s) for what, s in refused}
+        assert said["no client certificate"].startswith("TLS handshake refused by the server"), said
+        assert said["unknown CA"].startswith("certificate not trusted"), said
+        assert said["plain text to the TLS port"] == \
+            f"the server at 127.0.0.1:{vport} speaks TLS: use a rediss:// URL (and --redis-tls-ca-file)", said
+        misnamed = RedisSettings(url=f"rediss://127.0.0.1:{nport}/0", tls_ca_file=ca)
+        assert (await explain_tls_failure(misnamed) or "").startswith("hostname mismatch"), "name not checked"
+        working = RedisSettings(url=f"rediss://127.0.0.1:{vport}/0", tls_ca_file=ca)
+        assert await explain_tls_failure(working) is None, "a working TLS setup has nothing to explain"
 
     asyncio.run(jobs())
     with verify_only.client() as plain_admin:
         tls_clients = [c for c in plain_admin.client_list() if int(c.get("laddr", ":0").rpartition(":")[2]) == vport]
     assert tls_clients, "the node's connections arrive on the TLS port"
-    code, err = _finish(no_cert)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-500:]
-    assert "cannot reach Redis at rediss://127.0.0.1" in lines[0] and "certificate" in lines[0].lower(), lines[0]
+    for words, proc in refused_boots.items():
+        code, err = _finish(proc)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (words, code, err[-500:])
+        assert "cannot reach Redis at redis" in lines[0] and words in lines[0], (words, lines[0])
 
 
 # -- what runs, what is read ---------------------------------------------------------------------
