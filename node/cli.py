@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -259,6 +260,12 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     for name in environ_options():
         logging.getLogger("corral.config").warning("ignoring unknown environment variable %s", name)
+    if len(registry) == 0:
+        # An image without task files must not take other nodes' jobs only to fail them (TaskNotFound).
+        cfg = dataclasses.replace(cfg, queues=())
+        logging.getLogger("corral.node").warning(
+            "no tasks in %s: this node takes no jobs (it serves HTTP, heartbeats and may lead); add task files "
+            "there to run jobs", cfg.tasks_dir, extra={"event": "no_tasks", "tasks_dir": cfg.tasks_dir})
     embedded = None
     url = cfg.redis_url
     if url is None and not cfg.redis_sentinels:

@@ -136,7 +136,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("dead_after", _num(float, 0.1), 8.0, "a node whose heartbeat is older than this is dead, seconds"),
     Option("max_recoveries", _num(int, 0, True), 3, "recoveries before a job is failed as a poison pill"),
     Option("threads", _num(int, 1, True), 16, "thread pool size for sync tasks"),
-    Option("processes", _num(int, 0, True), 0, "process pool size for cpu_bound tasks (0 = number of CPUs)"),
+    Option("processes", _num(int, 0, True), 0,
+           "process pool size for cpu_bound tasks (0 = the CPUs this process may use: the container's cgroup CPU "
+           "quota rounded up, else the CPUs it may run on)"),
     Option("task_nice", _num(int, 0, True, maximum=19), 10,
            "nice increment of task threads and pool processes: CPU-bound tasks yield the CPU to the node's "
            "event loop (heartbeats, fetches) when both want it; 0 = same priority"),
@@ -260,6 +262,12 @@ class NodeConfig:
             tls_ca_file=self.redis_tls_ca_file, tls_cert_file=self.redis_tls_cert_file,
             tls_key_file=self.redis_tls_key_file,
         )
+
+    def pool_processes(self) -> int:
+        """`processes`, or when 0 the CPU quota of the container (never the host's CPU count)."""
+        from .cpu_quota import available_cpus
+
+        return self.processes or available_cpus()
 
     def make_node_id(self) -> str:
         """Unique per process start: the configured name plus a random suffix."""

@@ -110,7 +110,7 @@ class Node:
         ProcessCollector(registry=self.metrics_registry)
         self.metrics = NodeMetrics(self.metrics_registry, node_id=self.node_id, version=version(), backend=backend)
         self.client = Client(self.redis, cfg.namespace, registry=self.registry, clock=self.clock)
-        self.executor = Executor(threads=cfg.threads, processes=cfg.processes, tasks_dir=cfg.tasks_dir,
+        self.executor = Executor(threads=cfg.threads, processes=cfg.pool_processes(), tasks_dir=cfg.tasks_dir,
                                  nice=cfg.task_nice)
         self.pool = WorkerPool(redis=self.redis, keys=self.keys, registry=self.registry, executor=self.executor,
                                client=self.client, node_id=self.node_id, queue_specs=cfg.queues,
