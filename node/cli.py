@@ -26,6 +26,7 @@ from typing import Any
 
 from cluster.client import Client
 from cluster.errors import ConfigError, CorralError
+from cluster.sentinel_probe import explain_sentinel_failure
 from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_date
 
@@ -121,9 +122,11 @@ async def _with_client(args: argparse.Namespace, fn: Any) -> Any:
     except (OSError, Exception) as e:
         if isinstance(e, CorralError):
             raise
-        shown = settings.redacted_url()
+        shown = settings.target()
         if tls_problem := await explain_tls_failure(settings):
             raise Fail(f"cannot reach Redis at {shown}: {tls_problem}") from None
+        if sentinel := await explain_sentinel_failure(settings):
+            raise Fail(f"cannot reach Redis at {shown}: {sentinel.reason}") from None
         raise Fail(f"cannot reach Redis at {shown}: {type(e).__name__}: {str(e).replace(url, shown)}") from None
     try:
         return await fn(client)

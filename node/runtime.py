@@ -35,6 +35,7 @@ from cluster.notify import Notifier
 from cluster.rawconn import FastScript
 from cluster.rawconn import supported as rawconn_supported
 from cluster.scripts import source
+from cluster.sentinel_probe import explain_sentinel_failure
 from cluster.task import Registry
 from cluster.tls_probe import explain_tls_failure
 
@@ -91,15 +92,20 @@ class Node:
                 await self.redis.ping()
                 return
             except (AuthenticationError, NoPermissionError) as e:
-                raise RedisUnavailable(self.settings.redacted_url(), f"authentication refused: {e}") from None
+                raise RedisUnavailable(self.settings.target(), f"authentication refused: {e}") from None
             except REDIS_FAILURES as e:
                 if "WRONGPASS" in str(e) or "NOAUTH" in str(e) or "NOPERM" in str(e):
-                    raise RedisUnavailable(self.settings.redacted_url(), f"authentication refused: {e}") from None
+                    raise RedisUnavailable(self.settings.target(), f"authentication refused: {e}") from None
                 # A TLS misconfiguration does not heal by retrying: say what failed, in our words.
                 if tls_problem := await explain_tls_failure(self.settings):
-                    raise RedisUnavailable(self.settings.redacted_url(), tls_problem) from None
-                if self.clock.monotonic() > deadline:
-                    raise RedisUnavailable(self.settings.redacted_url(), str(e) or type(e).__name__) from None
+                    raise RedisUnavailable(self.settings.target(), tls_problem) from None
+                # Nor do refused Sentinel credentials; a Sentinel without a primary yet may.
+                final = self.clock.monotonic() > deadline
+                sentinel = await explain_sentinel_failure(self.settings)
+                if sentinel and (sentinel.permanent or final):
+                    raise RedisUnavailable(self.settings.target(), sentinel.reason) from None
+                if final:
+                    raise RedisUnavailable(self.settings.target(), str(e) or type(e).__name__) from None
                 await asyncio.sleep(0.25)
 
     def _build(self) -> None:
@@ -173,7 +179,7 @@ class Node:
         log.info("node: started", extra={"event": "node_started", "http": f"{self.cfg.http_host}:{self.http_port}",
                                           "queues": ",".join(self.cfg.queues), "workers": len(self.pool.slots),
                                           "tasks": ",".join(self.registry.names()),
-                                          "redis": self.settings.redacted_url()})
+                                          "redis": self.settings.target()})
         exit_code = 0
         try:
             async with asyncio.TaskGroup() as tg:
