@@ -115,6 +115,7 @@ class Node:
         self.metrics_registry = CollectorRegistry()
         ProcessCollector(registry=self.metrics_registry)
         self.metrics = NodeMetrics(self.metrics_registry, node_id=self.node_id, version=version(), backend=backend)
+        self.metrics.leader_candidate.set(1 if cfg.scheduler else 0)
         self.client = Client(self.redis, cfg.namespace, registry=self.registry, clock=self.clock)
         self.executor = Executor(threads=cfg.threads, processes=cfg.pool_processes(), tasks_dir=cfg.tasks_dir,
                                  nice=cfg.task_nice)

@@ -720,3 +720,29 @@ def test_processes_follow_the_cpu_resources(render, resources: dict[str, Any], p
     assert env["CORRAL_PROCESSES"] == processes, (resources, env.get("CORRAL_PROCESSES"))
     pinned = node_container(render("ci/default-values.yaml", set_values={"corral.processes": 3, "resources": resources}))
     assert {e["name"]: e.get("value") for e in pinned["env"]}["CORRAL_PROCESSES"] == "3"
+
+
+def test_prometheusrule_tier_overrides(render) -> None:
+    """`<alert>/<severity>` overrides one tier of CorralSchedulerLagging; `<alert>` both."""
+    overrides = {"CorralSchedulerLagging": {"labels": {"team": "jobs"}},
+                 "CorralSchedulerLagging/critical": {"for": "10m", "severity": "page"},
+                 "CorralSchedulerLagging/warning": {"for": "5m"}}
+    docs = render("ci/monitoring-values.yaml", set_values={"prometheusRule.alertOverrides": overrides})
+    lagging = [r for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]
+               if r.get("alert") == "CorralSchedulerLagging"]
+    by_threshold = {r["expr"].strip().rsplit(">", 1)[1].strip(): r for r in lagging}
+    assert by_threshold["30"]["for"] == "5m" and by_threshold["30"]["labels"] == {"severity": "warning", "team": "jobs"}
+    assert by_threshold["300"]["for"] == "10m" and by_threshold["300"]["labels"] == {"severity": "page", "team": "jobs"}
+
+
+@pytest.mark.parametrize(("values_file", "kind", "endpoints"), [
+    ("ci/monitoring-values.yaml", "ServiceMonitor", "endpoints"),
+    ("ci/podmonitor-values.yaml", "PodMonitor", "podMetricsEndpoints"),
+])
+def test_monitors_label_the_corral_cluster(render, values_file: str, kind: str, endpoints: str) -> None:
+    """Every scraped series carries redis_namespace = corral.namespace: the alerts group by
+    (namespace, redis_namespace), so releases of one cluster (a worker-only one too) are one."""
+    for ns in ("resque", "billing"):
+        monitor = one(render(values_file, set_values={"corral.namespace": ns}), kind)
+        relabel = monitor["spec"][endpoints][0]["relabelings"]
+        assert {"action": "replace", "targetLabel": "redis_namespace", "replacement": ns} in relabel, relabel

@@ -291,3 +291,15 @@ request is what it is sized for); empty without either (the node then reads its 
 {{- end -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+The Corral cluster a scraped node belongs to, for the alerts and the dashboard: the Redis key
+namespace as the `redis_namespace` target label (the Kubernetes `namespace` label comes from the
+Prometheus Operator). Every release on one Redis namespace in one Kubernetes namespace (e.g. a
+worker-only release and the release that leads) is one cluster.
+*/}}
+{{- define "corral.clusterRelabelings" -}}
+- action: replace
+  targetLabel: redis_namespace
+  replacement: {{ .Values.corral.namespace | quote }}
+{{- end }}
