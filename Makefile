@@ -23,10 +23,11 @@ test-latest:
 	  --python-version 3.11 -o .tools/latest.lock && \
 	CORRAL_VENV=$(CURDIR)/.venv-latest CORRAL_LOCK=.tools/latest.lock bash scripts/test.sh
 
-# Refresh the lock (uv: `pip install uv`), then run `make test` and commit requirements/test.lock.
+# Refresh the locks to the newest releases pyproject.toml allows (uv: `python3 -m pip install uv`),
+# then run `make test` and commit requirements/*.lock. After adding a dependency, `bash
+# scripts/lock.sh` (no --upgrade) keeps every other pin.
 lock:
-	uv pip compile pyproject.toml requirements/build.in --extra test --generate-hashes --upgrade \
-	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements/test.lock
+	bash scripts/lock.sh --upgrade
 
 lint:
 	$(PYTHON) -m ruff check $(LINT_PATHS)

@@ -26,11 +26,24 @@ class RedisSettings:
     username: str | None = None
     sentinels: tuple[str, ...] = ()
     sentinel_master: str | None = None
+    # The Sentinels' own credentials and TLS (bitnami/redis protects them like the primary):
+    # sentinel_tls uses the tls_* files below, as the primary's TLS does.
+    sentinel_password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_tls: bool = False
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     socket_timeout: float = 5.0
     connect_timeout: float = 2.0
+
+    def target(self) -> str:
+        """What errors and logs name as the Redis reached: the redacted URL, or with Sentinel
+        `sentinel://host:port,host:port/<master>` (the URL is not used then)."""
+        if self.sentinels:
+            scheme = "sentinels" if self.sentinel_tls else "sentinel"
+            return f"{scheme}://{','.join(self.sentinels)}/{self.sentinel_master or ''}"
+        return self.redacted_url()
 
     def redacted_url(self) -> str:
         """The URL with any password replaced, safe for logs and /status."""
@@ -68,11 +81,34 @@ def _common(settings: RedisSettings, socket_timeout: float | None) -> dict[str, 
     return kw
 
 
-def make_redis(settings: RedisSettings, *, socket_timeout: float | None = None, max_connections: int | None = None) -> Redis:
-    """A client for the configured primary. ``make_redis(RedisSettings("redis://127.0.0.1:6379/0"))``"""
-    kw = _common(settings, socket_timeout)
-    if max_connections:
-        kw["max_connections"] = max_connections
+def sentinel_hosts(settings: RedisSettings) -> list[tuple[str, int]]:
+    hosts = []
+    for h in settings.sentinels:
+        host, _, port = h.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"sentinel address {h!r} is not host:port")
+        hosts.append((host.strip("[]"), int(port)))
+    return hosts
+
+
+def sentinel_connection_kwargs(settings: RedisSettings, common: dict[str, Any] | None = None,
+                               tls: dict[str, str] | None = None) -> dict[str, Any]:
+    """Connection options for the Sentinels themselves: timeouts, their own user and password
+    (never the primary's), and TLS with the same CA/client files when `sentinel_tls`."""
+    common = common if common is not None else _common(settings, None)
+    kw = {k: v for k, v in common.items() if k in ("socket_timeout", "socket_connect_timeout", "decode_responses",
+                                                     "encoding_errors")}
+    if settings.sentinel_password is not None:
+        kw["password"] = settings.sentinel_password
+    if settings.sentinel_username is not None:
+        kw["username"] = settings.sentinel_username
+    if settings.sentinel_tls:
+        kw["ssl"] = True
+        kw.update(tls if tls is not None else _tls_files(settings))
+    return kw
+
+
+def _tls_files(settings: RedisSettings) -> dict[str, str]:
     tls = {}
     if settings.tls_ca_file:
         tls["ssl_ca_certs"] = settings.tls_ca_file
@@ -80,20 +116,23 @@ def make_redis(settings: RedisSettings, *, socket_timeout: float | None = None, 
         tls["ssl_certfile"] = settings.tls_cert_file
     if settings.tls_key_file:
         tls["ssl_keyfile"] = settings.tls_key_file
+    return tls
+
+
+def make_redis(settings: RedisSettings, *, socket_timeout: float | None = None, max_connections: int | None = None) -> Redis:
+    """A client for the configured primary. ``make_redis(RedisSettings("redis://127.0.0.1:6379/0"))``"""
+    kw = _common(settings, socket_timeout)
+    if max_connections:
+        kw["max_connections"] = max_connections
+    tls = _tls_files(settings)
     if settings.sentinels:
         if not settings.sentinel_master:
             raise ConfigError("redis sentinels are set but sentinel master name is missing")
-        hosts = []
-        for h in settings.sentinels:
-            host, _, port = h.rpartition(":")
-            if not host or not port.isdigit():
-                raise ConfigError(f"sentinel address {h!r} is not host:port")
-            hosts.append((host, int(port)))
-        sentinel_kw = {k: v for k, v in kw.items() if k in ("socket_timeout", "socket_connect_timeout")}
+        sentinel_kw = sentinel_connection_kwargs(settings, kw, tls)
         if settings.url.startswith("rediss://") or tls:
             kw["ssl"] = True
             kw.update(tls)
-        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kw, **kw)
+        sentinel = Sentinel(sentinel_hosts(settings), sentinel_kwargs=sentinel_kw, **kw)
         master: Redis = sentinel.master_for(settings.sentinel_master)
         return master
     if not settings.url.startswith(("redis://", "rediss://", "unix://")):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -25,6 +26,8 @@ from typing import Any
 
 from cluster.client import Client
 from cluster.errors import ConfigError, CorralError
+from cluster.sentinel_probe import explain_sentinel_failure
+from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_date
 
 from .config import BY_NAME, OPTIONS, NodeConfig, env_name, environ_options
@@ -119,7 +122,11 @@ async def _with_client(args: argparse.Namespace, fn: Any) -> Any:
     except (OSError, Exception) as e:
         if isinstance(e, CorralError):
             raise
-        shown = settings.redacted_url()
+        shown = settings.target()
+        if tls_problem := await explain_tls_failure(settings):
+            raise Fail(f"cannot reach Redis at {shown}: {tls_problem}") from None
+        if sentinel := await explain_sentinel_failure(settings):
+            raise Fail(f"cannot reach Redis at {shown}: {sentinel.reason}") from None
         raise Fail(f"cannot reach Redis at {shown}: {type(e).__name__}: {str(e).replace(url, shown)}") from None
     try:
         return await fn(client)
@@ -256,6 +263,12 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     for name in environ_options():
         logging.getLogger("corral.config").warning("ignoring unknown environment variable %s", name)
+    if len(registry) == 0:
+        # An image without task files must not take other nodes' jobs only to fail them (TaskNotFound).
+        cfg = dataclasses.replace(cfg, queues=())
+        logging.getLogger("corral.node").warning(
+            "no tasks in %s: this node takes no jobs (it serves HTTP, heartbeats and may lead); add task files "
+            "there to run jobs", cfg.tasks_dir, extra={"event": "no_tasks", "tasks_dir": cfg.tasks_dir})
     embedded = None
     url = cfg.redis_url
     if url is None and not cfg.redis_sentinels:

@@ -100,6 +100,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("redis_username", _opt_str, None, "Redis ACL user name"),
     Option("redis_sentinels", _list, (), "Sentinel addresses host:port,host:port (Redis via Sentinel)"),
     Option("redis_sentinel_master", _opt_str, None, "Sentinel master name"),
+    Option("redis_sentinel_password", _opt_str, None,
+           "password of the Sentinels themselves (their requirepass; bitnami/redis: the Redis password)",
+           secret=True),
+    Option("redis_sentinel_username", _opt_str, None, "ACL user name on the Sentinels"),
+    Option("redis_sentinel_tls", _bool, False,
+           "TLS to the Sentinels, with the --redis-tls-* CA and client files"),
     Option("redis_tls_ca_file", _opt_str, None, "CA bundle to verify the Redis server (rediss://)"),
     Option("redis_tls_cert_file", _opt_str, None, "client certificate for Redis TLS"),
     Option("redis_tls_key_file", _opt_str, None, "client key for Redis TLS"),
@@ -136,7 +142,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("dead_after", _num(float, 0.1), 8.0, "a node whose heartbeat is older than this is dead, seconds"),
     Option("max_recoveries", _num(int, 0, True), 3, "recoveries before a job is failed as a poison pill"),
     Option("threads", _num(int, 1, True), 16, "thread pool size for sync tasks"),
-    Option("processes", _num(int, 0, True), 0, "process pool size for cpu_bound tasks (0 = number of CPUs)"),
+    Option("processes", _num(int, 0, True), 0,
+           "process pool size for cpu_bound tasks (0 = the CPUs this process may use: the container's cgroup CPU "
+           "quota rounded up, else the CPUs it may run on)"),
     Option("task_nice", _num(int, 0, True, maximum=19), 10,
            "nice increment of task threads and pool processes: CPU-bound tasks yield the CPU to the node's "
            "event loop (heartbeats, fetches) when both want it; 0 = same priority"),
@@ -156,6 +164,8 @@ BY_NAME = {o.name: o for o in OPTIONS}
 ALIASES = {"timeout": "poll_interval", "minTaskProcessors": "concurrency", "maxTaskProcessors": "concurrency"}
 REDIS_TABLE = {"url": "redis_url", "password": "redis_password", "username": "redis_username",
                "sentinels": "redis_sentinels", "sentinel_master": "redis_sentinel_master",
+               "sentinel_password": "redis_sentinel_password", "sentinel_username": "redis_sentinel_username",
+               "sentinel_tls": "redis_sentinel_tls",
                "tls_ca_file": "redis_tls_ca_file", "tls_cert_file": "redis_tls_cert_file",
                "tls_key_file": "redis_tls_key_file", "namespace": "namespace"}
 
@@ -175,6 +185,9 @@ class NodeConfig:
     redis_username: str | None = None
     redis_sentinels: tuple[str, ...] = ()
     redis_sentinel_master: str | None = None
+    redis_sentinel_password: str | None = None
+    redis_sentinel_username: str | None = None
+    redis_sentinel_tls: bool = False
     redis_tls_ca_file: str | None = None
     redis_tls_cert_file: str | None = None
     redis_tls_key_file: str | None = None
@@ -237,6 +250,10 @@ class NodeConfig:
                               f"({self.heartbeat_interval}), or live nodes would be declared dead")
         if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
             raise ConfigError("redis_sentinels and redis_sentinel_master must be set together")
+        sentinel_only = [o for o in ("redis_sentinel_password", "redis_sentinel_username", "redis_sentinel_tls")
+                         if getattr(self, o)]
+        if sentinel_only and not self.redis_sentinels:
+            raise ConfigError(f"{', '.join(sentinel_only)} set without redis_sentinels (they apply to the Sentinels only)")
         if self.redis_url and "@" in self.redis_url and self.redis_password:
             raise ConfigError("give the Redis password either in redis_url or in redis_password, not both")
         if self.http_host not in ("127.0.0.1", "localhost", "::1") and self.redis_url is None \
@@ -257,9 +274,17 @@ class NodeConfig:
             url=url or self.redis_url or "redis://127.0.0.1:6379/0",
             password=self.redis_password, username=self.redis_username,
             sentinels=self.redis_sentinels, sentinel_master=self.redis_sentinel_master,
+            sentinel_password=self.redis_sentinel_password, sentinel_username=self.redis_sentinel_username,
+            sentinel_tls=self.redis_sentinel_tls,
             tls_ca_file=self.redis_tls_ca_file, tls_cert_file=self.redis_tls_cert_file,
             tls_key_file=self.redis_tls_key_file,
         )
+
+    def pool_processes(self) -> int:
+        """`processes`, or when 0 the CPU quota of the container (never the host's CPU count)."""
+        from .cpu_quota import available_cpus
+
+        return self.processes or available_cpus()
 
     def make_node_id(self) -> str:
         """Unique per process start: the configured name plus a random suffix."""

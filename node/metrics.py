@@ -31,7 +31,7 @@ METRIC_NAMES: frozenset[str] = frozenset({
     "corral_periodic_lateness_seconds",
     "corral_workers", "corral_jobs_recovered_total", "corral_jobs_poisoned_total", "corral_redis_errors_total",
     "corral_stale_leader_writes_total", "corral_node_info", "corral_node_heartbeat_age_seconds",
-    "corral_cluster_gauges_age_seconds",
+    "corral_cluster_gauges_age_seconds", "corral_leader_candidate",
 })
 
 
@@ -77,6 +77,9 @@ class NodeMetrics(Observer):
         self.wait = Histogram("corral_job_wait_seconds", "Enqueue (or due) time to start", ["queue"],
                               buckets=DURATION_BUCKETS, registry=r)
         self.is_leader = Gauge("corral_is_leader", "1 on the leader, 0 elsewhere", registry=r)
+        # Alerts count leaders only where some node may lead: a worker-only node (--no-scheduler) exports 0.
+        self.leader_candidate = Gauge("corral_leader_candidate", "1 when this node may become leader (--scheduler)",
+                                      registry=r)
         self.epoch = Gauge("corral_leader_epoch", "Epoch of the current term as seen by this node", registry=r)
         self.transitions = Counter("corral_leader_transitions", "Leadership changes of this node", registry=r)
         self.lag = Gauge("corral_scheduler_lag_seconds",

@@ -35,7 +35,9 @@ from cluster.notify import Notifier
 from cluster.rawconn import FastScript
 from cluster.rawconn import supported as rawconn_supported
 from cluster.scripts import source
+from cluster.sentinel_probe import explain_sentinel_failure
 from cluster.task import Registry
+from cluster.tls_probe import explain_tls_failure
 
 from .config import NodeConfig
 from .executor import Executor
@@ -90,12 +92,20 @@ class Node:
                 await self.redis.ping()
                 return
             except (AuthenticationError, NoPermissionError) as e:
-                raise RedisUnavailable(self.settings.redacted_url(), f"authentication refused: {e}") from None
+                raise RedisUnavailable(self.settings.target(), f"authentication refused: {e}") from None
             except REDIS_FAILURES as e:
                 if "WRONGPASS" in str(e) or "NOAUTH" in str(e) or "NOPERM" in str(e):
-                    raise RedisUnavailable(self.settings.redacted_url(), f"authentication refused: {e}") from None
-                if self.clock.monotonic() > deadline:
-                    raise RedisUnavailable(self.settings.redacted_url(), str(e) or type(e).__name__) from None
+                    raise RedisUnavailable(self.settings.target(), f"authentication refused: {e}") from None
+                # A TLS misconfiguration does not heal by retrying: say what failed, in our words.
+                if tls_problem := await explain_tls_failure(self.settings):
+                    raise RedisUnavailable(self.settings.target(), tls_problem) from None
+                # Nor do refused Sentinel credentials; a Sentinel without a primary yet may.
+                final = self.clock.monotonic() > deadline
+                sentinel = await explain_sentinel_failure(self.settings)
+                if sentinel and (sentinel.permanent or final):
+                    raise RedisUnavailable(self.settings.target(), sentinel.reason) from None
+                if final:
+                    raise RedisUnavailable(self.settings.target(), str(e) or type(e).__name__) from None
                 await asyncio.sleep(0.25)
 
     def _build(self) -> None:
@@ -105,8 +115,9 @@ class Node:
         self.metrics_registry = CollectorRegistry()
         ProcessCollector(registry=self.metrics_registry)
         self.metrics = NodeMetrics(self.metrics_registry, node_id=self.node_id, version=version(), backend=backend)
+        self.metrics.leader_candidate.set(1 if cfg.scheduler else 0)
         self.client = Client(self.redis, cfg.namespace, registry=self.registry, clock=self.clock)
-        self.executor = Executor(threads=cfg.threads, processes=cfg.processes, tasks_dir=cfg.tasks_dir,
+        self.executor = Executor(threads=cfg.threads, processes=cfg.pool_processes(), tasks_dir=cfg.tasks_dir,
                                  nice=cfg.task_nice)
         self.pool = WorkerPool(redis=self.redis, keys=self.keys, registry=self.registry, executor=self.executor,
                                client=self.client, node_id=self.node_id, queue_specs=cfg.queues,
@@ -169,7 +180,7 @@ class Node:
         log.info("node: started", extra={"event": "node_started", "http": f"{self.cfg.http_host}:{self.http_port}",
                                           "queues": ",".join(self.cfg.queues), "workers": len(self.pool.slots),
                                           "tasks": ",".join(self.registry.names()),
-                                          "redis": self.settings.redacted_url()})
+                                          "redis": self.settings.target()})
         exit_code = 0
         try:
             async with asyncio.TaskGroup() as tg:

@@ -310,7 +310,8 @@ def test_probes_port_and_grace_period(render, values_file: Path) -> None:
 def test_node_command_identity_and_config_mount(render) -> None:
     docs = render("ci/default-values.yaml")
     c = node_container(docs)
-    assert c["command"] == ["corral", "node"], "exec form: corral is PID 1 and gets SIGTERM"
+    assert "command" not in c, "the image's ENTRYPOINT (tini, then corral) must stay: args only"
+    assert c["args"][0] == "node"
     env = {e["name"]: e for e in c["env"]}
     assert env["CORRAL_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert len([e["name"] for e in c["env"]]) == len(env), "duplicate env names break Helm 4 SSA"
@@ -361,7 +362,8 @@ def test_rendered_settings_are_real_node_options(render, values_file: Path, tmp_
         else:  # secretKeyRef: a stand-in of the right shape
             environ[e["name"]] = ("redis://redis:6379/0" if e["name"] == "CORRAL_REDIS_URL"
                                   else "s3cret")
-    parsed = parser().parse_args(["node", *args])
+    assert args[0] == "node", "the pod's args name the subcommand (the image's ENTRYPOINT is tini + corral)"
+    parsed = parser().parse_args(args)
     given = {k: v for k, v in vars(parsed).items() if k in BY_NAME}
     cfg = NodeConfig.from_sources(given, environ, parsed.config)
     values = yaml.safe_load(values_file.read_text())
@@ -703,3 +705,44 @@ def test_chart_has_no_dependencies() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert "dependencies" not in chart and not (CHART / "charts").exists()
     assert chart["apiVersion"] == "v2" and chart["kubeVersion"].startswith(">=1.25")
+
+
+@pytest.mark.parametrize(("resources", "processes"), [
+    ({"requests": {"cpu": "100m"}}, "1"),                          # the defaults: no limit, a request
+    ({"limits": {"cpu": "1500m"}, "requests": {"cpu": "100m"}}, "2"),  # the limit wins, rounded up
+    ({"limits": {"cpu": 4}}, "4"),
+    ({"limits": {"cpu": 0.25}}, "1"),
+])
+def test_processes_follow_the_cpu_resources(render, resources: dict[str, Any], processes: str) -> None:
+    """The cpu_bound pool is sized from the pod's CPU (never the host's CPU count)."""
+    c = node_container(render("ci/default-values.yaml", set_values={"resources": resources}))
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["CORRAL_PROCESSES"] == processes, (resources, env.get("CORRAL_PROCESSES"))
+    pinned = node_container(render("ci/default-values.yaml", set_values={"corral.processes": 3, "resources": resources}))
+    assert {e["name"]: e.get("value") for e in pinned["env"]}["CORRAL_PROCESSES"] == "3"
+
+
+def test_prometheusrule_tier_overrides(render) -> None:
+    """`<alert>/<severity>` overrides one tier of CorralSchedulerLagging; `<alert>` both."""
+    overrides = {"CorralSchedulerLagging": {"labels": {"team": "jobs"}},
+                 "CorralSchedulerLagging/critical": {"for": "10m", "severity": "page"},
+                 "CorralSchedulerLagging/warning": {"for": "5m"}}
+    docs = render("ci/monitoring-values.yaml", set_values={"prometheusRule.alertOverrides": overrides})
+    lagging = [r for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]
+               if r.get("alert") == "CorralSchedulerLagging"]
+    by_threshold = {r["expr"].strip().rsplit(">", 1)[1].strip(): r for r in lagging}
+    assert by_threshold["30"]["for"] == "5m" and by_threshold["30"]["labels"] == {"severity": "warning", "team": "jobs"}
+    assert by_threshold["300"]["for"] == "10m" and by_threshold["300"]["labels"] == {"severity": "page", "team": "jobs"}
+
+
+@pytest.mark.parametrize(("values_file", "kind", "endpoints"), [
+    ("ci/monitoring-values.yaml", "ServiceMonitor", "endpoints"),
+    ("ci/podmonitor-values.yaml", "PodMonitor", "podMetricsEndpoints"),
+])
+def test_monitors_label_the_corral_cluster(render, values_file: str, kind: str, endpoints: str) -> None:
+    """Every scraped series carries redis_namespace = corral.namespace: the alerts group by
+    (namespace, redis_namespace), so releases of one cluster (a worker-only one too) are one."""
+    for ns in ("resque", "billing"):
+        monitor = one(render(values_file, set_values={"corral.namespace": ns}), kind)
+        relabel = monitor["spec"][endpoints][0]["relabelings"]
+        assert {"action": "replace", "targetLabel": "redis_namespace", "replacement": ns} in relabel, relabel

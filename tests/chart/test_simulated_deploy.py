@@ -44,6 +44,7 @@ from chart_helpers import (
     Doc,
     env_of,
     flag_value,
+    last_instruction,
     node_container,
     of_kind,
     one,
@@ -165,10 +166,15 @@ def localise(value: str, mounts: dict[str, Path]) -> str:
 
 def build_pods(docs: list[Doc], redis_port: int, tmp_path: Path) -> list[Pod]:
     container = node_container(docs)
-    command, args = container["command"], container["args"]
+    image = parse_dockerfile(DOCKERFILE)
+    # No `command:` in the pod: the image's ENTRYPOINT runs, tini first (PID 1), then the script.
+    assert "command" not in container
+    entrypoint = json.loads(last_instruction(image, "ENTRYPOINT"))
+    assert entrypoint[:2] == ["/usr/bin/tini", "--"], entrypoint
+    command, args = entrypoint[2:], container["args"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert command[0] in scripts, f"{command[0]} is not a console script of the package"
-    image_env = env_of(parse_dockerfile(DOCKERFILE))
+    image_env = env_of(image)
     replicas = one(docs, "Deployment")["spec"]["replicas"]
     pods = []
     for i in range(replicas):

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from cluster.client import Client
 from cluster.connection import RedisSettings
 from cluster.errors import EnqueueError
 from cluster.task import Registry, Task
+from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_dumps
 from tests.support import REPO_ROOT, free_port, wait_until, wait_until_async
 from tests.support.inproc import NodeFactory
@@ -266,12 +267,15 @@ def tls_dir(tmp_path: Path) -> Path:
     _make_cert(d, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
                                   "extendedKeyUsage=serverAuth\n")
     _make_cert(d, "client", "ca", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    _make_cert(d, "elsewhere", "ca", "subjectAltName=DNS:elsewhere.example\nbasicConstraints=CA:FALSE\n"
+                                     "extendedKeyUsage=serverAuth\n")
     return d
 
 
-def _tls_server(redis_factory: Callable[..., RedisServer], d: Path, auth_clients: str) -> tuple[RedisServer, int]:
+def _tls_server(redis_factory: Callable[..., RedisServer], d: Path, auth_clients: str,
+                cert: str = "server") -> tuple[RedisServer, int]:
     port = free_port()
-    server = redis_factory(tls_port=port, tls_cert_file=str(d / "server.pem"), tls_key_file=str(d / "server.key"),
+    server = redis_factory(tls_port=port, tls_cert_file=str(d / f"{cert}.pem"), tls_key_file=str(d / f"{cert}.key"),
                            tls_ca_cert_file=str(d / "ca.pem"), tls_auth_clients=auth_clients)
     return server, port
 
@@ -282,10 +286,29 @@ def test_tls_nodes_and_clients(redis_factory: Callable[..., RedisServer], node_c
     ca, cert, key = str(d / "ca.pem"), str(d / "client.pem"), str(d / "client.key")
     verify_only, vport = _tls_server(redis_factory, d, "no")
     _mutual, mport = _tls_server(redis_factory, d, "yes")
+    _misnamed, nport = _tls_server(redis_factory, d, "no", cert="elsewhere")
     tasks = _tasks_dir(tmp_path)
-    # a node without its client certificate against tls-auth-clients yes: refused at boot (runs meanwhile)
-    no_cert = _node_cmd("node", "--redis-url", f"rediss://127.0.0.1:{mport}/0", "--redis-tls-ca-file", ca,
-                        "--tasks-dir", str(tasks), "--http-port", str(free_port()))
+    # Misconfigured TLS stops a node at boot, and a CLI command, with one line saying in Corral's
+    # words what failed (never the client library's wording, which changes between releases).
+    # They run meanwhile.
+    other_ca = str(d / "other-ca.pem")
+    refused_boots = {
+        "TLS handshake refused by the server: it requires a client certificate": _node_cmd(
+            "node", "--redis-url", f"rediss://127.0.0.1:{mport}/0", "--redis-tls-ca-file", ca,
+            "--tasks-dir", str(tasks), "--http-port", str(free_port())),
+        f"certificate not trusted: the server's certificate does not verify against the CA file {other_ca}": _node_cmd(
+            "node", "--redis-url", f"rediss://127.0.0.1:{vport}/0", "--redis-tls-ca-file", other_ca,
+            "--tasks-dir", str(tasks), "--http-port", str(free_port())),
+        "hostname mismatch: the server's certificate is not valid for 127.0.0.1": _node_cmd(
+            "node", "--redis-url", f"rediss://127.0.0.1:{nport}/0", "--redis-tls-ca-file", ca,
+            "--tasks-dir", str(tasks), "--http-port", str(free_port())),
+        f"the server at 127.0.0.1:{vport} speaks TLS: use a rediss:// URL": _node_cmd(
+            "status", "--redis-url", f"redis://127.0.0.1:{vport}/0"),
+        "TLS handshake refused by the server: it does not accept the client certificate": _node_cmd(
+            "status", "--redis-url", f"rediss://127.0.0.1:{mport}/0",
+            env={"CORRAL_REDIS_TLS_CA_FILE": ca, "CORRAL_REDIS_TLS_CERT_FILE": str(d / "elsewhere.pem"),
+                 "CORRAL_REDIS_TLS_KEY_FILE": str(d / "elsewhere.key")}),
+    }
 
     a = node_cluster.add("tls-a", redis_url=f"rediss://127.0.0.1:{vport}/0", tasks_dir=tasks,
                          extra_args=["--redis-tls-ca-file", ca])
@@ -314,15 +337,26 @@ def test_tls_nodes_and_clients(redis_factory: Callable[..., RedisServer], node_c
                 c = await Client.connect(settings=s)
                 await c.close()
                 raise AssertionError(f"{what}: connected")
+        # what Corral says about each (the probe the node and the CLI use after a failed connect)
+        said = {what: await explain_tls_failure(s) for what, s in refused}
+        assert said["no client certificate"].startswith("TLS handshake refused by the server"), said
+        assert said["unknown CA"].startswith("certificate not trusted"), said
+        assert said["plain text to the TLS port"] == \
+            f"the server at 127.0.0.1:{vport} speaks TLS: use a rediss:// URL (and --redis-tls-ca-file)", said
+        misnamed = RedisSettings(url=f"rediss://127.0.0.1:{nport}/0", tls_ca_file=ca)
+        assert (await explain_tls_failure(misnamed) or "").startswith("hostname mismatch"), "name not checked"
+        working = RedisSettings(url=f"rediss://127.0.0.1:{vport}/0", tls_ca_file=ca)
+        assert await explain_tls_failure(working) is None, "a working TLS setup has nothing to explain"
 
     asyncio.run(jobs())
     with verify_only.client() as plain_admin:
         tls_clients = [c for c in plain_admin.client_list() if int(c.get("laddr", ":0").rpartition(":")[2]) == vport]
     assert tls_clients, "the node's connections arrive on the TLS port"
-    code, err = _finish(no_cert)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-500:]
-    assert "cannot reach Redis at rediss://127.0.0.1" in lines[0] and "certificate" in lines[0].lower(), lines[0]
+    for words, proc in refused_boots.items():
+        code, err = _finish(proc)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (words, code, err[-500:])
+        assert "cannot reach Redis at redis" in lines[0] and words in lines[0], (words, lines[0])
 
 
 # -- what runs, what is read ---------------------------------------------------------------------
@@ -479,3 +513,124 @@ def test_unsafe_combinations_are_refused_with_a_reason(tmp_path: Path, redis_url
         if code != 2 or len(lines) != 1 or needle not in lines[0] or "pw1" in err or "pw2" in err:
             problems.append(f"{what}: exit {code}: {err[-300:]!r}")
     assert not problems, "\n".join(problems)
+
+
+# -- Sentinel with its own password, ACL user and TLS (as bitnami/redis deploys it) ---------------
+
+SENTINEL_PW = "S3ntinel-Pw-4e1a"
+SENTINEL_USER = "watcher"
+SENTINEL_USER_PW = "W4tcher-Pw-0b7d"
+
+
+@pytest.fixture
+def sentinel_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """`sentinel_factory(primary_port, **options)`: one `redis-server --sentinel` monitoring
+    `mymaster` at 127.0.0.1:primary_port (quorum 1), with `options` as sentinel.conf directives."""
+    started: list[RedisServer] = []
+
+    def make(primary_port: int, *, monitor: Sequence[str] = (), **options: Any) -> RedisServer:
+        binary = subprocess.run(["which", "redis-server"], capture_output=True, text=True).stdout.strip()
+        s = RedisServer(tmp_path / f"sentinel{len(started)}", binary=binary, options={
+            "sentinel": [f"monitor mymaster 127.0.0.1 {primary_port} 1", "down-after-milliseconds mymaster 5000",
+                         *monitor], **options})
+        s.argv.append("--sentinel")
+        started.append(s)
+        return s.start()
+
+    yield make
+    for s in started:
+        s.kill()
+
+
+def _sentinel_args(sentinel: RedisServer, *extra: str, port: int | None = None) -> list[str]:
+    return ["--redis-sentinels", f"127.0.0.1:{port or sentinel.port}", "--redis-sentinel-master", "mymaster", *extra]
+
+
+def test_password_protected_sentinels(redis_factory: Callable[..., RedisServer],
+                                      sentinel_factory: Callable[..., RedisServer],
+                                      node_cluster: NodeCluster, tmp_path: Path) -> None:
+    """Sentinels with `requirepass` and an ACL user, the primary with a password of its own:
+    nodes and the CLI reach the primary with the Sentinel credentials as flags, env or config
+    file; without them, or wrong, the boot stops at once naming the Sentinel and what to set."""
+    primary = redis_factory(requirepass=ADMIN_PW)
+    sentinel = sentinel_factory(primary.port, monitor=[f"auth-pass mymaster {ADMIN_PW}"], requirepass=SENTINEL_PW,
+                                user=[f"{SENTINEL_USER} on >{SENTINEL_USER_PW} allchannels +@all"])
+    tasks = _tasks_dir(tmp_path)
+    target = f"sentinel://127.0.0.1:{sentinel.port}/mymaster"
+    common = ["--redis-password", ADMIN_PW, "--tasks-dir", str(tasks), "--http-port", str(free_port())]
+    refused = {
+        "it requires a password and none is configured for the Sentinels (--redis-sentinel-password)":
+            _node_cmd("node", *_sentinel_args(sentinel), *common),
+        "wrong Sentinel password for the default user":
+            _node_cmd("node", *_sentinel_args(sentinel, "--redis-sentinel-password", WRONG_PW), *common),
+        f"wrong Sentinel password for user {SENTINEL_USER!r}":
+            _node_cmd("status", "--redis-url", _plain_url(primary),  # the CLI takes the CORRAL_REDIS_* env
+                      env={"CORRAL_REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}", "CORRAL_REDIS_SENTINEL_MASTER":
+                           "mymaster", "CORRAL_REDIS_SENTINEL_USERNAME": SENTINEL_USER,
+                           "CORRAL_REDIS_SENTINEL_PASSWORD": WRONG_PW, "CORRAL_REDIS_PASSWORD": ADMIN_PW}),
+    }
+    config = tmp_path / "corral.toml"
+    config.write_text(f'[redis]\nsentinels = ["127.0.0.1:{sentinel.port}"]\nsentinel_master = "mymaster"\n'
+                      f'sentinel_username = "{SENTINEL_USER}"\nsentinel_password = "{SENTINEL_USER_PW}"\n')
+    plain = _plain_url(primary)
+    a = node_cluster.add("sentinel-flags", redis_url=plain, tasks_dir=tasks, extra_args=_sentinel_args(
+        sentinel, "--redis-password", ADMIN_PW, "--redis-sentinel-password", SENTINEL_PW, "--log-level", "debug"))
+    b = node_cluster.add("sentinel-env", redis_url=plain, tasks_dir=tasks, extra_args=_sentinel_args(sentinel),
+                         env={"CORRAL_REDIS_SENTINEL_PASSWORD": SENTINEL_PW, "CORRAL_REDIS_PASSWORD": ADMIN_PW})
+    c = node_cluster.add("sentinel-file", redis_url=plain, tasks_dir=tasks, extra_args=["--config", str(config)],
+                         env={"CORRAL_REDIS_PASSWORD": ADMIN_PW})
+    for n in (a, b, c):
+        n.wait_ready(30)
+    node_cluster.wait_leader(15)
+    s = RedisSettings(sentinels=(f"127.0.0.1:{sentinel.port}",), sentinel_master="mymaster", password=ADMIN_PW,
+                      sentinel_password=SENTINEL_PW)
+
+    async def job() -> None:
+        async with await Client.connect(settings=s) as client:
+            await client.enqueue("mark", {"id": "via-sentinel"})
+            await wait_until_async(lambda: client.redis.lrange("resque:test:marks", 0, -1), 15,
+                                   message="the job ran on a primary found through the Sentinel")
+
+    asyncio.run(job())
+    for words, proc in refused.items():
+        code, err = _finish(proc)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (words, code, err[-500:])
+        assert f"cannot reach Redis at {target}: Sentinel 127.0.0.1:{sentinel.port} refused authentication: " \
+               f"{words}" in lines[0], lines[0]
+        _assert_no_secret("a refused boot", err, ADMIN_PW, SENTINEL_PW, SENTINEL_USER_PW)
+    for n in (a, b, c):
+        _assert_no_secret(f"{n.node_id}'s log", json.dumps(n.log_records()), ADMIN_PW, SENTINEL_PW, SENTINEL_USER_PW)
+        _assert_no_secret(f"{n.node_id}'s /status", json.dumps(n.status()), ADMIN_PW, SENTINEL_PW, SENTINEL_USER_PW)
+
+
+def test_sentinels_over_tls(redis_factory: Callable[..., RedisServer], sentinel_factory: Callable[..., RedisServer],
+                            node_cluster: NodeCluster, tls_dir: Path, tmp_path: Path) -> None:
+    """bitnami/redis with TLS: the primary and the Sentinel speak TLS only on their TLS ports (the
+    Sentinel monitors the primary over TLS); `--redis-sentinel-tls` with the CA reaches both."""
+    d = tls_dir
+    ca = str(d / "ca.pem")
+    tls = {"tls_cert_file": str(d / "server.pem"), "tls_key_file": str(d / "server.key"), "tls_ca_cert_file": ca,
+           "tls_auth_clients": "no"}
+    primary_tls = free_port()
+    redis_factory(tls_port=primary_tls, **tls)
+    sentinel_tls = free_port()
+    sentinel = sentinel_factory(primary_tls, tls_port=sentinel_tls, tls_replication="yes", **tls)
+    tasks = _tasks_dir(tmp_path)
+    tls_args = ["--redis-sentinel-tls", "--redis-tls-ca-file", ca]
+    wrong_ca = _node_cmd("node", *_sentinel_args(sentinel, "--redis-sentinel-tls", "--redis-tls-ca-file",
+                                                 str(d / "other-ca.pem"), port=sentinel_tls),
+                         "--tasks-dir", str(tasks), "--http-port", str(free_port()))
+    no_tls = _node_cmd("node", *_sentinel_args(sentinel, port=sentinel_tls), "--tasks-dir", str(tasks),
+                       "--http-port", str(free_port()))
+    node = node_cluster.add("sentinel-tls", tasks_dir=tasks, extra_args=_sentinel_args(sentinel, *tls_args,
+                                                                                    port=sentinel_tls))
+    node.wait_ready(30)
+    wait_until(node.is_leader, 10, message="the node leads through the TLS Sentinel")
+    for proc, scheme, words in (
+            (wrong_ca, "sentinels", f"Sentinel 127.0.0.1:{sentinel_tls}: certificate not trusted"),
+            (no_tls, "sentinel", f"Sentinel 127.0.0.1:{sentinel_tls} speaks TLS: set --redis-sentinel-tls")):
+        code, err = _finish(proc)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1, (words, code, err[-500:])
+        assert f"cannot reach Redis at {scheme}://127.0.0.1:{sentinel_tls}/mymaster: {words}" in lines[0], lines[0]

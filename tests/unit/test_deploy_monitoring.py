@@ -146,7 +146,7 @@ def dashboard_exprs(dash: dict[str, Any]) -> list[str]:
 def substitute_variables(expr: str) -> str:
     """A dashboard expression as Prometheus would receive it, for a syntax check."""
     expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "1m")
-    return re.sub(r"\$\{?(job|node|queue)\}?", ".*", expr)
+    return re.sub(r"\$\{?(namespace|cluster|job|node|queue)\}?", ".*", expr)
 
 
 # ---- promtool ------------------------------------------------------------------------------------
@@ -233,7 +233,30 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
 
 def test_leader_alerts_cover_absence() -> None:
     no_leader = next(rule for rule in alerts() if rule["alert"] == "CorralNoLeader")
-    assert "absent(corral_is_leader)" in no_leader["expr"]
+    assert "absent(corral_node_info)" in no_leader["expr"]
+
+
+def test_no_leader_pages_only_where_a_node_may_lead() -> None:
+    """A worker-only release (corral_leader_candidate 0) never pages for a missing leader; the
+    promtool cases prove it with a worker-only release next to a scheduler release."""
+    no_leader = next(rule for rule in alerts() if rule["alert"] == "CorralNoLeader")
+    assert "corral_leader_candidate" in no_leader["expr"]
+    cases = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    worker_only = [c for c in cases if "worker-only" in c["name"]]
+    assert worker_only, "a promtool case with a worker-only release"
+    series = " ".join(s["series"] for c in worker_only for s in c["input_series"])
+    assert "corral_leader_candidate" in series and "corral-workers" in series and 'job="corral"' in series
+    assert all(t["exp_alerts"] == [] for c in worker_only for t in c["alert_rule_test"])
+
+
+def test_rules_group_per_corral_cluster() -> None:
+    """Per Corral cluster = (namespace, redis_namespace), never per scrape job (a Service name)."""
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            for by in re.findall(r"\bby \(([^)]*)\)", rule["expr"]):
+                labels = {label.strip() for label in by.split(",")}
+                assert {"namespace", "redis_namespace"} <= labels and "job" not in labels, \
+                    (rule.get("alert") or rule.get("record"), by)
 
 
 # ---- dashboard -------------------------------------------------------------------------------------
@@ -307,3 +330,20 @@ def test_cluster_wide_gauges_are_never_summed() -> None:
     summed = re.compile(rf"\bsum\b\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\(\s*({cluster_wide})\b")
     exprs = [rule["expr"] for rule in rules()] + dashboard_exprs(dashboard())
     assert [e for e in exprs if summed.search(e)] == []
+
+
+def test_dashboard_selects_one_cluster() -> None:
+    """A namespace and a cluster (Redis namespace) variable narrow every query, so two releases
+    of the same name in two namespaces never merge; joins match on the namespace too."""
+    dash = dashboard()
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    for name, label in (("namespace", "namespace"), ("cluster", "redis_namespace")):
+        query = variables[name]["query"]["query"]
+        assert query.startswith("label_values(corral_node_info") and query.endswith(f", {label})"), query
+        assert not variables[name]["includeAll"] and not variables[name]["multi"], name
+    narrowing = {variables[n]["query"]["query"] for n in ("namespace", "cluster", "job")}
+    for expr in set(dashboard_exprs(dash)) - narrowing:
+        for selector in re.findall(r"corral_\w+\{([^}]*)\}", expr):
+            assert 'namespace=~"$namespace"' in selector and 'redis_namespace=~"$cluster"' in selector, expr
+        for on in re.findall(r"\bon \(([^)]*)\)", expr):
+            assert "namespace" in on, expr

@@ -182,6 +182,7 @@ Container args of `corral node` (exec form: Corral is PID 1 and receives SIGTERM
 node to this pod (config file, tasks mount, listening address, election backend).
 */}}
 {{- define "corral.args" -}}
+- node
 - --config
 - {{ include "corral.configDir" . }}/corral.toml
 - --tasks-dir
@@ -221,6 +222,10 @@ node's flags (CORRAL_REDIS_URL = --redis-url, ...), so every `corral` command ru
       fieldPath: metadata.namespace
 - name: CORRAL_NAMESPACE
   value: {{ .Values.corral.namespace | quote }}
+{{- with include "corral.processes" . }}
+- name: CORRAL_PROCESSES
+  value: {{ . | quote }}
+{{- end }}
 {{- if .Values.redis.existingSecretUrlKey }}
 - name: CORRAL_REDIS_URL
   valueFrom:
@@ -259,4 +264,42 @@ node's flags (CORRAL_REDIS_URL = --redis-url, ...), so every `corral` command ru
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+Size of the cpu_bound process pool (`--processes`): corral.processes when set, else the container's
+CPU limit rounded up, else its CPU request rounded up (a pod without a limit may burst, but its
+request is what it is sized for); empty without either (the node then reads its cgroup quota).
+*/}}
+{{- define "corral.processes" -}}
+{{- if .Values.corral.processes -}}
+{{ .Values.corral.processes }}
+{{- else -}}
+{{- $res := .Values.resources | default dict -}}
+{{- $cpu := "" -}}
+{{- if and $res.limits $res.limits.cpu -}}
+{{- $cpu = toString $res.limits.cpu -}}
+{{- else if and $res.requests $res.requests.cpu -}}
+{{- $cpu = toString $res.requests.cpu -}}
+{{- end -}}
+{{- if $cpu -}}
+{{- if hasSuffix "m" $cpu -}}
+{{ max 1 (ceil (divf (trimSuffix "m" $cpu | float64) 1000) | int) }}
+{{- else -}}
+{{ max 1 (ceil ($cpu | float64) | int) }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The Corral cluster a scraped node belongs to, for the alerts and the dashboard: the Redis key
+namespace as the `redis_namespace` target label (the Kubernetes `namespace` label comes from the
+Prometheus Operator). Every release on one Redis namespace in one Kubernetes namespace (e.g. a
+worker-only release and the release that leads) is one cluster.
+*/}}
+{{- define "corral.clusterRelabelings" -}}
+- action: replace
+  targetLabel: redis_namespace
+  replacement: {{ .Values.corral.namespace | quote }}
 {{- end }}
