@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,12 @@ class ElectionConfig:
     @property
     def lease_ms(self) -> int:
         return int(self.lease * 1000)
+
+    @property
+    def lock_delay_ms(self) -> int:
+        """How long a new Redis run keeps the lock from everyone (acquire.lua): an old leader's
+        deadline is at most `lease - margin` after its last renew, sent before that run started."""
+        return math.ceil((self.lease - self.margin) * 1000)
 
 
 def parse_token(token: str) -> tuple[str, int | None]:

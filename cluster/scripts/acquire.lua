@@ -1,15 +1,55 @@
 -- Try to become leader: SET NX PX with a token never used before, and start a new epoch.
--- The epoch is the fencing number of the term. If Redis lost the epoch key (restart without
--- data), it restarts from Redis' time in ms, so epochs never go backwards.
 -- KEYS[1] resque_scheduler_leader_lock   KEYS[2] corral:epoch   KEYS[3] corral:leader hash
+-- KEYS[4] corral:epoch_run (the Redis run_id the epoch record was last checked against)
 -- ARGV[1] node id   ARGV[2] random suffix   ARGV[3] lease ms   ARGV[4] since (epoch seconds)
+-- ARGV[5] lock-delay ms (lease - margin: the longest an old leader may still believe it leads)
 -- returns {1, epoch, token} when acquired, {0, pttl, holder} otherwise
+--
+-- A new Redis run (a restart, a restore from RDB/AOF, a failed-over primary: its run_id differs
+-- from the one stored, or the epoch record is gone) cannot prove that the previous lease is over:
+-- the lock may have been lost with the data while its holder still counts on it until its
+-- deadline (last renew sent + lease - margin, before this run started). So the first look at the
+-- lock in a new run (Chubby's lock-delay; 0 once the run is older than the lock-delay):
+--   * lock absent: holds it for lock-delay ms with a placeholder nobody can renew (the old
+--     leader's next renew fails: it learns of the loss), and no one leads until it expires;
+--   * lock present (restored): makes it live at least lock-delay ms more;
+--   * the epoch counter is raised to at least Redis' time in ms, so a counter restored from an
+--     older snapshot never reissues an epoch (epochs grow by one per term, far slower than 1/ms).
+-- Inside one run the lock's expiry or release proves the lease over: the normal path below.
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 local holder = redis.call('GET', KEYS[1])
-if holder then return {0, redis.call('PTTL', KEYS[1]), holder} end
-if redis.call('EXISTS', KEYS[2]) == 0 then
+if redis.call('GET', KEYS[4]) ~= run or redis.call('EXISTS', KEYS[2]) == 0 then
   local t = redis.call('TIME')
-  redis.call('SET', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000))
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local stored = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  redis.call('SET', KEYS[2], string.format('%d', math.max(stored, now_ms)))
+  redis.call('SET', KEYS[4], run)
+  -- An old leader's last good renew was answered before this run started, so its deadline is at
+  -- most run start + lock-delay. A server that never took over from another primary
+  -- (second_repl_offset -1) knows when it started: the wait shrinks by its uptime (whole seconds,
+  -- rounded down: never shorter than needed). A promoted replica's data changed at promotion,
+  -- not at start: it waits the full lock-delay.
+  local delay = tonumber(ARGV[5])
+  if string.match(redis.call('INFO', 'replication'), 'second_repl_offset:(-?%d+)') == '-1' then
+    delay = delay - 1000 * tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
+  end
+  if delay > 0 then
+    delay = math.ceil(delay)
+    if holder then
+      local pttl = redis.call('PTTL', KEYS[1])
+      if pttl >= 0 and pttl < delay then
+        redis.call('PEXPIRE', KEYS[1], delay)
+        pttl = delay
+      end
+      return {0, pttl, holder}
+    end
+    local placeholder = 'corral-lock-delay/' .. run
+    redis.call('SET', KEYS[1], placeholder, 'PX', delay)
+    redis.call('DEL', KEYS[3])
+    return {0, delay, placeholder}
+  end
 end
+if holder then return {0, redis.call('PTTL', KEYS[1]), holder} end
 local epoch = redis.call('INCR', KEYS[2])
 local token = ARGV[1] .. '/' .. epoch .. '/' .. ARGV[2]
 redis.call('SET', KEYS[1], token, 'PX', ARGV[3])
