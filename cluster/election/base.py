@@ -61,9 +61,9 @@ class ElectionConfig:
         return int(self.lease * 1000)
 
     @property
-    def lock_delay_ms(self) -> int:
-        """How long a new Redis run keeps the lock from everyone (acquire.lua): an old leader's
-        deadline is at most `lease - margin` after its last renew, sent before that run started."""
+    def deadline_ms(self) -> int:
+        """`lease - margin` in ms: the longest a leader acts after its last renew was sent (a new
+        Redis run keeps a restored lock at least this long, acquire.lua)."""
         return math.ceil((self.lease - self.margin) * 1000)
 
 

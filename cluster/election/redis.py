@@ -95,7 +95,7 @@ class RedisElector(ElectorBase):
                 self.config.renew_timeout * 2,
                 self.scripts.run("acquire", [self.keys.leader_lock, self.keys.epoch, self.keys.leader,
                                              self.keys.epoch_run],
-                                 [self.node_id, suffix, self.config.lease_ms, since, self.config.lock_delay_ms]),
+                                 [self.node_id, suffix, self.config.lease_ms, since, self.config.deadline_ms]),
             )
         except REDIS_FAILURES as e:
             # The script may still run once Redis answers (a stall): remember its token's suffix so
@@ -217,7 +217,8 @@ class RedisElector(ElectorBase):
             while True:
                 sent = self.clock.monotonic()
                 try:
-                    res = await within(cfg.renew_timeout, self._renew(term))
+                    # never wait for a reply past the deadline: the term ends there, not a timeout later
+                    res = await within(max(0.001, min(cfg.renew_timeout, term.deadline - sent)), self._renew(term))
                 except (RedisConnectionError, ConnectionError, RuntimeError) as e:
                     self.observer.redis_error("election")
                     if retried:

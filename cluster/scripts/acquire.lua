@@ -2,19 +2,22 @@
 -- KEYS[1] resque_scheduler_leader_lock   KEYS[2] corral:epoch   KEYS[3] corral:leader hash
 -- KEYS[4] corral:epoch_run (the Redis run_id the epoch record was last checked against)
 -- ARGV[1] node id   ARGV[2] random suffix   ARGV[3] lease ms   ARGV[4] since (epoch seconds)
--- ARGV[5] lock-delay ms (lease - margin: the longest an old leader may still believe it leads)
+-- ARGV[5] lease - margin, ms: the longest an old leader may still act after its last renew was sent
 -- returns {1, epoch, token} when acquired, {0, pttl, holder} otherwise
 --
 -- A new Redis run (a restart, a restore from RDB/AOF, a failed-over primary: its run_id differs
 -- from the one stored, or the epoch record is gone) cannot prove that the previous lease is over:
 -- the lock may have been lost with the data while its holder still counts on it until its
--- deadline (last renew sent + lease - margin, before this run started). So the first look at the
--- lock in a new run (Chubby's lock-delay; 0 once the run is older than the lock-delay):
---   * lock absent: holds it for lock-delay ms with a placeholder nobody can renew (the old
---     leader's next renew fails: it learns of the loss), and no one leads until it expires;
---   * lock present (restored): makes it live at least lock-delay ms more;
+-- deadline, at most lease - margin after its last renew, which was sent before this run started.
+-- So the first look at the lock in a new run (Chubby's lock-delay):
+--   * lock absent: holds it for one lease with a placeholder nobody can renew, as if it had been
+--     renewed when the run started (a normal expiry's margin over the old deadline); the old
+--     leader's next renew fails on it, so it learns of the loss;
+--   * lock present (restored; its holder's later renewals may be lost): makes it live at least
+--     until the latest deadline its holder can have; a holder that reconnects renews it anyway;
 --   * the epoch counter is raised to at least Redis' time in ms, so a counter restored from an
 --     older snapshot never reissues an epoch (epochs grow by one per term, far slower than 1/ms).
+-- Both waits count from the run's start: a run older than them waits for nothing.
 -- Inside one run the lock's expiry or release proves the lease over: the normal path below.
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 local holder = redis.call('GET', KEYS[1])
@@ -24,25 +27,24 @@ if redis.call('GET', KEYS[4]) ~= run or redis.call('EXISTS', KEYS[2]) == 0 then
   local stored = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
   redis.call('SET', KEYS[2], string.format('%d', math.max(stored, now_ms)))
   redis.call('SET', KEYS[4], run)
-  -- An old leader's last good renew was answered before this run started, so its deadline is at
-  -- most run start + lock-delay. A server that never took over from another primary
-  -- (second_repl_offset -1) knows when it started: the wait shrinks by its uptime (whole seconds,
-  -- rounded down: never shorter than needed). A promoted replica's data changed at promotion,
-  -- not at start: it waits the full lock-delay.
-  local delay = tonumber(ARGV[5])
+  -- A server that never took over from another primary (second_repl_offset -1) knows when its
+  -- data began: the waits shrink by its uptime (whole seconds, rounded down: never too short). A
+  -- promoted replica's data changed at promotion, not at its start: it waits in full.
+  local up = 0
   if string.match(redis.call('INFO', 'replication'), 'second_repl_offset:(-?%d+)') == '-1' then
-    delay = delay - 1000 * tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
+    up = 1000 * tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
   end
-  if delay > 0 then
-    delay = math.ceil(delay)
-    if holder then
-      local pttl = redis.call('PTTL', KEYS[1])
-      if pttl >= 0 and pttl < delay then
-        redis.call('PEXPIRE', KEYS[1], delay)
-        pttl = delay
-      end
-      return {0, pttl, holder}
+  if holder then
+    local keep = math.ceil(tonumber(ARGV[5]) - up)
+    local pttl = redis.call('PTTL', KEYS[1])
+    if pttl >= 0 and pttl < keep then
+      redis.call('PEXPIRE', KEYS[1], keep)
+      pttl = keep
     end
+    return {0, pttl, holder}
+  end
+  local delay = math.ceil(tonumber(ARGV[3]) - up)
+  if delay > 0 then
     local placeholder = 'corral-lock-delay/' .. run
     redis.call('SET', KEYS[1], placeholder, 'PX', delay)
     redis.call('DEL', KEYS[3])

@@ -169,20 +169,29 @@ def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
                                ignore=(OSError,))
     assert registered_at is not None
     back = registered_at - t_up
-    first = cell.first_record(epoch_before, 10.0, after=t_up)
+    # The emptied Redis cannot prove the old lease over: the first candidate to look holds the lock
+    # for one lease (lock-delay, acquire.lua), then a leader takes over and claims from the next
+    # tick slot (every 3 s).
+    lease, tick = cell.config.lease, cell.config.tick_frequency
+    takeover = lease + 0.5 + 1.0  # lock-delay + a candidate's retry + slack for a loaded machine
+    first = cell.first_record(epoch_before, takeover + tick + 2.0, after=t_up)
     cell.fault(Fault("redis-wipe", t_kill, t_end=t_up, old_epoch=epoch_before, measure_from=t_up))
     cell.enqueue([("job", {"id": f"F7c-after-{i}", "s": 0.01}) for i in range(30)])
-    wait_until(lambda: len([r for r in cell.audit() if r.op == "periodic" and r.t >= t_up]) >= 3, 12.0, 0.05,
-               message="three tick slots claimed after the restart")
+    wait_until(lambda: len([r for r in cell.audit() if r.op == "periodic" and r.t >= t_up]) >= 3,
+               takeover + 3 * tick + 2.0, 0.05, message="three tick slots claimed after the restart")
     after = [r for r in cell.audit() if r.t >= t_up]
     slots_after = sorted(float(r.detail.rpartition("@")[2]) for r in after if r.op == "periodic")
     leader_since = min(e.t for e in cell.leader_events() if e.kind == "acquired" and e.t >= t_up)
+    delayed = [e for n in cell.cluster.nodes for e in n.log_records() if e.get("event") == "leader_lock_delay"]
     # Slots between the last claim before the wipe and the takeover were lost with the data, so
     # missed slots are looked for from the restart on; duplicate slots are the bug asserted last.
-    report = cell.finish(Bounds(failover=6.0, max_dup_slots=1), window=(slots_after[0], slots_after[-1]))
+    # Overlap <= 0 (the checker's default): the old leader stopped before the new one acquired.
+    report = cell.finish(Bounds(failover=takeover + tick, max_dup_slots=1), window=(slots_after[0], slots_after[-1]))
     figures("F7c", reregistered_s=back, first_write_after_up_s=first.t - t_up, epoch_before=epoch_before,
             epoch_after=first.epoch, last_slot_before=last_slot, first_slot_after=slots_after[0],
-            leader_acquired_after_up_s=leader_since - t_up)
+            leader_acquired_after_up_s=leader_since - t_up, overlap_s=report.worst_overlap)
+    assert delayed, "no node logged the lock-delay of the new Redis run (leader_lock_delay)"
+    assert leader_since - t_up <= takeover, f"new leader {leader_since - t_up:.2f}s after Redis came back"
     assert first.epoch > epoch_before
     assert all(r.epoch > epoch_before for r in after), "a leader write after the wipe carried an old epoch"
     assert back <= 2.0 + 0.25, f"nodes registered again {back:.2f}s after Redis came back (heartbeat 2 s)"
