@@ -1,4 +1,4 @@
-"""FAULTS.md §4 cells in CI (one round each): F6, F7, F7c, F9, F11, F13, F15, F18.
+"""FAULTS.md §4 cells in CI (one round each): F2b, F6, F7, F7c, F9, F11, F13, F15, F18.
 
 Each cell builds its own topology with `tests/faults/harness.py` (own redis-server with
 `appendonly yes` / `appendfsync always`, three audited `corral node`s with FAULTS §1's default
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.checker import Bounds, Fault, percentile
+from tests.faults.checker import AuditRecord, Bounds, Fault, percentile
 from tests.faults.harness import Cell, CellConfig, redis_binary, whole_seconds_ahead
 from tests.support import missing, wait_until
 
@@ -201,6 +201,55 @@ def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
                          f"{last_slot:.0f}); duplicate slots {report.dup_slots}. {BUG_REFIRE_AFTER_EMPTY_RESTART}")
 
 
+# ---- F2b: a worker node frozen past dead_after: its late ack is refused, and it says so ----------
+
+
+def test_f2b_frozen_worker_late_ack_refused_and_reported(make_cell: MakeCell) -> None:
+    """SIGSTOP a follower mid-job past `dead_after`: the leader recovers its job (run again), then
+    SIGCONT: the node finishes its own copy and its ack is refused (execution id). That is the
+    documented at-least-once case, and the node must say so: `ack_lost` with the job, and
+    `corral_acks_refused_total`; the checker counts the job as completed twice with a refused ack."""
+    cell = make_cell("F2b", CellConfig(nodes=2, concurrency=1, per_node_queue=True))
+    leader = cell.leader()
+    victim = next(n for n in cell.cluster.running() if n is not leader)
+    vid = victim.reported_id
+    queue = f"only-{victim.node_id}"
+    cell.enqueue([("job", {"id": "F2b-frozen", "s": 2.0})], queue=queue)
+    wait_until(lambda: any(x.id == "F2b-frozen" and x.node == vid for x in cell.executions()), 10.0, 0.02,
+               message="the victim to start the job")
+    t_stop = time.time()
+    victim.stop()
+    recovered: list[AuditRecord] = []
+    try:
+        def recovered_now() -> bool:
+            recovered[:] = [r for r in cell.audit() if r.op == "recover" and r.t >= t_stop and vid in r.detail]
+            return bool(recovered)
+
+        # dead after 8 s of silence (its last heartbeat <= 2 s before the stop), then a 1 s recovery tick
+        wait_until(recovered_now, cell.config.dead_after + 8.0, 0.05, message="the frozen node's job recovered")
+    finally:
+        t_cont = time.time()
+        victim.cont()
+    cell.fault(Fault("sigstop-worker", t_stop, t_end=t_cont, node=vid, frozen=True,
+                     inflight=(("F2b-frozen", vid),)))
+
+    def refused() -> list[dict[str, object]]:
+        return [r for r in victim.log_records() if r.get("event") == "ack_lost"]
+
+    wait_until(refused, 10.0, 0.05, message="the resumed node to log its refused ack (ack_lost)")
+    (line,) = refused()
+    assert line["task"] == "job" and line["queue"] == queue and "F2b-frozen" in str(line["payload"]), line
+    metric = f'corral_acks_refused_total{{queue="{queue}",task="job"}} 1.0'
+    assert metric in victim.metrics_text().splitlines(), "corral_acks_refused_total not counted"
+    report = cell.finish(Bounds(max_duplicated=1, recovery=15.0), settle=30.0)
+    runs = [x for x in cell.executions(acks=True) if x.id == "F2b-frozen"]
+    figures("F2b", recovered_after_stop_s=recovered[0].t - t_stop, runs=len(runs),
+            refused=[x.execution_id for x in runs if x.ack_refused])
+    assert report.completed_twice == ["F2b-frozen"] and report.completed_twice_refused == ["F2b-frozen"], \
+        report.table()
+    assert [x.execution_id for x in runs if x.ack_refused] == [f"{vid}/{line['execution_id']}"]
+
+
 # ---- F9: the leader's wall clock jumps +-1 h (the clock seam) ------------------------------------
 
 
@@ -296,7 +345,7 @@ def test_f11_redis_stall(make_cell: MakeCell) -> None:
     time.sleep(2.0)
     events = [r for n in cell.cluster.nodes for r in n.log_records()]
     down = [e for e in cell.leader_events() if e.kind == "stepped_down" and e.epoch == epoch]
-    ack_lost = [r for r in events if r.get("event") == "ack_lost"]
+    ack_lost = [r for r in events if r.get("event") in ("ack_lost", "ack_unconfirmed")]
     cell.fault(Fault("redis-sigstop", t_stop, t_end=t_resume, old_epoch=epoch, measure_from=t_resume))
     # The signatures of the two bugs this cell found are tolerated here and raised last, as ProductBug.
     report = cell.finish(Bounds(failover=cfg.lease + 1.0, max_lost=len(ack_lost)))
