@@ -21,6 +21,8 @@ from ..errors import ConfigError, LeaseLost
 from ..observe import Observer
 
 LeadFn = Callable[["Term"], Coroutine[Any, Any, None]]
+# acquire.lua's lock value while a new Redis run waits out the previous run's leases: nobody leads
+LOCK_DELAY_PREFIX = "corral-lock-delay/"
 log = logging.getLogger("corral.election")
 
 

@@ -40,12 +40,9 @@ from ..errors import LeaseLost
 from ..keys import Keys
 from ..observe import Observer
 from ..scripts import Scripts, source
-from .base import ElectionConfig, ElectionState, ElectorBase, LeadFn, Term, parse_token
+from .base import LOCK_DELAY_PREFIX, ElectionConfig, ElectionState, ElectorBase, LeadFn, Term, parse_token
 
 log = logging.getLogger("corral.election")
-
-# acquire.lua's placeholder value while a new Redis run waits out the previous run's leases
-LOCK_DELAY_PREFIX = "corral-lock-delay/"
 
 
 class RedisElector(ElectorBase):

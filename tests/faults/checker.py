@@ -8,10 +8,12 @@ and drained, or by hand in the checker's own unit tests:
   (indeterminate: a timeout or a connection lost after sending).
 - `executions`: one entry per execution of a job, from the per-process JSONL logs the task code
   writes (never Redis): start, end (None when the process died mid-job) and outcome (`ok`,
-  `error`, `cancelled` = interrupted by a graceful stop and pushed back, None = never ended).
+  `error`, `cancelled` = interrupted by a graceful stop and pushed back, None = never ended), and
+  whether its node logged its late ack refused (`ack_lost`: the at-least-once case).
 - `audit`: the `<ns>:corral:audit` stream in stream order; every accepted leader write.
 - `leader_events`: from the nodes' JSON logs: acquired / stepped_down / released / stopping /
-  stale_rejected, with the log's wall time and the term's epoch.
+  stale_rejected, with the log's wall time and the term's epoch; plus `claimed`, the harness's
+  probes of a resumed node that answered "I lead" (see `_check_leadership` for overlap).
 - `faults`: what the cell injected and when, with what each fault lets the checker measure
   (failover / handoff duration, recovery of the jobs in flight on a killed node).
 

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from cluster.client import Client
 from cluster.clock import SYSTEM_CLOCK
-from cluster.election.base import Term
+from cluster.election.base import LOCK_DELAY_PREFIX, Term
 from cluster.election.redis import RedisElector
 from cluster.keys import Keys
 from cluster.observe import NULL_OBSERVER
@@ -86,6 +87,14 @@ async def test_a_leader_that_missed_an_empty_restart_stops_before_anyone_else_le
     own_redis.wipe_data()
     own_redis.start()
     t_up = time.monotonic()
+    admin = await _admin(own_redis)
+    try:  # meanwhile the lock holds the lock-delay placeholder, and nobody is reported leading
+        held = await wait_until_async(lambda: admin.get(group.keys.leader_lock), 3.0, 0.01,
+                                      message="the lock-delay placeholder")
+        assert str(held).startswith(LOCK_DELAY_PREFIX), held
+        assert await Client(admin, group.namespace).leader() is None
+    finally:
+        await admin.aclose()
     # the old term's deadline is what it counts on: Redis lost the lock long before it
     await group.wait_leader(LOCK_DELAY + CFG.lease + 2.0, exclude=(old,))
     started = new.terms[-1].start
