@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from .clock import SYSTEM_CLOCK, Clock
 from .connection import RedisSettings, close_redis, make_redis
+from .election.base import LOCK_DELAY_PREFIX
 from .errors import EnqueueError
 from .keys import Keys
 from .plugins import PluginContext
@@ -421,7 +422,7 @@ class Client:
             pipe.hgetall(self.keys.leader)
             pipe.pttl(self.keys.leader_lock)
             token, info, pttl = await pipe.execute()
-        if token is None:
+        if token is None or token.startswith(LOCK_DELAY_PREFIX):  # a new Redis run's lock-delay: no leader yet
             return None
         if info and info.get("token") == token:
             return {"node": info["node"], "epoch": int(info["epoch"]), "since": float(info["since"]),

@@ -21,6 +21,7 @@ resque layout (node-resque / Ruby resque read and write these):
 Corral only, under `corral:`:
 
     corral:epoch                 int, one per leader term, never decreases
+    corral:epoch_run             Redis run_id the epoch record was last checked against (a new run: lock-delay)
     corral:leader                hash {node, epoch, since, token} of the current term
     corral:members               zset node id -> last heartbeat (Redis time, ms)
     corral:node:<id>             hash {info, workers}
@@ -53,6 +54,7 @@ class Keys:
         self.stat_processed = self._p + "stat:processed"
         self.stat_failed = self._p + "stat:failed"
         self.epoch = self.corral("epoch")
+        self.epoch_run = self.corral("epoch_run")
         self.leader = self.corral("leader")
         self.members = self.corral("members")
         self.recovered = self.corral("recovered")

@@ -31,7 +31,7 @@ METRIC_NAMES: frozenset[str] = frozenset({
     "corral_periodic_lateness_seconds",
     "corral_workers", "corral_jobs_recovered_total", "corral_jobs_poisoned_total", "corral_redis_errors_total",
     "corral_stale_leader_writes_total", "corral_node_info", "corral_node_heartbeat_age_seconds",
-    "corral_cluster_gauges_age_seconds", "corral_leader_candidate",
+    "corral_cluster_gauges_age_seconds", "corral_leader_candidate", "corral_acks_refused_total",
 })
 
 
@@ -94,6 +94,10 @@ class NodeMetrics(Observer):
         self.workers = Gauge("corral_workers", "Worker slots of this node by state", ["state"], registry=r)
         self.recovered = Counter("corral_jobs_recovered", "Jobs re-queued from dead nodes by this node", registry=r)
         self.poisoned = Counter("corral_jobs_poisoned", "Jobs failed as poison pills by this node", registry=r)
+        self.acks_refused = Counter(
+            "corral_acks_refused", "Jobs this node ran to the end whose ack was refused: the leader had recovered "
+            "them (the node was declared dead: frozen, partitioned), so another copy runs too (at-least-once)",
+            ["queue", "task"], registry=r)
         self.redis_errors = Counter("corral_redis_errors", "Redis errors seen by this node", ["where"], registry=r)
         self.stale = Counter("corral_stale_leader_writes", "Leader writes refused by fencing (stale term)", ["op"],
                              registry=r)
@@ -131,6 +135,9 @@ class NodeMetrics(Observer):
 
     def job_retried(self, queue: str, task: str) -> None:
         self.retried.labels(queue, task).inc()
+
+    def ack_refused(self, queue: str, task: str) -> None:
+        self.acks_refused.labels(queue, task).inc()
 
     def worker_state(self, busy: int, idle: int) -> None:
         self.workers.labels("busy").set(busy)

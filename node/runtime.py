@@ -281,8 +281,20 @@ class Node:
             return {"node": self.node_id, "leader": None, "is_leader": False, "epoch": 0, "since": None,
                     "backend": self.cfg.election, "candidate": False}
         s = e.state
-        return {"node": self.node_id, "leader": s.leader, "is_leader": s.is_leader, "epoch": s.epoch,
-                "since": s.since if s.is_leader else s.extra.get("since"), "backend": s.backend, "candidate": True}
+        leads = self._leads_now()
+        return {"node": self.node_id, "leader": s.leader if leads or not s.is_leader else None, "is_leader": leads,
+                "epoch": s.epoch, "since": s.since if leads else s.extra.get("since"), "backend": s.backend,
+                "candidate": True}
+
+    def _leads_now(self) -> bool:
+        """Leading as far as anyone outside may be told: the elector says so *and* its term's
+        deadline is ahead. A node resuming from a freeze (SIGSTOP, a blocked loop) still holds the
+        view it had before; until its lease check runs it must not say it leads (FAULTS F2)."""
+        e = self.elector
+        if e is None or not e.state.is_leader:
+            return False
+        term = e.term
+        return term is not None and self.clock.monotonic() < term.deadline
 
     async def h_leader(self) -> Response:
         view = self._leader_view()
@@ -302,6 +314,8 @@ class Node:
         return json_response(200, view)
 
     async def h_metrics(self) -> Response:
+        if self.elector is not None:  # corral_is_leader: the same lease check as /leader
+            self.metrics.is_leader.set(1 if self._leads_now() else 0)
         age = self.membership.age()
         self.metrics.heartbeat_age.set(age if age is not None else -1)
         c = self.metrics.cluster

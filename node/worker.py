@@ -159,6 +159,8 @@ class Slot:
         self.pushed_back = 0
         self._exec_seq = itertools.count(1)
         self.enqueued_ms: float | None = None
+        self.acking: tuple[str, str] | None = None  # (queue, payload) of the job the next fetch acks
+        self._ack_retried = False
         self.left = 0
         k = pool.keys
         self._fixed_keys = [k.inflight(pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
@@ -180,9 +182,9 @@ class Slot:
         status, queue, payload = res[0], res[1], res[2]
         self.enqueued_ms = float(res[3]) if res[3] else None
         self.left = int(res[4]) if len(res) > 4 and res[4] else 0
-        if status == "LOST":
-            log.warning("worker: ack refused, the job had been recovered by the leader (this node was declared dead)",
-                        extra={"event": "ack_lost", "worker": self.name})
+        if status == "LOST" and ack is not None:
+            self._report_refused_ack(ack, retried=self._ack_retried)
+        self._ack_retried = False
         return status, queue, payload, exec_id  # an empty entry ("") is a job too: it must fail, not vanish
 
     async def run(self) -> None:
@@ -201,6 +203,7 @@ class Slot:
             except REDIS_FAILURES as e:
                 pool.observer.redis_error("worker")
                 log.warning("worker: Redis error, retrying: %r", e, extra={"worker": self.name})
+                self._ack_retried = ack is not None  # the lost call may have applied the ack already
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -243,6 +246,24 @@ class Slot:
                 return
             self.job_task = None
             ack = (job_exec, outcome)
+            self.acking = (queue, payload)
+
+    def _report_refused_ack(self, ack: tuple[str, Outcome], *, retried: bool) -> None:
+        """The leader recovered this job while we ran it (this node was declared dead: frozen,
+        partitioned), so another copy was or will be run: the at-least-once case, said out loud.
+        On a retry (the first call's reply was lost: a Redis stall) "LOST" is ambiguous: the first
+        call may have applied the ack itself; that is logged as `ack_unconfirmed`, not counted."""
+        queue, payload = self.acking if self.acking is not None else ("", "")
+        task = _task_name(payload)
+        fields = {"worker": self.name, "queue": queue, "task": task, "execution_id": ack[0],
+                  "outcome": ack[1].kind, "payload": payload[:1000]}
+        if retried:
+            log.warning("worker: ack not confirmed: the lost first attempt applied it, or the leader recovered the "
+                        "job meanwhile", extra={"event": "ack_unconfirmed", **fields})
+            return
+        self.pool.observer.ack_refused(queue, task)
+        log.warning("worker: ack refused, the job had been recovered by the leader (this node was declared dead); "
+                    "another copy runs elsewhere", extra={"event": "ack_lost", **fields})
 
     def _next_exec(self) -> str:
         """Execution ids: unique within this node's in-flight hash (node ids are unique per start)."""
@@ -361,3 +382,11 @@ class Slot:
         log.info("worker: job success", extra={"event": "job_success", "task": job.task, "queue": queue,
                                                 "worker": self.name, "duration_ms": round(duration * 1000, 2)})
         return Outcome("ok")
+
+
+def _task_name(payload: str) -> str:
+    try:
+        job = json.loads(payload)
+    except ValueError:
+        return "unknown"
+    return str(job.get("class", "unknown")) if isinstance(job, dict) else "unknown"

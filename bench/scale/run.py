@@ -662,9 +662,10 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
         "SET (redis-benchmark -t set)": ["-t", "set"],
         "GET (redis-benchmark -t get)": ["-t", "get"],
         "EVALSHA renew.lua (GET + PEXPIRE)": ["EVALSHA", renew_sha, "1", "bench:lock", "tok", "5000"],
-        "EVALSHA acquire.lua, lock held (GET + PTTL)": ["EVALSHA", acquire_sha, "3",
+        "EVALSHA acquire.lua, lock held (INFO server + GET + PTTL)": ["EVALSHA", acquire_sha, "4",
                                                          "resque:resque_scheduler_leader_lock", "resque:corral:epoch",
-                                                         "resque:corral:leader", "n", "r", "5000", "0"],
+                                                         "resque:corral:leader", "resque:corral:epoch_run",
+                                                         "n", "r", "5000", "0", "3500"],
         "EVALSHA fetch.lua, empty queue (idle poll: 1 LPOP)": ["EVALSHA", fetch_sha, str(len(fetch_keys)),
                                                                *fetch_keys, *fetch_args],
         "EVALSHA heartbeat.lua, 1 worker (TIME ZSCORE ZADD HSET SET)": [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from ..errors import ConfigError, LeaseLost
 from ..observe import Observer
 
 LeadFn = Callable[["Term"], Coroutine[Any, Any, None]]
+# acquire.lua's lock value while a new Redis run waits out the previous run's leases: nobody leads
+LOCK_DELAY_PREFIX = "corral-lock-delay/"
 log = logging.getLogger("corral.election")
 
 
@@ -58,6 +61,12 @@ class ElectionConfig:
     @property
     def lease_ms(self) -> int:
         return int(self.lease * 1000)
+
+    @property
+    def deadline_ms(self) -> int:
+        """`lease - margin` in ms: the longest a leader acts after its last renew was sent (a new
+        Redis run keeps a restored lock at least this long, acquire.lua)."""
+        return math.ceil((self.lease - self.margin) * 1000)
 
 
 def parse_token(token: str) -> tuple[str, int | None]:

@@ -40,7 +40,7 @@ from ..errors import LeaseLost
 from ..keys import Keys
 from ..observe import Observer
 from ..scripts import Scripts, source
-from .base import ElectionConfig, ElectionState, ElectorBase, LeadFn, Term, parse_token
+from .base import LOCK_DELAY_PREFIX, ElectionConfig, ElectionState, ElectorBase, LeadFn, Term, parse_token
 
 log = logging.getLogger("corral.election")
 
@@ -64,6 +64,7 @@ class RedisElector(ElectorBase):
         self._orphans: list[str] = []
         self._stopping = False
         self.confirmed_renewals = 0  # renewals WAIT confirmed (wait_replicas > 0)
+        self._delaying = False  # the lock holds acquire.lua's lock-delay placeholder
 
     # ---- candidate -----------------------------------------------------------------------
 
@@ -89,8 +90,9 @@ class RedisElector(ElectorBase):
         try:
             res = await within(
                 self.config.renew_timeout * 2,
-                self.scripts.run("acquire", [self.keys.leader_lock, self.keys.epoch, self.keys.leader],
-                                 [self.node_id, suffix, self.config.lease_ms, since]),
+                self.scripts.run("acquire", [self.keys.leader_lock, self.keys.epoch, self.keys.leader,
+                                             self.keys.epoch_run],
+                                 [self.node_id, suffix, self.config.lease_ms, since, self.config.deadline_ms]),
             )
         except REDIS_FAILURES as e:
             # The script may still run once Redis answers (a stall): remember its token's suffix so
@@ -118,6 +120,16 @@ class RedisElector(ElectorBase):
                         deadline=sent + max(0, self._pttl) / 1000 - self.config.margin, clock=self.clock)
         if holder != self.node_id:
             self._orphans.clear()
+        if token.startswith(LOCK_DELAY_PREFIX):
+            # a new Redis run: nobody leads until every lease of the previous run is surely over
+            if not self._delaying:
+                log.warning("election: Redis restarted or failed over (new run_id): no leader for %.1f s, "
+                            "until any lease of the previous run is over", max(0, self._pttl) / 1000,
+                            extra={"event": "leader_lock_delay"})
+            self._delaying = True
+            self._set_follower(None, self.state.epoch)
+            return None
+        self._delaying = False
         self._set_follower(holder, holder_epoch if holder_epoch is not None else self.state.epoch)
         return None
 
@@ -202,7 +214,8 @@ class RedisElector(ElectorBase):
             while True:
                 sent = self.clock.monotonic()
                 try:
-                    res = await within(cfg.renew_timeout, self._renew(term))
+                    # never wait for a reply past the deadline: the term ends there, not a timeout later
+                    res = await within(max(0.001, min(cfg.renew_timeout, term.deadline - sent)), self._renew(term))
                 except (RedisConnectionError, ConnectionError, RuntimeError) as e:
                     self.observer.redis_error("election")
                     if retried:

@@ -1,15 +1,57 @@
 -- Try to become leader: SET NX PX with a token never used before, and start a new epoch.
--- The epoch is the fencing number of the term. If Redis lost the epoch key (restart without
--- data), it restarts from Redis' time in ms, so epochs never go backwards.
 -- KEYS[1] resque_scheduler_leader_lock   KEYS[2] corral:epoch   KEYS[3] corral:leader hash
+-- KEYS[4] corral:epoch_run (the Redis run_id the epoch record was last checked against)
 -- ARGV[1] node id   ARGV[2] random suffix   ARGV[3] lease ms   ARGV[4] since (epoch seconds)
+-- ARGV[5] lease - margin, ms: the longest an old leader may still act after its last renew was sent
 -- returns {1, epoch, token} when acquired, {0, pttl, holder} otherwise
+--
+-- A new Redis run (a restart, a restore from RDB/AOF, a failed-over primary: its run_id differs
+-- from the one stored, or the epoch record is gone) cannot prove that the previous lease is over:
+-- the lock may have been lost with the data while its holder still counts on it until its
+-- deadline, at most lease - margin after its last renew, which was sent before this run started.
+-- So the first look at the lock in a new run (Chubby's lock-delay):
+--   * lock absent: holds it for one lease with a placeholder nobody can renew, as if it had been
+--     renewed when the run started (a normal expiry's margin over the old deadline); the old
+--     leader's next renew fails on it, so it learns of the loss;
+--   * lock present (restored; its holder's later renewals may be lost): makes it live at least
+--     until the latest deadline its holder can have; a holder that reconnects renews it anyway;
+--   * the epoch counter is raised to at least Redis' time in ms, so a counter restored from an
+--     older snapshot never reissues an epoch (epochs grow by one per term, far slower than 1/ms).
+-- Both waits count from the run's start: a run older than them waits for nothing.
+-- Inside one run the lock's expiry or release proves the lease over: the normal path below.
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 local holder = redis.call('GET', KEYS[1])
-if holder then return {0, redis.call('PTTL', KEYS[1]), holder} end
-if redis.call('EXISTS', KEYS[2]) == 0 then
+if redis.call('GET', KEYS[4]) ~= run or redis.call('EXISTS', KEYS[2]) == 0 then
   local t = redis.call('TIME')
-  redis.call('SET', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000))
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local stored = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  redis.call('SET', KEYS[2], string.format('%d', math.max(stored, now_ms)))
+  redis.call('SET', KEYS[4], run)
+  -- A server that never took over from another primary (second_repl_offset -1) knows when its
+  -- data began: the waits shrink by its uptime (whole seconds, rounded down: never too short). A
+  -- promoted replica's data changed at promotion, not at its start: it waits in full.
+  local up = 0
+  if string.match(redis.call('INFO', 'replication'), 'second_repl_offset:(-?%d+)') == '-1' then
+    up = 1000 * tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
+  end
+  if holder then
+    local keep = math.ceil(tonumber(ARGV[5]) - up)
+    local pttl = redis.call('PTTL', KEYS[1])
+    if pttl >= 0 and pttl < keep then
+      redis.call('PEXPIRE', KEYS[1], keep)
+      pttl = keep
+    end
+    return {0, pttl, holder}
+  end
+  local delay = math.ceil(tonumber(ARGV[3]) - up)
+  if delay > 0 then
+    local placeholder = 'corral-lock-delay/' .. run
+    redis.call('SET', KEYS[1], placeholder, 'PX', delay)
+    redis.call('DEL', KEYS[3])
+    return {0, delay, placeholder}
+  end
 end
+if holder then return {0, redis.call('PTTL', KEYS[1]), holder} end
 local epoch = redis.call('INCR', KEYS[2])
 local token = ARGV[1] .. '/' .. epoch .. '/' .. ARGV[2]
 redis.call('SET', KEYS[1], token, 'PX', ARGV[3])

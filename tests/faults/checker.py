@@ -8,10 +8,12 @@ and drained, or by hand in the checker's own unit tests:
   (indeterminate: a timeout or a connection lost after sending).
 - `executions`: one entry per execution of a job, from the per-process JSONL logs the task code
   writes (never Redis): start, end (None when the process died mid-job) and outcome (`ok`,
-  `error`, `cancelled` = interrupted by a graceful stop and pushed back, None = never ended).
+  `error`, `cancelled` = interrupted by a graceful stop and pushed back, None = never ended), and
+  whether its node logged its late ack refused (`ack_lost`: the at-least-once case).
 - `audit`: the `<ns>:corral:audit` stream in stream order; every accepted leader write.
 - `leader_events`: from the nodes' JSON logs: acquired / stepped_down / released / stopping /
-  stale_rejected, with the log's wall time and the term's epoch.
+  stale_rejected, with the log's wall time and the term's epoch; plus `claimed`, the harness's
+  probes of a resumed node that answered "I lead" (see `_check_leadership` for overlap).
 - `faults`: what the cell injected and when, with what each fault lets the checker measure
   (failover / handoff duration, recovery of the jobs in flight on a killed node).
 
@@ -81,6 +83,9 @@ class Execution:
     end: float | None = None
     outcome: str | None = None  # ok | error | cancelled | None (never ended: the process died)
     planned: float | None = None  # the run time the job asked for (its "s" param), when known
+    # The node logged `ack_lost` for this run: it finished, but recovery had taken the job from it
+    # (it was declared dead: frozen, partitioned), so its ack was refused and another copy runs.
+    ack_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,9 @@ def parse_audit(entries: Iterable[tuple[str, dict[str, str]]]) -> list[AuditReco
 @dataclass(frozen=True)
 class LeaderEvent:
     """A leadership event from a node's log. kind: acquired | stepped_down | released | stopping |
-    stale_rejected (a leader write refused as STALE: the fencing working)."""
+    stale_rejected (a leader write refused as STALE: the fencing working) | claimed (not from the
+    log: the harness asked the node, over /leader or /metrics, and it answered that it leads;
+    `t` = when it can first have said so)."""
 
     node: str
     kind: str
@@ -132,9 +139,10 @@ class Fault:
       measured from `recovery_from` (F15: the first node back) or `t`.
     - [t, t_end] is the fault window; leadership changes outside every window (plus `settle`
       seconds after it) are flaps.
-    - `frozen`: the target could not run during the window (SIGSTOP, a blocked event loop), so
-      the step-down it logs when it resumes is not when it stopped; the overlap of its term is
-      then measured by its last accepted write alone.
+    - `frozen`: the target could not run during [t, t_end] (SIGSTOP, a blocked event loop);
+      `t_end` must be stamped *before* it is resumed (SIGCONT), so that whatever it logs after
+      `t_end` is known to come after the resume. See `_check_leadership` for what overlap means
+      for a frozen leader.
     """
 
     kind: str
@@ -245,6 +253,11 @@ class Report:
     duplicated: list[str] = field(default_factory=list)
     started_twice: list[str] = field(default_factory=list)
     completed_twice: list[str] = field(default_factory=list)
+    # Of those, the documented at-least-once case: one copy's ack was refused (the node was declared
+    # dead while it ran the job, recovery re-ran it); each such node said so (`ack_lost`).
+    completed_twice_refused: list[str] = field(default_factory=list)
+    # A refused ack means recovery re-queued the job: a job with no other run after it is lost.
+    refused_not_rerun: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     resurrected: list[str] = field(default_factory=list)  # enqueues known failed that executed
     recovered: list[str] = field(default_factory=list)  # indeterminate enqueues that executed
@@ -295,6 +308,7 @@ class Report:
         over("completed twice", self.completed_twice,
              b.max_duplicated if b.max_completed_twice is None else b.max_completed_twice)
         over("unexpected", self.unexpected, b.max_unexpected)
+        over("refused ack but never run again (recovered copy lost)", self.refused_not_rerun, 0)
         over("resurrected (failed enqueue executed)", self.resurrected, b.max_unexpected)
         over("duplicate periodic slots", self.dup_slots, b.max_dup_slots)
         over("stale-leader writes accepted", self.stale_accepted, b.max_stale_accepted)
@@ -355,7 +369,9 @@ class Report:
             ("lost", f"{ids(self.lost)}  ({self.fraction('lost'):.4f})"),
             ("unfinished", ids(self.unfinished)),
             ("duplicated", f"{ids(self.duplicated)}  ({self.fraction('duplicated'):.4f})"),
-            ("started twice / completed twice", f"{len(self.started_twice)} / {len(self.completed_twice)}"),
+            ("started twice / completed twice", f"{len(self.started_twice)} / {len(self.completed_twice)} "
+                                                f"({len(self.completed_twice_refused)} with a refused late ack: "
+                                                "at-least-once)"),
             ("cancelled (pushed back)", str(self.cancelled)),
             ("unexpected", f"{ids(self.unexpected)}  ({self.fraction('unexpected'):.4f})"),
             ("resurrected (fail executed)", ids(self.resurrected)),
@@ -416,6 +432,12 @@ def _check_jobs(h: History, r: Report) -> None:
     r.duplicated = sorted(i for i, n in effective.items() if n > 1)
     r.started_twice = sorted(i for i, n in starts.items() if n > 1)
     r.completed_twice = sorted(i for i, n in completed.items() if n > 1)
+    refused = {x.id for x in jobs if x.ack_refused}
+    r.completed_twice_refused = [i for i in r.completed_twice if i in refused]
+    for x in jobs:
+        if x.ack_refused and not any(y.id == x.id and y.execution_id != x.execution_id and y.outcome != "cancelled"
+                                     for y in jobs):
+            r.refused_not_rerun.append(str(x.id))
     r.unexpected = sorted(set(starts) - invoked)
     r.resurrected = sorted(fail & set(starts))
     r.recovered = sorted(info & set(starts))
@@ -512,22 +534,46 @@ def _stop_time(events: list[LeaderEvent], node: str, epoch: int, acquired: float
 
 
 def _check_leadership(h: History, r: Report) -> None:
+    """Overlap per handoff: when the old term's last act as leader ended, minus when the new term
+    was acquired (must be <= 0). An act is an accepted leader write (audit), a step-down logged
+    while it could still act, a leader write it attempted (refused as STALE), or telling anyone
+    that it leads (/leader, /metrics: `claimed`).
+
+    A frozen leader (SIGSTOP, its loop blocked) cannot act while frozen: it stopped acting when it
+    froze, and that moment is its end, not the step-down it logs on resuming. Resuming, it still
+    holds its old view until its lease check runs; the check must come first. So its end is the
+    later of the freeze and anything it did as leader after the resume - a write accepted or
+    attempted, an answer that it leads - each of which, after its successor acquired, is overlap.
+    The step-down logged after the resume is that lease check, not an act. (A step-down logged
+    inside the window is real: the node's leader process runs on while the node's loop is blocked
+    and stops itself when the node stops answering.)
+    """
     acquired = sorted((e for e in h.leader_events if e.kind == "acquired" and e.epoch is not None),
                       key=lambda e: (e.epoch or 0, e.t))
     last_write: dict[int, float] = {}
     for rec in h.audit:
         last_write[rec.epoch] = max(rec.t, last_write.get(rec.epoch, rec.t))
-    # STALE refusals are not counted here: a node logs one when the reply arrives, which can be
-    # after a successor acquired although the write was sent before the node stopped; they are
-    # the fencing working and are reported as `stale_rejected`.
+    # STALE refusals are not counted for a running leader: a node logs one when the reply arrives,
+    # which can be after a successor acquired although the write was sent before the node stopped;
+    # they are the fencing working and are reported as `stale_rejected`. After a freeze they are
+    # counted: a write sent before the freeze reached Redis before any successor existed.
     for prev, new in itertools.pairwise(acquired):
         assert prev.epoch is not None and new.epoch is not None
         stop = _stop_time(h.leader_events, prev.node, prev.epoch, prev.t)
+        ends = [t for t in (last_write.get(prev.epoch),) if t is not None]
         frozen = [f for f in h.faults if f.frozen and f.node == prev.node and f.t <= new.t
                   and (f.t_end is None or new.t <= f.t_end)]
-        if stop is not None and any(f.t_end is not None and stop >= f.t_end for f in frozen):
-            stop = None  # logged on resuming
-        ends = [t for t in (stop, last_write.get(prev.epoch)) if t is not None]
+        resumed = [f.t_end for f in frozen if f.t_end is not None]
+        if stop is not None and resumed and stop >= min(resumed):
+            # logged on resuming: it acted until it froze, then only what it did after the resume counts
+            stop = min(f.t for f in frozen)
+            after = min(resumed)
+            ends += [e.t for e in h.leader_events if e.node == prev.node and e.epoch == prev.epoch
+                     and e.kind in ("claimed", "stale_rejected") and e.t >= after]
+        if stop is not None:
+            ends.append(stop)
+        ends += [e.t for e in h.leader_events if e.node == prev.node and e.epoch == prev.epoch
+                 and e.kind == "claimed" and e.t >= new.t]
         r.overlaps.append(Overlap(prev.epoch, new.epoch, prev.node, new.node, max(ends) if ends else None, new.t))
     windows = [(f.t, (f.t_end if f.t_end is not None else f.t) + h.settle) for f in h.faults]
     for e in acquired[1:]:

@@ -413,6 +413,7 @@ class Cell:
         self.collector: AuditCollector | None = None
         self.report: Report | None = None
         self.problems: list[str] = []
+        self.claims: list[LeaderEvent] = []  # answers "I lead" seen by `resume_probing`
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -599,11 +600,45 @@ class Cell:
                     out[node] = ids
         return out
 
-    def executions(self) -> list[Execution]:
-        return read_executions(self.log_dir)
+    def executions(self, *, acks: bool = False) -> list[Execution]:
+        """Every job run; with `acks`, each marked when its node logged its late ack refused."""
+        return read_executions(self.log_dir, refused_acks(self.cluster.nodes) if acks else frozenset())
 
     def leader_events(self) -> list[LeaderEvent]:
-        return leader_events(self.cluster.nodes)
+        return sorted(leader_events(self.cluster.nodes) + self.claims, key=lambda e: e.t)
+
+    def resume_probing(self, node: NodeProcess, epoch: int, *, seconds: float = 1.5) -> float:
+        """SIGCONT a stopped `node` with a /leader and a /metrics request already waiting on its
+        socket (the kernel accepts them while it is stopped), then keep asking both for `seconds`.
+        Every answer that says it leads becomes a `claimed` event for the checker (FAULTS F2: after
+        SIGCONT it must not report itself leader before its lease check). Returns the resume stamp,
+        taken before SIGCONT (the frozen fault's `t_end`)."""
+        resumed: list[float] = []
+
+        def ask(path: str) -> None:
+            while not resumed or time.time() < resumed[0] + seconds:
+                sent = time.time()
+                try:
+                    status, body = node.get(path, timeout=seconds + 5.0)
+                except OSError:
+                    time.sleep(0.02)
+                    continue
+                claim = _claims_leadership(path, status, body)
+                if claim is not None:
+                    t = max(sent, resumed[0]) if resumed else sent
+                    self.claims.append(LeaderEvent(node=node.reported_id, kind="claimed", t=t,
+                                                   epoch=claim or epoch, reason=f"GET {path}"))
+                time.sleep(0.02)
+
+        askers = [threading.Thread(target=ask, args=(p,), daemon=True) for p in ("/leader", "/metrics")]
+        for t in askers:
+            t.start()
+        time.sleep(0.3)  # both requests sent and queued on the stopped node's socket
+        resumed.append(time.time())
+        node.cont()
+        for t in askers:
+            t.join(seconds + 10.0)
+        return resumed[0]
 
     def shift_clock(self, node: NodeProcess, seconds: float, timeout: float = 5.0) -> float:
         """F9 seam: set `node`'s wall-clock offset; returns when it logged the jump (wall time)."""
@@ -683,7 +718,7 @@ class Cell:
             specs["pulse"] = PULSE
         if self.config.beat:
             specs["beat"] = BEAT
-        return History(enqueues=list(self.enqueues), executions=self.executions(), audit=audit,
+        return History(enqueues=list(self.enqueues), executions=self.executions(acks=True), audit=audit,
                        leader_events=self.leader_events(), faults=list(self.faults), periodic=specs,
                        window=window, settle=settle, lateness_window=lateness_window)
 
@@ -802,11 +837,32 @@ def _job_id(payload: str) -> str | None:
     return str(value) if value is not None else None
 
 
-def read_executions(log_dir: Path) -> list[Execution]:
+def _claims_leadership(path: str, status: int, body: bytes) -> int | None:
+    """None unless the answer says "this node leads"; then the epoch it names (0 if none)."""
+    if status != 200:
+        return None
+    if path == "/leader":
+        view = json.loads(body)
+        return int(view.get("epoch") or 0) if view.get("is_leader") else None
+    lines = body.decode(errors="replace").splitlines()
+    if "corral_is_leader 1.0" not in lines:
+        return None
+    epoch = next((ln.split()[1] for ln in lines if ln.startswith("corral_leader_epoch ")), "0")
+    return int(float(epoch))
+
+
+def refused_acks(nodes: Iterable[NodeProcess]) -> set[str]:
+    """"<node>/<execution id>" of every run whose ack its node logged as refused (`ack_lost`)."""
+    return {f"{r.get('node')}/{r.get('execution_id')}" for node in nodes for r in node.log_records()
+            if r.get("event") == "ack_lost"}
+
+
+def read_executions(log_dir: Path, refused: set[str] | frozenset[str] = frozenset()) -> list[Execution]:
     """Executions from every per-process JSONL file (a torn last line of a killed process skipped).
 
     Execution ids are unique per node process only (a per-slot counter), so a run is keyed by
-    (node, execution id) and reported as "<node>/<execution id>"."""
+    (node, execution id) and reported as "<node>/<execution id>"; `refused` marks the runs whose
+    late ack was refused (`refused_acks`)."""
     starts: dict[str, dict[str, Any]] = {}
     ends: dict[str, dict[str, Any]] = {}
     out: list[Execution] = []
@@ -828,7 +884,7 @@ def read_executions(log_dir: Path) -> list[Execution]:
         e = ends.get(exec_id)
         out.append(Execution(id=s["id"], task=s["task"], execution_id=exec_id, node=s["node"], pid=s["pid"],
                              start=s["t"], end=e["t"] if e else None, outcome=e.get("outcome") if e else None,
-                             planned=s.get("s")))
+                             planned=s.get("s"), ack_refused=exec_id in refused))
     return sorted(out, key=lambda x: x.start)
 
 

@@ -124,8 +124,9 @@ class Nemesis:
             inflight = self._inflight(leader)
             leader.stop()
             time.sleep(3 * cell.config.lease)
-            leader.cont()
-            cell.fault(Fault(kind, t, t_end=time.time(), node=leader.reported_id, old_epoch=epoch, frozen=True,
+            # t_end is stamped before SIGCONT: what the node logs after it comes after the resume
+            resumed = cell.resume_probing(leader, epoch)
+            cell.fault(Fault(kind, t, t_end=resumed, node=leader.reported_id, old_epoch=epoch, frozen=True,
                              inflight=inflight))
             self.dup_allowance += len(inflight)
         elif kind == "kill-worker" and others:

@@ -23,6 +23,7 @@ import json
 import random
 import statistics
 import textwrap
+import threading
 import time
 import uuid
 from collections import Counter
@@ -344,6 +345,13 @@ def _kill9_rounds(fc: FaultCluster, backend: str, kills: int) -> list[float]:
 # ---- F2: SIGSTOP the leader past its lease, then SIGCONT -------------------------------------
 
 
+def _is_leader_or_error(node: Any) -> Any:
+    try:
+        return node.leader(timeout=10.0)["is_leader"]
+    except OSError as e:
+        return e
+
+
 @pytest.mark.parametrize("backend", ["redis", "zookeeper"])
 def test_sigstop_leader_past_lease(faults: Callable[..., FaultCluster], backend: str) -> None:
     fc = faults(backend)
@@ -363,8 +371,16 @@ def test_sigstop_leader_past_lease(faults: Callable[..., FaultCluster], backend:
         # an injected duration, not a wait for an event.
         time.sleep(max(0.0, t_stop + 2 * LEASE - time.time(), first.t + 1.0 - time.time()))
     finally:
+        # Asked while stopped (the kernel takes the request): answered first thing on resume, before
+        # the node hears from its leader process that the term is over.
+        queued: list[Any] = []
+        asker = threading.Thread(target=lambda: queued.append(_is_leader_or_error(old)), daemon=True)
+        asker.start()
+        time.sleep(0.3)
         t_cont = time.time()
         old.cont()
+    asker.join(10.0)
+    assert queued == [False], f"a /leader request queued during the stop was answered {queued} on resume"
     answers: list[tuple[float, Any]] = []  # (seconds after SIGCONT, is_leader or the error)
 
     def follows() -> bool:
@@ -382,6 +398,7 @@ def test_sigstop_leader_past_lease(faults: Callable[..., FaultCluster], backend:
     except AssertionError as e:
         raise AssertionError(f"{e}; answers (s after SIGCONT, is_leader): {answers}") from None
     assert answers[-1][0] <= 1.0, f"is_leader still true 1 s after SIGCONT: {answers}"
+    assert all(a is False or isinstance(a, OSError) for _, a in answers), f"said it leads after SIGCONT: {answers}"
     print(f"\nSIGSTOP ({backend}): successor's first write {first.t - t_stop:.3f}s after the stop; "
           f"is_leader false when asked {answers[-1][0]:.3f}s after SIGCONT ({answers})")
     wait_until(lambda: fc.events(old, "leader_stepped_down", epoch=old_epoch), 2.0,

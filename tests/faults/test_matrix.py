@@ -1,4 +1,4 @@
-"""FAULTS.md §4 cells in CI (one round each): F6, F7, F7c, F9, F11, F13, F15, F18.
+"""FAULTS.md §4 cells in CI (one round each): F2b, F6, F7, F7c, F9, F11, F13, F15, F18.
 
 Each cell builds its own topology with `tests/faults/harness.py` (own redis-server with
 `appendonly yes` / `appendfsync always`, three audited `corral node`s with FAULTS §1's default
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.checker import Bounds, Fault, percentile
+from tests.faults.checker import AuditRecord, Bounds, Fault, percentile
 from tests.faults.harness import Cell, CellConfig, redis_binary, whole_seconds_ahead
 from tests.support import missing, wait_until
 
@@ -169,20 +169,29 @@ def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
                                ignore=(OSError,))
     assert registered_at is not None
     back = registered_at - t_up
-    first = cell.first_record(epoch_before, 10.0, after=t_up)
+    # The emptied Redis cannot prove the old lease over: the first candidate to look holds the lock
+    # for one lease (lock-delay, acquire.lua), then a leader takes over and claims from the next
+    # tick slot (every 3 s).
+    lease, tick = cell.config.lease, cell.config.tick_frequency
+    takeover = lease + 0.5 + 1.0  # lock-delay + a candidate's retry + slack for a loaded machine
+    first = cell.first_record(epoch_before, takeover + tick + 2.0, after=t_up)
     cell.fault(Fault("redis-wipe", t_kill, t_end=t_up, old_epoch=epoch_before, measure_from=t_up))
     cell.enqueue([("job", {"id": f"F7c-after-{i}", "s": 0.01}) for i in range(30)])
-    wait_until(lambda: len([r for r in cell.audit() if r.op == "periodic" and r.t >= t_up]) >= 3, 12.0, 0.05,
-               message="three tick slots claimed after the restart")
+    wait_until(lambda: len([r for r in cell.audit() if r.op == "periodic" and r.t >= t_up]) >= 3,
+               takeover + 3 * tick + 2.0, 0.05, message="three tick slots claimed after the restart")
     after = [r for r in cell.audit() if r.t >= t_up]
     slots_after = sorted(float(r.detail.rpartition("@")[2]) for r in after if r.op == "periodic")
     leader_since = min(e.t for e in cell.leader_events() if e.kind == "acquired" and e.t >= t_up)
+    delayed = [e for n in cell.cluster.nodes for e in n.log_records() if e.get("event") == "leader_lock_delay"]
     # Slots between the last claim before the wipe and the takeover were lost with the data, so
     # missed slots are looked for from the restart on; duplicate slots are the bug asserted last.
-    report = cell.finish(Bounds(failover=6.0, max_dup_slots=1), window=(slots_after[0], slots_after[-1]))
+    # Overlap <= 0 (the checker's default): the old leader stopped before the new one acquired.
+    report = cell.finish(Bounds(failover=takeover + tick, max_dup_slots=1), window=(slots_after[0], slots_after[-1]))
     figures("F7c", reregistered_s=back, first_write_after_up_s=first.t - t_up, epoch_before=epoch_before,
             epoch_after=first.epoch, last_slot_before=last_slot, first_slot_after=slots_after[0],
-            leader_acquired_after_up_s=leader_since - t_up)
+            leader_acquired_after_up_s=leader_since - t_up, overlap_s=report.worst_overlap)
+    assert delayed, "no node logged the lock-delay of the new Redis run (leader_lock_delay)"
+    assert leader_since - t_up <= takeover, f"new leader {leader_since - t_up:.2f}s after Redis came back"
     assert first.epoch > epoch_before
     assert all(r.epoch > epoch_before for r in after), "a leader write after the wipe carried an old epoch"
     assert back <= 2.0 + 0.25, f"nodes registered again {back:.2f}s after Redis came back (heartbeat 2 s)"
@@ -190,6 +199,55 @@ def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
     if slots_after[0] <= last_slot or report.dup_slots:
         raise ProductBug(f"slot {slots_after[0]:.0f} fired again after the empty restart (last claimed before: "
                          f"{last_slot:.0f}); duplicate slots {report.dup_slots}. {BUG_REFIRE_AFTER_EMPTY_RESTART}")
+
+
+# ---- F2b: a worker node frozen past dead_after: its late ack is refused, and it says so ----------
+
+
+def test_f2b_frozen_worker_late_ack_refused_and_reported(make_cell: MakeCell) -> None:
+    """SIGSTOP a follower mid-job past `dead_after`: the leader recovers its job (run again), then
+    SIGCONT: the node finishes its own copy and its ack is refused (execution id). That is the
+    documented at-least-once case, and the node must say so: `ack_lost` with the job, and
+    `corral_acks_refused_total`; the checker counts the job as completed twice with a refused ack."""
+    cell = make_cell("F2b", CellConfig(nodes=2, concurrency=1, per_node_queue=True))
+    leader = cell.leader()
+    victim = next(n for n in cell.cluster.running() if n is not leader)
+    vid = victim.reported_id
+    queue = f"only-{victim.node_id}"
+    cell.enqueue([("job", {"id": "F2b-frozen", "s": 2.0})], queue=queue)
+    wait_until(lambda: any(x.id == "F2b-frozen" and x.node == vid for x in cell.executions()), 10.0, 0.02,
+               message="the victim to start the job")
+    t_stop = time.time()
+    victim.stop()
+    recovered: list[AuditRecord] = []
+    try:
+        def recovered_now() -> bool:
+            recovered[:] = [r for r in cell.audit() if r.op == "recover" and r.t >= t_stop and vid in r.detail]
+            return bool(recovered)
+
+        # dead after 8 s of silence (its last heartbeat <= 2 s before the stop), then a 1 s recovery tick
+        wait_until(recovered_now, cell.config.dead_after + 8.0, 0.05, message="the frozen node's job recovered")
+    finally:
+        t_cont = time.time()
+        victim.cont()
+    cell.fault(Fault("sigstop-worker", t_stop, t_end=t_cont, node=vid, frozen=True,
+                     inflight=(("F2b-frozen", vid),)))
+
+    def refused() -> list[dict[str, object]]:
+        return [r for r in victim.log_records() if r.get("event") == "ack_lost"]
+
+    wait_until(refused, 10.0, 0.05, message="the resumed node to log its refused ack (ack_lost)")
+    (line,) = refused()
+    assert line["task"] == "job" and line["queue"] == queue and "F2b-frozen" in str(line["payload"]), line
+    metric = f'corral_acks_refused_total{{queue="{queue}",task="job"}} 1.0'
+    assert metric in victim.metrics_text().splitlines(), "corral_acks_refused_total not counted"
+    report = cell.finish(Bounds(max_duplicated=1, recovery=15.0), settle=30.0)
+    runs = [x for x in cell.executions(acks=True) if x.id == "F2b-frozen"]
+    figures("F2b", recovered_after_stop_s=recovered[0].t - t_stop, runs=len(runs),
+            refused=[x.execution_id for x in runs if x.ack_refused])
+    assert report.completed_twice == ["F2b-frozen"] and report.completed_twice_refused == ["F2b-frozen"], \
+        report.table()
+    assert [x.execution_id for x in runs if x.ack_refused] == [f"{vid}/{line['execution_id']}"]
 
 
 # ---- F9: the leader's wall clock jumps +-1 h (the clock seam) ------------------------------------
@@ -287,7 +345,7 @@ def test_f11_redis_stall(make_cell: MakeCell) -> None:
     time.sleep(2.0)
     events = [r for n in cell.cluster.nodes for r in n.log_records()]
     down = [e for e in cell.leader_events() if e.kind == "stepped_down" and e.epoch == epoch]
-    ack_lost = [r for r in events if r.get("event") == "ack_lost"]
+    ack_lost = [r for r in events if r.get("event") in ("ack_lost", "ack_unconfirmed")]
     cell.fault(Fault("redis-sigstop", t_stop, t_end=t_resume, old_epoch=epoch, measure_from=t_resume))
     # The signatures of the two bugs this cell found are tolerated here and raised last, as ProductBug.
     report = cell.finish(Bounds(failover=cfg.lease + 1.0, max_lost=len(ack_lost)))

@@ -15,15 +15,19 @@ times lognormal with a median of ~80 ms and a tail to 5 s), the checker at the e
   invariant, each failover <= L + 1 s = 6 s, each handoff <= 0.5 s, each recovery <= 15 s,
   overlap <= 0, duplicates <= jobs in flight on the nodes hit.
 
-The seed is new per run (CORRAL_SOAK_SEED=<n> replays one) and printed at the start and in
-every failure message with the command that replays the run on its own.
+CI runs fixed seeds only, so a red run is the code's doing, not the dice's: F16 one seed, F17
+every seed that ever found a problem (`REGRESSION_SEEDS`, each with what it found; add a seed
+there whenever a `make soak` run fails, never remove one). New random seeds run in `make soak`
+(`python -m tests.faults.soak`), which prints the seed and the command replaying it.
+CORRAL_SOAK_SEED=<n> runs that seed instead (both cells), to replay a failure under pytest.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
+
+import pytest
 
 from tests.faults.harness import redis_binary
 from tests.faults.soak import SoakResult, soak
@@ -32,11 +36,22 @@ from tests.support import missing
 MINUTES = 2.0
 
 
-def run_soak(tmp_path: Path, name: str, *, nemesis: bool) -> SoakResult:
+F16_SEED = 16
+
+# Every F17 seed that ever failed, with what it found; each runs in CI as a regression seed.
+REGRESSION_SEEDS = {
+    # sigstop-leader: the harness stamped the resume after SIGCONT, so the resumed node's step-down
+    # (its lease check) counted as leading on for 10 s (checker: overlap for a frozen leader); a
+    # job completed twice (its late ack refused: now logged, counted and reported as at-least-once)
+    507224: "overlap +10.042 s after sigstop-leader; 1 job completed twice",
+}
+
+
+def run_soak(tmp_path: Path, name: str, *, nemesis: bool, seed: int) -> SoakResult:
     if redis_binary() is None:
         missing("redis-server is not installed")
     env = os.environ.get("CORRAL_SOAK_SEED", "").strip()
-    seed = int(env) if env else random.SystemRandom().randrange(1, 10**6)
+    seed = int(env) if env else seed
     print(f"\n{name}: seed {seed} (CORRAL_SOAK_SEED={seed} replays this run)")
     result = soak(MINUTES, seed, nemesis=nemesis, workdir=tmp_path / name, log=lambda line: print(line, flush=True))
     assert result.report is not None, f"{name}: no report; seed {seed}"
@@ -44,14 +59,15 @@ def run_soak(tmp_path: Path, name: str, *, nemesis: bool) -> SoakResult:
 
 
 def test_f16_soak(tmp_path: Path) -> None:
-    result = run_soak(tmp_path, "F16", nemesis=False)
+    result = run_soak(tmp_path, "F16", nemesis=False, seed=F16_SEED)
     assert result.report is not None
     assert result.report.acknowledged > 0, result.describe()
     assert not result.problems, "F16: " + result.describe()
     assert not result.notes, "F16: " + result.describe()  # idle lateness, keys and RSS all measured
 
 
-def test_f17_nemesis(tmp_path: Path) -> None:
-    result = run_soak(tmp_path, "F17", nemesis=True)
+@pytest.mark.parametrize("seed", sorted(REGRESSION_SEEDS))
+def test_f17_nemesis(tmp_path: Path, seed: int) -> None:
+    result = run_soak(tmp_path, "F17", nemesis=True, seed=seed)
     assert result.injected, "F17: no fault was injected\n" + result.figures()
-    assert not result.problems, "F17: " + result.describe()
+    assert not result.problems, f"F17 (seed {seed} once found: {REGRESSION_SEEDS[seed]}): " + result.describe()

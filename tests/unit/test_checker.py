@@ -122,6 +122,19 @@ def _plant(kind: str) -> tuple[History, Callable[..., bool]]:
         audit = sorted([*h.audit, rec(12.9, 100, "promote", "12:1")], key=lambda r: r.seq)
         return with_(h, faults=faults, leader_events=events, audit=audit), \
             lambda r: r.overlaps[0].seconds == pytest.approx(12.9 - 12.704)
+    if kind in ("frozen_claim", "frozen_attempt"):
+        # n1 is frozen 12.0..20.0 and resumed at 20.0; before its lease check (step-down logged at
+        # 20.1) it answered /leader "is_leader" (claim) or sent a leader write (refused as STALE).
+        faults = [Fault("sigstop", 12.0, t_end=20.0, node="n1", frozen=True)]
+        events = [e for e in h.leader_events if e.node != "n1" or e.kind == "acquired"]
+        act = "claimed" if kind == "frozen_claim" else "stale_rejected"
+        events += [LeaderEvent("n1", act, 20.05, 100), LeaderEvent("n1", "stepped_down", 20.1, 100, "deadline")]
+        return with_(h, faults=faults, leader_events=events), \
+            lambda r: r.overlaps[0].seconds == pytest.approx(20.05 - 12.704)
+    if kind == "refused_not_rerun":
+        ex = [x for x in h.executions if x.id != "j4"]
+        ex.append(dataclasses.replace(run("j4", 13.5, 20.0, node="n3"), ack_refused=True))
+        return with_(h, executions=ex), lambda r: r.refused_not_rerun == ["j4"]
     if kind == "missed_slot":
         audit = [x for x in h.audit if x.detail != "tick@14"]
         return with_(h, audit=audit), lambda r: r.missed_slots == {"tick": [14.0]}
@@ -160,7 +173,8 @@ def _plant(kind: str) -> tuple[History, Callable[..., bool]]:
 
 KINDS = ["lost", "duplicated", "unexpected", "resurrected", "unfinished", "dup_slot", "stale_epoch", "stale_token",
          "overlap", "frozen_overlap", "missed_slot", "beyond_window", "periodic_runs", "slow_handoff", "slow_failover",
-         "no_recovery", "late_promotion", "early_promotion", "flap"]
+         "no_recovery", "late_promotion", "early_promotion", "flap", "frozen_claim", "frozen_attempt",
+         "refused_not_rerun"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -189,6 +203,35 @@ def test_a_frozen_leader_overlaps_only_by_its_accepted_writes() -> None:
     assert r.overlaps[0].seconds == pytest.approx(12.002 - 12.704)  # its last write, not the late log line
     unfrozen = check(with_(h, leader_events=events))
     assert unfrozen.overlaps[0].seconds == pytest.approx(20.1 - 12.704)
+
+
+def test_a_frozen_leader_that_checks_its_lease_first_does_not_overlap() -> None:
+    # F17 seed 507224: n1 was SIGSTOPped at 12.0 while leading, n2 took over at 12.704, n1 was
+    # resumed at 20.0 and logged its step-down at 20.04 (its lease check), saying and doing nothing
+    # as leader before it. It acted until 12.002 (its last write): no overlap.
+    h = clean()
+    faults = [Fault("sigstop", 12.0, t_end=20.0, node="n1", frozen=True)]
+    events = [e for e in h.leader_events if e.node != "n1" or e.kind == "acquired"]
+    events += [LeaderEvent("n1", "claimed", 11.5, 100), LeaderEvent("n1", "stepped_down", 20.04, 100, "deadline")]
+    r = check(with_(h, faults=faults, leader_events=events))
+    assert r.overlaps[0].seconds == pytest.approx(12.002 - 12.704)
+    assert not r.violations(BOUNDS), r.table()
+    # A step-down logged inside the window is real (a leader process stops itself while the
+    # node's loop is blocked): it ends the term there.
+    inside = [e for e in events if e.kind != "stepped_down"] + [LeaderEvent("n1", "stepped_down", 14.0, 100, "stall")]
+    assert check(with_(h, faults=faults, leader_events=inside)).overlaps[0].seconds == pytest.approx(14.0 - 12.704)
+
+
+def test_a_job_completed_twice_after_a_refused_late_ack_is_the_at_least_once_case() -> None:
+    # n3 was declared dead while it ran j4 (frozen), j4 was recovered and ran again on n2; n3
+    # resumed, finished its copy and its ack was refused: completed twice, reported as such.
+    h = clean()
+    ex = [x for x in h.executions if not (x.id == "j4" and x.node == "n3")]
+    ex.append(dataclasses.replace(run("j4", 13.5, 24.0, node="n3"), ack_refused=True))
+    r = check(with_(h, executions=ex))
+    assert r.completed_twice == ["j4"] and r.completed_twice_refused == ["j4"] and r.refused_not_rerun == []
+    assert "1 with a refused late ack" in r.table()
+    assert not r.violations(BOUNDS), r.table()  # within the in-flight bound of the fault
 
 
 def test_lateness_window_limits_what_is_measured() -> None:
