@@ -371,9 +371,10 @@ async def test_clean_old_workers(api: Client, r: Redis) -> None:
     await r.set("resque:worker:deadhost:1:default", _working_on("deadhost:1", "default", job, NOW - 3600))
     await r.set("resque:worker:deadhost:1:default:started", int(NOW - 3600))
     await r.set("resque:worker:ping:deadhost:1", json.dumps({"time": int(NOW - 3600), "name": "deadhost:1"}))
-    # a Corral slot of a live member, busy for an hour: kept
+    # a Corral slot of a live member (its node record lists it, as register.lua writes it), busy for an hour: kept
     redis_ms = int((await r.time())[0]) * 1000
     await r.zadd("resque:corral:members", {"live-1": redis_ms})
+    await r.hset("resque:corral:node:live-1", "workers", "live-1+0:default")
     await r.sadd("resque:workers", "live-1+0:default")
     await r.set("resque:worker:live-1+0:default", _working_on("live-1+0", "default", job, NOW - 3600))
     # a worker of an unknown node whose job started 10 s ago: not old, kept
@@ -506,21 +507,37 @@ async def test_details(api: Client, r: Redis) -> None:
 # -- periodic -----------------------------------------------------------------------------------
 
 
-async def test_enqueue_recurrent_job_resumes(api: Client, r: Redis) -> None:
+async def test_enqueue_recurrent_job_resumes_from_now_without_back_fill(api: Client, r: Redis) -> None:
     await r.hset("resque:corral:periodic:sayHello", mapping={"last": 5, "paused": "1"})
     assert await api.enqueue_recurrent_job("sayHello") is True
-    assert await r.hgetall("resque:corral:periodic:sayHello") == {"last": "5"}
+    record = await r.hgetall("resque:corral:periodic:sayHello")
+    # the slots missed during the pause are at or before `last` now: the leader never enqueues them
+    redis_now = float((await r.time())[0])
+    assert set(record) == {"last"} and redis_now - 1 <= float(record["last"]) <= redis_now + 1
+    # resuming a running task changes nothing
+    await r.hset("resque:corral:periodic:sayHello", "last", 7)
+    assert await api.enqueue_recurrent_job("sayHello") is True
+    assert await r.hgetall("resque:corral:periodic:sayHello") == {"last": "7"}
 
 
-async def test_stop_recurrent_job_pauses_and_removes_queued_copies(api: Client, r: Redis) -> None:
+async def test_enqueue_recurrent_job_is_false_for_a_name_that_is_not_periodic(redis_url: str) -> None:
+    async def run(params: dict[str, Any], ctx: Any) -> None: ...
+
+    registry = Registry([Task(name="once", run=run), Task(name="tick", run=run, frequency=2.0)])
+    async with await Client.connect(redis_url, registry=registry) as client:
+        assert await client.enqueue_recurrent_job("once") is False
+        assert await client.enqueue_recurrent_job("noSuchTask") is False  # no definition, never scheduled
+        assert await client.enqueue_recurrent_job("tick") is True
+
+
+async def test_stop_recurrent_job_pauses_and_removes_every_queued_instance(api: Client, r: Redis) -> None:
     await api.enqueue("sayHello")  # periodic jobs are [{}]
     await api.enqueue("sayHello")
-    await api.enqueue("sayHello", {"not": "periodic"})
+    await api.enqueue("sayHello", {"other": "args"})  # every instance goes, whatever its args
     await api.enqueue("sayGoodbye")
-    assert await api.stop_recurrent_job("sayHello") == 2
+    assert await api.stop_recurrent_job("sayHello") == 3
     assert await r.hget("resque:corral:periodic:sayHello", "paused") == "1"
-    assert [j["class"] + json.dumps(j["args"]) for j in await api.queued("default")] == [
-        'sayHello[{"not": "periodic"}]', "sayGoodbye[{}]"]
+    assert [j["class"] + json.dumps(j["args"]) for j in await api.queued("default")] == ["sayGoodbye[{}]"]
     assert await api.enqueue_recurrent_job("sayHello") is True
     assert await r.hget("resque:corral:periodic:sayHello", "paused") is None
 
@@ -530,6 +547,8 @@ async def test_stop_recurrent_job_counts_every_delayed_copy(api: Client, r: Redi
     await api.enqueue_at(1_900_000_000, "sayHello")
     await api.enqueue_at(1_900_000_000, "sayHello")  # same second, same bytes
     await api.enqueue_at(1_900_000_007, "sayHello")
-    await api.enqueue_at(1_900_000_007, "sayHello", {"x": 1})  # other params: kept
-    assert await api.stop_recurrent_job("sayHello") == 4
-    assert await api.all_delayed() == {1_900_000_007: [{"class": "sayHello", "queue": "default", "args": [{"x": 1}]}]}
+    await api.enqueue_at(1_900_000_007, "sayHello", {"x": 1})  # other params: removed too
+    await api.enqueue_at(1_900_000_007, "sayGoodbye")  # another task: kept
+    assert await api.stop_recurrent_job("sayHello") == 5
+    assert await api.all_delayed() == {1_900_000_007: [{"class": "sayGoodbye", "queue": "default", "args": [{}]}]}
+    assert await r.keys("resque:timestamps:*sayHello*") == []
