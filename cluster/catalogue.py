@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from .aio import REDIS_FAILURES
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import EnqueueError
+from .errors import CorralError, EnqueueError
 from .keys import Keys
 from .plugins import BUILTIN, Plugin
 from .task import Registry, Task
@@ -142,12 +142,16 @@ class TaskInfo:
                     continue
                 classes.append(cls)
                 options[cls.name] = p.get("options") or {}
-            self._task = Task(name=self.name, run=_not_here, description=str(d.get("description") or ""),
-                              queue=self.queue, frequency=d.get("frequency"), cron=d.get("cron"),
-                              timezone=d.get("timezone") or "UTC", plugins=classes, plugin_options=options,
-                              timeout=d.get("timeout"), missed=d.get("missed") or "catch_up",
-                              catch_up_window=float(d.get("catch_up_window") or 60.0),
-                              overlap=d.get("overlap") or "allow")
+            try:
+                self._task = Task(name=self.name, run=_not_here, description=str(d.get("description") or ""),
+                                  queue=self.queue, frequency=d.get("frequency"), cron=d.get("cron"),
+                                  timezone=d.get("timezone") or "UTC", plugins=classes, plugin_options=options,
+                                  timeout=d.get("timeout"), missed=d.get("missed") or "catch_up",
+                                  catch_up_window=float(d.get("catch_up_window") or 60.0),
+                                  overlap=d.get("overlap") or "allow")
+            except (CorralError, TypeError, ValueError) as e:
+                raise EnqueueError(f"the published definition of task {self.name!r} cannot be rebuilt here: "
+                                   f"{e}") from None
         return self._task
 
     def enqueue_plugins(self) -> list[Plugin]:
@@ -314,7 +318,8 @@ async def listing(redis: Redis, keys: Keys, view: CatalogueView, now: float) -> 
             last = float(rec["last"]) if rec.get("last") is not None else None
             row["last"] = last
             if not row["paused"]:
-                row["next"] = next_slot(t.task(), max(now, last or now))
+                with contextlib.suppress(EnqueueError):
+                    row["next"] = next_slot(t.task(), max(now, last or now))
         tasks[name] = row
     return {"nodes": view.nodes, "tasks": tasks, "conflicts": sorted(c.name for c in view.conflicts())}
 
@@ -340,6 +345,7 @@ class CataloguePublisher:
         self.view: CatalogueView | None = None
         self._reported: set[tuple[str, frozenset[tuple[str, str]]]] = set()
         self._unused_before: set[str] = set()
+        self._defs: dict[str, dict[str, Any]] = {}
 
     def _entry(self, now_ms: int) -> str:
         e = json.loads(self.entry)
@@ -373,7 +379,7 @@ class CataloguePublisher:
         if self.node_id not in entries or not ours <= set(map(str, hashes)):
             await self.publish()
         await self._prune(now_ms, set(map(str, members)), entries, set(map(str, hashes)))
-        self.view = await read_catalogue(self.redis, self.keys)
+        self.view = await read_catalogue(self.redis, self.keys, self._defs)
         self._report(self.view)
         return self.view
 

@@ -7,6 +7,7 @@ records are written the way node-resque and Corral workers write them.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import math
@@ -552,3 +553,112 @@ async def test_stop_recurrent_job_counts_every_delayed_copy(api: Client, r: Redi
     assert await api.stop_recurrent_job("sayHello") == 5
     assert await api.all_delayed() == {1_900_000_007: [{"class": "sayGoodbye", "queue": "default", "args": [{}]}]}
     assert await r.keys("resque:timestamps:*sayHello*") == []
+
+
+# -- the task catalogue (cluster/catalogue.py), published here as a node would -------------------
+
+
+def _catalogue_registry(queue: str = "mail") -> Registry:
+    async def run(params: dict[str, Any], ctx: Any) -> None: ...
+
+    return Registry([Task(name="mailer", queue=queue, run=run),
+                     Task(name="locked", queue="locks", run=run, plugins=[QueueLock]),
+                     Task(name="tick", queue="other", frequency=5.0, run=run)])
+
+
+async def _publish(r: Redis, node: str, registry: Registry, *, age_ms: int = 0, started: float = 1.0) -> Any:
+    from cluster.catalogue import CataloguePublisher
+
+    pub = CataloguePublisher(redis=make_redis(RedisSettings(url=_url(r))), keys=K, node_id=node, registry=registry,
+                             dead_after=8.0, started=started)
+    await pub.publish()
+    t = await r.time()
+    await r.zadd("resque:corral:members", {node: int(t[0]) * 1000 + int(t[1]) // 1000 - age_ms})
+    return pub
+
+
+def _url(r: Redis) -> str:
+    kw = r.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+async def test_catalogue_gives_queue_and_plugins_and_refuses_unknown_names(api: Client, r: Redis) -> None:
+    from cluster.catalogue import UnknownTask
+
+    assert await api.enqueue("mailer", {"n": 1}) is True  # nothing published: nothing to judge against
+    assert await api.length("default") == 1
+    await _publish(r, "n1", _catalogue_registry())
+    await asyncio.sleep(api.catalogue.miss_interval)  # a miss re-reads at most this often
+    assert await api.enqueue("mailer", {"n": 2}) is True  # a name not in the cached copy re-reads it
+    assert await api.queued("mail") == [{"class": "mailer", "queue": "mail", "args": [{"n": 2}]}]
+    assert [await api.enqueue("locked", {"a": 1}) for _ in range(2)] == [True, False]
+    with pytest.raises(UnknownTask, match="did you mean 'mailer'"):
+        await api.enqueue("mailr")
+    assert await api.enqueue("mailr", unknown_ok=True) is True
+    assert await api.enqueue_at(1_900_000_000, "mailer") == 1_900_000_000
+    assert await api.all_delayed() == {1_900_000_000: [{"class": "mailer", "queue": "mail", "args": [{}]}]}
+    assert await api.enqueue_many([("mailer", {"i": i}) for i in range(3)]) == 3
+    assert await api.length("mail") == 4
+
+
+async def test_catalogue_counts_only_live_nodes_and_newest_wins_a_conflict(api: Client, r: Redis) -> None:
+    from cluster.catalogue import read_catalogue
+
+    await _publish(r, "old", _catalogue_registry("qa"), started=1.0)
+    await _publish(r, "new", _catalogue_registry("qb"), started=2.0)
+    view = await read_catalogue(api.redis, K)
+    info = view.find("mailer")
+    assert info is not None and info.conflict and info.queue == "qb" and sorted(info.nodes) == ["new", "old"]
+    assert [t.name for t in view.conflicts()] == ["mailer"]
+    assert view.find("locked") is not None and not view.find("locked").conflict  # type: ignore[union-attr]
+    # `new` stops heartbeating: past its dead_after it serves nothing
+    t = await r.time()
+    await r.zadd("resque:corral:members", {"new": int(t[0]) * 1000 - 9000})
+    view = await read_catalogue(api.redis, K)
+    assert view.nodes == ["old"] and view.find("mailer").queue == "qa" and not view.conflicts()  # type: ignore[union-attr]
+
+
+async def test_publisher_republishes_after_data_loss_and_prunes_what_dead_nodes_left(api: Client, r: Redis) -> None:
+    pub = await _publish(r, "n1", _catalogue_registry())
+    await r.delete("resque:corral:catalogue", "resque:corral:taskdefs")  # Redis lost its data
+    view = await pub.check()
+    assert view.nodes == ["n1"] and sorted(view.tasks) == ["locked", "mailer", "tick"]
+    # an entry of a node gone from the members, written long ago, and a definition nobody uses
+    await r.hset("resque:corral:catalogue", "gone", json.dumps({"tasks": {"x": "feed"}, "at": 1, "dead_after": 8}))
+    await r.hset("resque:corral:taskdefs", "feed", json.dumps({"name": "x"}))
+    await pub.check()
+    assert not await r.hexists("resque:corral:catalogue", "gone")
+    assert await r.hexists("resque:corral:taskdefs", "feed")  # unused once: kept one more check
+    await pub.check()
+    assert not await r.hexists("resque:corral:taskdefs", "feed")
+    assert await r.hlen("resque:corral:taskdefs") == 3
+    await pub.unpublish()
+    assert not await r.hexists("resque:corral:catalogue", "n1")
+    await pub.redis.aclose()
+
+
+async def test_stop_recurrent_job_uses_the_catalogue_queue(api: Client, r: Redis) -> None:
+    await _publish(r, "n1", _catalogue_registry())
+    await api.enqueue("tick", {"a": 1})
+    await api.enqueue("tick")
+    assert await api.length("other") == 2
+    assert await api.stop_recurrent_job("tick") == 2
+    assert await api.length("other") == 0
+    assert await api.enqueue_recurrent_job("mailer") is False
+    assert await api.enqueue_recurrent_job("tick") is True
+
+
+async def test_clean_old_workers_keeps_idle_workers_of_a_live_node_with_a_2s_old_heartbeat(
+        api: Client, r: Redis) -> None:
+    # a live node between two heartbeats: heartbeat and pings 2 s old (node-resque-style age 1.5)
+    t = await r.time()
+    await r.zadd("resque:corral:members", {"n1-abc": int(t[0]) * 1000 - 2000})
+    await r.hset("resque:corral:node:n1-abc", "workers", "n1-abc+0:default\nn1-abc+1:*")
+    for wid, name in (("n1-abc+0:default", "n1-abc+0"), ("n1-abc+1:*", "n1-abc+1")):
+        await r.sadd("resque:workers", wid)
+        await r.set(f"resque:worker:ping:{name}", json.dumps({"time": int(NOW - 2), "name": name}))
+    assert await api.clean_old_workers(1.5) == {}
+    assert set(await api.workers()) == {"n1-abc+0", "n1-abc+1"}
+    # once the node is dead (heartbeat past dead_after) its workers go
+    await r.zadd("resque:corral:members", {"n1-abc": int(t[0]) * 1000 - 9000})
+    assert set(await api.clean_old_workers(1.5)) == {"n1-abc+0", "n1-abc+1"}
