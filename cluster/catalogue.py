@@ -271,7 +271,17 @@ class CatalogueCache:
         if self._view is None or self.clock.monotonic() - self._read_at >= age:
             async with self._lock:
                 if self._view is None or self.clock.monotonic() - self._read_at >= age:
-                    self._view = await read_catalogue(self.redis, self.keys, self._defs)
+                    try:
+                        self._view = await read_catalogue(self.redis, self.keys, self._defs)
+                    except REDIS_FAILURES:
+                        if self._view is None:
+                            raise
+                        # keep the copy we have: the enqueue's own write decides its outcome,
+                        # a failed refresh must not add a way for it to fail
+                        log.debug("catalogue: refresh failed; using the copy read %.1f s ago",
+                                  self.clock.monotonic() - self._read_at)
+                        self._read_at = self.clock.monotonic()  # next try in max_age, not every call
+                        return self._view
                     self._read_at = self.clock.monotonic()
         return self._view
 

@@ -662,3 +662,27 @@ async def test_clean_old_workers_keeps_idle_workers_of_a_live_node_with_a_2s_old
     # once the node is dead (heartbeat past dead_after) its workers go
     await r.zadd("resque:corral:members", {"n1-abc": int(t[0]) * 1000 - 9000})
     assert set(await api.clean_old_workers(1.5)) == {"n1-abc+0", "n1-abc+1"}
+
+
+async def test_a_failed_catalogue_refresh_keeps_the_copy_it_has(redis_factory: Any) -> None:
+    server = redis_factory()
+    url = server.url
+    c = Client(make_redis(RedisSettings(url=url)), "resque")
+    raw = Redis.from_url(url, decode_responses=True)
+    try:
+        await _publish(raw, "n1", _catalogue_registry())
+        assert await c.enqueue("mailer") is True
+        c.catalogue.max_age = 0  # every call would re-read
+        server.pause()
+        try:
+            original = c.catalogue.redis
+            c.catalogue.redis = make_redis(RedisSettings(url=url), socket_timeout=0.2)
+            view = await c.catalogue.view()
+            assert view.find("mailer") is not None  # the copy it had
+        finally:
+            server.resume()
+            await c.catalogue.redis.aclose()
+            c.catalogue.redis = original
+    finally:
+        await raw.aclose()
+        await c.close()
