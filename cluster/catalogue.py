@@ -430,10 +430,11 @@ class CataloguePublisher:
             self.on_conflicts(view)
 
     async def run(self) -> None:
+        """Started once the node is a member: the first check at once (so `/status` has a view)."""
         while True:
-            await asyncio.sleep(self.interval)
             try:
                 await self.check()
             except REDIS_FAILURES as e:
                 log.debug("catalogue: check failed: %r", e)
+            await asyncio.sleep(self.interval)
 

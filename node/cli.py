@@ -259,6 +259,15 @@ def _schedule_text(row: dict[str, Any]) -> str:
     return f"cron {sch['cron']} {sch['timezone']}" if "cron" in sch else f"every {sch['frequency']:g}s"
 
 
+def _when(ts: float, row: dict[str, Any]) -> str:
+    """A next occurrence in the schedule's own time zone (UTC for a frequency)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    tz = (row["schedule"] or {}).get("timezone") or "UTC"
+    return dt.datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from cluster.catalogue import listing
 
@@ -289,9 +298,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             print("no live node publishes its tasks")
             return 0
         for name, row in out["tasks"].items():
-            state = "paused" if row["paused"] else (f"next {js_date(row['next'])}" if row["next"] else "")
+            state = "paused" if row["paused"] else (f"next {_when(row['next'], row)}" if row["next"] else "")
             plugins = ",".join(p["name"] for p in row["plugins"]) or "-"
-            print(f"{name:24s} queue {row['queue']:12s} {_schedule_text(row):28s} {state:34s} plugins {plugins}")
+            print(f"{name:24s} queue {row['queue']:12s} {_schedule_text(row):28s} {state:30s} plugins {plugins}")
             print(f"{'':24s} nodes {', '.join(row['nodes'])}")
             if row["conflict"]:
                 for h, nodes in row["conflict"].items():
