@@ -104,8 +104,8 @@ def function_name(name: str) -> str:
 def generate_task(directory: str | Path, name: str) -> Path:
     """Write a task skeleton `<tasks dir>/<name>.py` that loads; refuses to overwrite, and refuses
     a name no valid file can be written for."""
-    if not name or not all(c.isascii() and (c.isalnum() or c in "_-") for c in name):
-        raise ConfigError(f"task name {name!r} may contain only ASCII letters, digits, '_' and '-'")
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ConfigError(f"task name {name!r} may contain only letters, digits, '_' and '-'")
     func = function_name(name)
     if not func.isidentifier():
         raise ConfigError(f"task name {name!r} gives no valid Python function name ({func!r})")
