@@ -6,6 +6,7 @@ and the leader duties. Usable without running a node:
         await client.enqueue("sendWelcomeEmail", {"to": "evan@example.com"})
 """
 
+from .catalogue import UnknownTask
 from .client import Client
 from .connection import RedisSettings
 from .election.base import ElectionConfig
@@ -31,5 +32,5 @@ __all__ = [
     "Client", "ConfigError", "CorralError", "DelayQueueLock", "DuplicateTask", "ElectionConfig", "EnqueueError",
     "JobContext", "JobDecodeError", "JobLock", "Keys", "LeaseLost", "Noop", "Plugin", "PluginContext", "QueueLock",
     "RedisSettings", "RedisUnavailable", "Registry", "Retry", "RetryPlugin", "StaleLeader", "Task",
-    "TaskDefinitionError", "TaskNotFound", "task",
+    "TaskDefinitionError", "TaskNotFound", "UnknownTask", "task",
 ]

@@ -7,7 +7,10 @@
     await client.close()
 
 Params are one JSON object; the job's resque args are `[params]` (actionhero). Options are
-keyword-only. Every timestamp is epoch seconds. Matching by params (`delete`,
+keyword-only. Tasks are looked up in the registry given (if any), then in the catalogue the live
+nodes publish (`cluster/catalogue.py`): enqueue without a queue uses the task's queue, the task's
+enqueue plugins run here, and a name no live node serves is refused (`UnknownTask`, with close
+names) unless `unknown_ok=True`. Every timestamp is epoch seconds. Matching by params (`delete`,
 `delete_delayed`, `scheduled_at`) compares exact bytes, so build params in the same key order
 as the enqueuer did.
 """
@@ -22,15 +25,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from .catalogue import CatalogueCache, TaskInfo, UnknownTask
 from .clock import SYSTEM_CLOCK, Clock
 from .connection import RedisSettings, close_redis, make_redis
 from .election.base import LOCK_DELAY_PREFIX
 from .errors import EnqueueError
 from .keys import Keys
-from .plugins import PluginContext
+from .plugins import Plugin, PluginContext
 from .rawconn import FastScript, RawPool
 from .scripts import Scripts, source
-from .task import Registry
+from .task import Registry, Task
 from .wire import FailedEntry, decode_failed, decode_job, encode_job, js_dumps
 
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
@@ -79,6 +83,10 @@ class Client:
         self.registry = registry
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
+        # the live nodes' task catalogue, re-read every 2 s (sooner for a name not seen yet)
+        self.catalogue = CatalogueCache(redis, self.keys)
+        self._resume = redis.register_script(source("periodic_resume"))
+        self._drop_delayed = redis.register_script(source("delayed_drop"))
 
     @classmethod
     async def connect(cls, url: str = "redis://127.0.0.1:6379/0", namespace: str = "resque", *,
@@ -106,11 +114,29 @@ class Client:
 
     # ---- enqueue -------------------------------------------------------------------------
 
-    def _queue_for(self, task: str, queue: str | None) -> str:
-        if queue is not None:
-            return queue
+    async def task_info(self, task: str) -> Task | TaskInfo | None:
+        """The definition producers follow: the registry's task, else the live catalogue's."""
         t = self.registry.find(task) if self.registry else None
-        return t.queue if t else "default"
+        if t is not None:
+            return t
+        info, _view = await self.catalogue.find(task)
+        return info
+
+    async def _resolve(self, task: str, queue: str | None, unknown_ok: bool) -> tuple[str, list[Plugin]]:
+        """The queue to use and the enqueue plugins to run, or UnknownTask."""
+        if not isinstance(task, str) or not task:
+            raise EnqueueError(f"task name must be a non-empty string, got {task!r}")
+        t = self.registry.find(task) if self.registry else None
+        if t is not None:
+            return t.queue if queue is None else queue, [p for p in t.plugin_instances() if p.has_enqueue_hooks]
+        info, view = await self.catalogue.find(task)
+        if info is not None:
+            return info.queue if queue is None else queue, info.enqueue_plugins()
+        # No live Corral node publishes anything: there is nothing to judge the name against, and
+        # a queue must take work while its workers are down (a deploy, an outage).
+        if not unknown_ok and view.nodes:
+            raise UnknownTask(task, view.close_names(task), len(view.nodes))
+        return "default" if queue is None else queue, []
 
     def _payload(self, task: str, queue: str, args: list[Any]) -> str:
         payload = encode_job(task, queue, args)
@@ -119,11 +145,8 @@ class Client:
             raise EnqueueError(f"job payload for {task!r} is {size} bytes; the limit is {self.max_payload_bytes}")
         return payload
 
-    async def _enqueue_hooks_pass(self, task: str, queue: str, args: list[Any], payload: str) -> bool:
-        t = self.registry.find(task) if self.registry else None
-        if t is None:
-            return True
-        plugins = [p for p in t.plugin_instances() if p.has_enqueue_hooks]
+    async def _enqueue_hooks_pass(self, plugins: list[Plugin], task: str, queue: str, args: list[Any],
+                                  payload: str) -> bool:
         if not plugins:
             return True
         ctx = PluginContext(self.redis, self.keys, self.scripts, task, queue, args, payload, client=self)
@@ -137,12 +160,13 @@ class Client:
         return [k.queues, k.queue(q), k.qtimes(q), k.idle(q), k.idle("*")]
 
     async def enqueue(self, task: str, params: dict[str, Any] | None = None, *, queue: str | None = None,
-                      raw_args: Sequence[Any] | None = None) -> bool:
-        """Queue a job now. Returns False when an enqueue plugin (QueueLock, ...) refused it."""
-        q = self._queue_for(task, queue)
+                      raw_args: Sequence[Any] | None = None, unknown_ok: bool = False) -> bool:
+        """Queue a job now (on the task's queue unless `queue`). Returns False when an enqueue
+        plugin (QueueLock, ...) refused it; raises UnknownTask for a name no live node serves."""
+        q, plugins = await self._resolve(task, queue, unknown_ok)
         args = _args(params, raw_args)
         payload = self._payload(task, q, args)
-        if self.registry is not None and not await self._enqueue_hooks_pass(task, q, args, payload):
+        if plugins and not await self._enqueue_hooks_pass(plugins, task, q, args, payload):
             return False
         keys, argv = self._enqueue_keys(q), [q, self.keys.wake_channel, self.keys.node_wake_prefix, payload]
         if self._fast_enqueue is not None:
@@ -152,17 +176,20 @@ class Client:
         return True
 
     async def enqueue_many(self, jobs: Iterable[tuple[str, dict[str, Any] | None]], *, queue: str | None = None,
-                           batch_size: int = 5000) -> int:
+                           batch_size: int = 5000, unknown_ok: bool = False) -> int:
         """Queue many jobs, one script call per queue and batch, pipelined. Returns how many were queued."""
         by_queue: dict[str, list[str]] = {}
+        resolved: dict[str, tuple[str, list[Plugin]]] = {}
         for item in jobs:
             if not isinstance(item, tuple | list) or len(item) != 2:
                 raise EnqueueError(f"enqueue_many takes (task, params) pairs, got {item!r}")
             task, params = item
-            q = self._queue_for(task, queue)
+            if task not in resolved:
+                resolved[task] = await self._resolve(task, queue, unknown_ok)
+            q, plugins = resolved[task]
             args = _args(params, None)
             payload = self._payload(task, q, args)
-            if not await self._enqueue_hooks_pass(task, q, args, payload):
+            if plugins and not await self._enqueue_hooks_pass(plugins, task, q, args, payload):
                 continue
             by_queue.setdefault(q, []).append(payload)
         count = 0
@@ -178,10 +205,12 @@ class Client:
         return count
 
     async def enqueue_at(self, when: float | dt.datetime, task: str, params: dict[str, Any] | None = None, *,
-                         queue: str | None = None, raw_args: Sequence[Any] | None = None) -> int:
-        """Schedule a job from `when` on (epoch seconds or aware datetime). Returns its due second."""
+                         queue: str | None = None, raw_args: Sequence[Any] | None = None,
+                         unknown_ok: bool = False) -> int:
+        """Schedule a job from `when` on (epoch seconds or aware datetime). Returns its due second.
+        Enqueue plugins run when the leader promotes it."""
         ts = bucket(_epoch(when))
-        q = self._queue_for(task, queue)
+        q, _plugins = await self._resolve(task, queue, unknown_ok)
         payload = self._payload(task, q, _args(params, raw_args))
         keys = [self.keys.delayed_schedule, self.keys.delayed(ts), self.keys.timestamps(payload)]
         argv = [ts, payload, self.keys.delayed_member(ts), self.keys.delayed_channel]
@@ -192,13 +221,15 @@ class Client:
         return ts
 
     async def enqueue_in(self, delay: float | dt.timedelta, task: str, params: dict[str, Any] | None = None, *,
-                         queue: str | None = None, raw_args: Sequence[Any] | None = None) -> int:
+                         queue: str | None = None, raw_args: Sequence[Any] | None = None,
+                         unknown_ok: bool = False) -> int:
         """Schedule a job `delay` seconds (or a timedelta) from now. Returns its due second."""
         if isinstance(delay, dt.timedelta):
             delay = delay.total_seconds()
         if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
             raise EnqueueError(f"delay must be a non-negative number of seconds, got {delay!r}")
-        return await self.enqueue_at(self.clock.time() + delay, task, params, queue=queue, raw_args=raw_args)
+        return await self.enqueue_at(self.clock.time() + delay, task, params, queue=queue, raw_args=raw_args,
+                                     unknown_ok=unknown_ok)
 
     # ---- queues ----------------------------------------------------------------------------
 
@@ -327,29 +358,50 @@ class Client:
             out[n] = "started" if raw is None else self._parse(str(raw))
         return out
 
-    async def clean_old_workers(self, age_seconds: float) -> dict[str, Any]:
-        """Remove worker records whose job started more than `age_seconds` ago and whose node is
-        not a live member. Returns the removed workers and what they were working on."""
+    async def live_worker_ids(self, dead_after: float = 8.0) -> set[str]:
+        """`<name>:<queues>` of every worker of a live Corral node (heartbeat younger than the
+        node's own `dead_after` as it publishes it in the catalogue, else `dead_after`)."""
+        members = await self.members()
+        published: dict[str, float] = {}
+        for node, raw in (await self.redis.hgetall(self.keys.catalogue)).items():
+            try:
+                published[str(node)] = float(json.loads(raw)["dead_after"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        live = [m for m, age in members.items() if age < published.get(m, dead_after)]
+        if not live:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for m in live:
+                pipe.hget(self.keys.node(m), "workers")
+            rows = await pipe.execute()
+        return {w for row in rows if row for w in str(row).split("\n") if w}
+
+    async def clean_old_workers(self, age_seconds: float, *, dead_after: float = 8.0) -> dict[str, Any]:
+        """Remove the records of workers that are gone; returns them with what they were working on.
+
+        A worker of a live Corral node is never removed, whatever `age_seconds` (its liveness is
+        its node's heartbeat). Any other worker (a dead node's, node-resque's, Ruby's) is removed
+        when its own liveness ping, or the start of the job it records, is older than `age_seconds`
+        (node-resque's rule), or when it has neither."""
         removed: dict[str, Any] = {}
-        live = set(await self.live_members(age_seconds))
-        workers = await self.workers()
+        live = await self.live_worker_ids(dead_after)
         now = self.clock.time()
         from .wire import parse_date
 
-        for name, queues in workers.items():
-            node = name.split("+", 1)[0]
+        for name, queues in (await self.workers()).items():
+            wid = f"{name}:{queues}"
+            if wid in live:
+                continue
             record = await self.working_on(name, queues)
             started = parse_date(record.get("run_at")) if isinstance(record, dict) else None
-            if started is None:
-                # idle worker: judge it by its liveness ping (node-resque and Corral both write one)
-                ping = await self.redis.get(self.keys.worker_ping(name))
-                try:
-                    started = float(json.loads(str(ping))["time"]) if ping else None
-                except (ValueError, KeyError, TypeError):
-                    started = None
-            old = started is None or now - started > age_seconds
-            if node not in live and old:
-                wid = f"{name}:{queues}"
+            ping = await self.redis.get(self.keys.worker_ping(name))
+            try:
+                pinged = float(json.loads(str(ping))["time"]) if ping else None
+            except (ValueError, KeyError, TypeError):
+                pinged = None
+            seen = max((x for x in (started, pinged) if x is not None), default=None)
+            if seen is None or now - seen > age_seconds:
                 await self.redis.delete(self.keys.worker(wid), self.keys.worker_started(wid), self.keys.worker_ping(name))
                 await self.redis.srem(self.keys.workers, wid)
                 removed[name] = record
@@ -460,19 +512,51 @@ class Client:
 
     # ---- periodic ----------------------------------------------------------------------------
 
-    def _periodic_queue(self, task: str) -> str:
-        t = self.registry.find(task) if self.registry else None
-        return t.queue if t else "default"
+    async def _periodic_task(self, task: str) -> tuple[bool | None, str]:
+        """(is it periodic: True/False, None when no definition is known; its queue)."""
+        t = await self.task_info(task)
+        if t is None:
+            return None, "default"
+        return t.periodic, t.queue
 
     async def enqueue_recurrent_job(self, task: str) -> bool:
-        """Resume a periodic task's schedule (the leader enqueues its next occurrence)."""
-        await self.redis.hdel(self.keys.periodic(task), "paused")
+        """Resume a periodic task's schedule from its next occurrence: the occurrences missed while it
+        was stopped are not back-filled. Returns True (the schedule runs), False for a name that is
+        not a periodic task (its definition says so, or, with none published, no leader ever
+        scheduled it)."""
+        periodic, _q = await self._periodic_task(task)
+        if periodic is False or (periodic is None and not await self.redis.exists(self.keys.periodic(task))):
+            return False
+        await self._resume(keys=[self.keys.periodic(task)])
         return True
 
     async def stop_recurrent_job(self, task: str, queue: str | None = None) -> int:
-        """Pause a periodic task and remove its queued and delayed copies. Returns copies removed."""
-        q = queue or self._periodic_queue(task)
-        await self.redis.hset(self.keys.periodic(task), "paused", "1")
-        removed = await self.delete(q, task)
-        removed += (await self._delete_delayed(q, task, None))[1]
+        """Pause a periodic task and remove every queued and delayed instance of it, whatever its
+        args. Looks in `queue`, else the task's queue (registry, then catalogue). Returns how many
+        instances were removed."""
+        periodic, q = await self._periodic_task(task)
+        if periodic is not False:
+            await self.redis.hset(self.keys.periodic(task), "paused", "1")
+        # delayed first: a copy promoted while we scan lands in the queue, which is cleared next
+        removed = await self.delete_delayed_by_task(task)
+        for name in dict.fromkeys([queue or q, q]):
+            removed += await self.delete_by_task(name, task)
+        return removed
+
+    async def delete_delayed_by_task(self, task: str) -> int:
+        """Remove every delayed job of a task, whatever its params and queue. Returns how many."""
+        removed = 0
+        for ts in await self.timestamps():
+            key = self.keys.delayed(ts)
+            mine = []
+            for item in dict.fromkeys(map(str, await self.redis.lrange(key, 0, -1))):
+                try:
+                    if decode_job(item).task == task:
+                        mine.append(item)
+                except Exception:  # not a job: not ours to judge here
+                    continue
+            if mine:
+                removed += int(await self._drop_delayed(
+                    keys=[key, self.keys.delayed_schedule],
+                    args=[ts, self.keys.timestamps(""), self.keys.delayed_member(ts), *mine]))
         return removed

@@ -64,10 +64,11 @@ class DuplicateTask(CorralError):
 
 
 class TaskDefinitionError(CorralError):
-    def __init__(self, file: str, field: str, message: str) -> None:
-        super().__init__(f"{file}: task field {field!r}: {message}")
+    def __init__(self, file: str, field: str, message: str, *, line: int | None = None) -> None:
+        super().__init__(f"{file}{'' if line is None else f':{line}'}: task field {field!r}: {message}")
         self.file = file
         self.field = field
+        self.line = line
 
 
 class EnqueueError(CorralError):

@@ -32,6 +32,8 @@ Corral only, under `corral:`:
     corral:audit                 stream of fenced leader writes (when auditing is on)
     corral:qtimes:<q>            enqueue (or due) times of queue:<q>, entries "count:ms", oldest first
     corral:idle:<spec>           zset node id -> ms since a slot of it is parked on <spec> (a queue or *)
+    corral:catalogue             hash node id -> {tasks: {name: definition hash}, dead_after, started, at}
+    corral:taskdefs              hash definition hash -> published task definition JSON
     channels corral:wake, corral:wake:<node id>, corral:leader_released, corral:delayed_wake
 
 Example: ``Keys("resque").queue("mail") == "resque:queue:mail"``.
@@ -60,6 +62,8 @@ class Keys:
         self.recovered = self.corral("recovered")
         self.promoting = self.corral("promoting")
         self.audit = self.corral("audit")
+        self.catalogue = self.corral("catalogue")
+        self.taskdefs = self.corral("taskdefs")
         self.wake_channel = self.corral("wake")
         self.node_wake_prefix = self.wake_channel + ":"
         self.released_channel = self.corral("leader_released")

@@ -5,6 +5,7 @@
     corral enqueue sayHello --params '{"to": "x"}' [--queue q] [--at EPOCH | --in SECONDS]
     corral status [--json]
     corral failed list|retry|remove
+    corral tasks [--json] | tasks pause NAME | tasks resume NAME
     corral generate task NAME
 """
 
@@ -75,7 +76,9 @@ def parser() -> argparse.ArgumentParser:
     enq = sub.add_parser("enqueue", help="enqueue a job")
     enq.add_argument("task")
     enq.add_argument("--params", default=None, help="JSON object")
-    enq.add_argument("--queue", default=None)
+    enq.add_argument("--queue", default=None, help="default: the task's queue, as the live nodes publish it")
+    enq.add_argument("--allow-unknown", action="store_true",
+                     help="queue a task no live Corral node serves (for workers outside Corral)")
     when = enq.add_mutually_exclusive_group()
     when.add_argument("--at", type=float, default=None, help="epoch seconds")
     when.add_argument("--in", dest="delay", type=float, default=None, help="seconds from now")
@@ -94,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
         fa.add_argument("index", nargs="?", type=int, help="entry index as shown by `failed list`")
         fa.add_argument("--all", action="store_true")
         _connection_args(fa)
+    add_tasks_parser(sub)
     gen = sub.add_parser("generate", help="write a skeleton")
     gsub = gen.add_subparsers(dest="what", required=True)
     gt = gsub.add_parser("task")
@@ -147,14 +151,17 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             raise Fail(f"--params must be a JSON object, got {type(params).__name__}")
 
     async def go(client: Client) -> str:
+        unknown_ok = args.allow_unknown
         if args.at is not None:
-            ts = await client.enqueue_at(args.at, args.task, params, queue=args.queue)
+            ts = await client.enqueue_at(args.at, args.task, params, queue=args.queue, unknown_ok=unknown_ok)
             return f"scheduled {args.task} at {ts} ({js_date(ts)})"
         if args.delay is not None:
-            ts = await client.enqueue_in(args.delay, args.task, params, queue=args.queue)
+            ts = await client.enqueue_in(args.delay, args.task, params, queue=args.queue, unknown_ok=unknown_ok)
             return f"scheduled {args.task} at {ts} ({js_date(ts)})"
-        ok = await client.enqueue(args.task, params, queue=args.queue)
-        return f"enqueued {args.task} on {args.queue or 'default'}" if ok else f"{args.task}: refused by a plugin lock"
+        ok = await client.enqueue(args.task, params, queue=args.queue, unknown_ok=unknown_ok)
+        t = await client.task_info(args.task)
+        q = args.queue if args.queue is not None else (t.queue if t is not None else "default")
+        return f"enqueued {args.task} on {q}" if ok else f"{args.task}: refused by a plugin lock"
 
     print(asyncio.run(_with_client(args, go)))
     return 0
@@ -230,6 +237,83 @@ def cmd_failed(args: argparse.Namespace) -> int:
             else:
                 n += await client.remove_failed(e)
         print(f"{'retried' if args.action == 'retry' else 'removed'} {n}")
+        return 0
+
+    return int(asyncio.run(_with_client(args, go)))
+
+
+# ---- corral tasks -----------------------------------------------------------------------------
+
+
+def add_tasks_parser(sub: Any) -> None:
+    tasks = sub.add_parser("tasks", help="every task the live nodes serve; pause or resume a periodic one")
+    tasks.add_argument("--json", action="store_true")
+    _connection_args(tasks)
+    tsub = tasks.add_subparsers(dest="action")
+    for action, text in (("pause", "stop_recurrent_job: pause the schedule, remove queued and delayed instances"),
+                         ("resume", "enqueue_recurrent_job: resume from the next occurrence (no back-fill)")):
+        ta = tsub.add_parser(action, help=text)
+        ta.add_argument("name")
+        # given before or after the action; SUPPRESS keeps one given before (`tasks --redis-url U pause X`)
+        ta.add_argument("--redis-url", default=argparse.SUPPRESS, help="as for `corral tasks`")
+        ta.add_argument("--namespace", default=argparse.SUPPRESS, help="as for `corral tasks`")
+
+
+def _schedule_text(row: dict[str, Any]) -> str:
+    sch = row["schedule"]
+    if sch is None:
+        return "-"
+    return f"cron {sch['cron']} {sch['timezone']}" if "cron" in sch else f"every {sch['frequency']:g}s"
+
+
+def _when(ts: float, row: dict[str, Any]) -> str:
+    """A next occurrence in the schedule's own time zone (UTC for a frequency)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    tz = (row["schedule"] or {}).get("timezone") or "UTC"
+    return dt.datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from cluster.catalogue import listing
+
+    async def go(client: Client) -> int:
+        if args.action in ("pause", "resume"):
+            t = await client.task_info(args.name)
+            if t is not None and not t.periodic:
+                raise Fail(f"task {args.name!r} is not periodic: nothing to {args.action}")
+            if args.action == "pause":
+                if t is None and not await client.redis.exists(client.keys.periodic(args.name)):
+                    view = await client.catalogue.view()
+                    close = view.close_names(args.name)
+                    raise Fail(f"no periodic task named {args.name!r}"
+                               + (f"; did you mean {', '.join(close)}?" if close else ""))
+                n = await client.stop_recurrent_job(args.name)
+                print(f"paused {args.name}; removed {n} queued or delayed instance(s)")
+            else:
+                if not await client.enqueue_recurrent_job(args.name):
+                    raise Fail(f"no periodic task named {args.name!r}")
+                print(f"resumed {args.name} from its next occurrence")
+            return 0
+        view = await client.catalogue.view(max_age=0)
+        out = await listing(client.redis, client.keys, view, client.clock.time())
+        if args.json:
+            print(json.dumps(out, indent=2, sort_keys=True))
+            return 0
+        if not out["tasks"]:
+            print("no live node publishes its tasks")
+            return 0
+        for name, row in out["tasks"].items():
+            state = "paused" if row["paused"] else (f"next {_when(row['next'], row)}" if row["next"] else "")
+            plugins = ",".join(p["name"] for p in row["plugins"]) or "-"
+            print(f"{name:24s} queue {row['queue']:12s} {_schedule_text(row):28s} {state:30s} plugins {plugins}")
+            print(f"{'':24s} nodes {', '.join(row['nodes'])}")
+            if row["conflict"]:
+                for h, nodes in row["conflict"].items():
+                    print(f"{'':24s} CONFLICT definition {h} on {', '.join(nodes)}")
+        print(f"{len(out['tasks'])} task(s) on {len(out['nodes'])} node(s)"
+              + (f"; {len(out['conflicts'])} defined differently by live nodes" if out["conflicts"] else ""))
         return 0
 
     return int(asyncio.run(_with_client(args, go)))
@@ -380,7 +464,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"node": cmd_node, "up": cmd_up, "enqueue": cmd_enqueue, "status": cmd_status, "failed": cmd_failed,
-            "generate": cmd_generate}
+            "generate": cmd_generate, "tasks": cmd_tasks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

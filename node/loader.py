@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import keyword
 import sys
 import traceback
 from pathlib import Path
@@ -20,6 +21,16 @@ from cluster.task import Registry, Task
 def module_name(path: Path) -> str:
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     return f"_corral_tasks_{path.stem}_{digest}"
+
+
+def line_in(path: Path, e: BaseException) -> int | None:
+    """The line of `path` the error comes from: a syntax error's own line, else the innermost
+    frame in that file (the innermost frame overall may be importlib's or Corral's own code)."""
+    if isinstance(e, SyntaxError) and e.lineno is not None:
+        return e.lineno
+    target = str(path.resolve())
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if str(Path(f.filename).resolve()) == target]
+    return frames[-1].lineno if frames else None
 
 
 def load_file(path: Path) -> list[Task]:
@@ -36,11 +47,11 @@ def load_file(path: Path) -> list[Task]:
             spec.loader.exec_module(module)
         except TaskDefinitionError as e:
             del sys.modules[name]
-            raise TaskDefinitionError(str(path), e.field, str(e).split(": ", 2)[-1]) from None
+            raise TaskDefinitionError(str(path), e.field, str(e).split(": ", 2)[-1], line=line_in(path, e)) from None
         except Exception as e:
             del sys.modules[name]
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            raise ConfigError(f"{path}:{where.lineno}: error while loading task file: "
+            line = line_in(path, e)
+            raise ConfigError(f"{path}{'' if line is None else f':{line}'}: error while loading task file: "
                               f"{type(e).__name__}: {e}") from None
     tasks = []
     for value in vars(module).values():
@@ -79,15 +90,37 @@ async def {func}(params: dict, ctx: JobContext) -> None:
 '''
 
 
+def function_name(name: str) -> str:
+    """A Python function name for a task name: `sendWelcomeEmail` -> `send_welcome_email`,
+    `2fast` -> `task_2fast`, `class` -> `class_` (a keyword)."""
+    func = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_").replace("-", "_") or "task"
+    if func[0].isdigit():
+        func = "task_" + func
+    if keyword.iskeyword(func):
+        func += "_"
+    return func
+
+
 def generate_task(directory: str | Path, name: str) -> Path:
-    """Write a task skeleton `<tasks dir>/<name>.py`; refuses to overwrite."""
+    """Write a task skeleton `<tasks dir>/<name>.py` that loads; refuses to overwrite, and refuses
+    a name no valid file can be written for."""
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ConfigError(f"task name {name!r} may contain only letters, digits, '_' and '-'")
+    func = function_name(name)
+    if not func.isidentifier():
+        raise ConfigError(f"task name {name!r} gives no valid Python function name ({func!r})")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    func = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_").replace("-", "_")
-    path = d / f"{func}.py"
+    path = d / f"{func.lstrip('_') or 'task'}.py"  # load_dir skips files that start with '_'
     if path.exists():
         raise ConfigError(f"{path} already exists")
     path.write_text(SKELETON.format(name=name, func=func))
+    try:  # the promise is a file that loads: check it, and leave nothing broken behind
+        tasks = load_file(path)
+    except Exception:
+        path.unlink()
+        raise
+    if [t.name for t in tasks] != [name]:
+        path.unlink()
+        raise ConfigError(f"the skeleton written for {name!r} did not define that task")
     return path

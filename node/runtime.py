@@ -20,11 +20,12 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from redis.exceptions import AuthenticationError, NoPermissionError
 
 from cluster.aio import REDIS_FAILURES
+from cluster.catalogue import CataloguePublisher, listing
 from cluster.client import Client
 from cluster.clock import Clock, SystemClock
 from cluster.connection import close_redis, make_redis
@@ -147,6 +148,25 @@ class Node:
         self.notifier = Notifier(self.redis, channels)
         self.http = HttpServer({"/metrics": self.h_metrics, "/healthz": self.h_healthz, "/readyz": self.h_readyz,
                                 "/leader": self.h_leader, "/status": self.h_status}, cfg.http_host, cfg.http_port)
+        self._build_catalogue()
+
+    def _build_catalogue(self) -> None:
+        """The task catalogue: published at boot, checked at the gauges' pace, `/tasks`, a metric."""
+        conflicts = Gauge("corral_task_definition_conflicts",
+                          "Task names that live nodes define differently (cluster-wide: aggregate with max)",
+                          registry=self.metrics_registry)
+        self.catalogue = CataloguePublisher(redis=self.redis, keys=self.keys, node_id=self.node_id,
+                                            registry=self.registry, dead_after=self.cfg.dead_after,
+                                            started=self.started_wall, interval=self.cfg.metrics_refresh,
+                                            on_conflicts=lambda view: conflicts.set(len(view.conflicts())))
+        self.http.routes["/tasks"] = self.h_tasks
+
+    async def h_tasks(self) -> Response:
+        try:
+            view = await asyncio.wait_for(self.client.catalogue.view(), 1.0)
+        except REDIS_FAILURES as e:
+            return json_response(503, {"error": f"Redis unreachable: {type(e).__name__}"})
+        return json_response(200, await listing(self.redis, self.keys, view, self.clock.time()))
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -169,6 +189,7 @@ class Node:
         self._build()
         self.http_port = await self.http.start()
         self.info["http_port"] = self.http_port
+        await self.catalogue.publish()  # before registering: a member's tasks are known as soon as it is
         await self.membership.register()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT) if self.install_signals else ():
@@ -189,6 +210,7 @@ class Node:
                 background.append(tg.create_task(self.notifier.run(), name="notifier"))
                 background.append(tg.create_task(self._refresh_gauges(), name="gauges"))
                 background.append(tg.create_task(self._watch_loop(), name="loop-lag"))
+                background.append(tg.create_task(self.catalogue.run(), name="catalogue"))
                 # in-process: the Leadership runs its elector; else the LeaderProcess supervises the child
                 leader_side = self.leadership or self.elector
                 if leader_side is not None:
@@ -217,6 +239,8 @@ class Node:
         if self.elector is not None:
             await self.elector.release()
         pushed = await self.pool.stop(self.cfg.shutdown_timeout)
+        with contextlib.suppress(*REDIS_FAILURES):
+            await self.catalogue.unpublish()
         try:
             left = await self.membership.deregister()
         except REDIS_FAILURES as e:
@@ -369,6 +393,8 @@ class Node:
             cluster["delayed"] = c.delayed
             cluster["failed"] = c.failed
             cluster["leader"] = self._leader_view()["leader"]
+            if self.catalogue.view is not None:
+                cluster["catalogue"] = self.catalogue.view.summary()
         except REDIS_FAILURES as e:
             cluster["error"] = f"Redis unreachable: {type(e).__name__}"
         return json_response(200, {"node": node, "cluster": cluster})

@@ -5,7 +5,7 @@
 -- ARGV[4..] job payloads (RPUSH in order)
 -- returns the queue length after the push. The enqueue time goes to qtimes as one "count:ms"
 -- entry, so workers can report wait times and the metrics the oldest job's age.
--- Wake-up: up to 8 jobs wake the longest-idle nodes serving the queue, one node per job, on the
+-- Wake-up: up to 8 jobs wake the longest-idle nodes serving the queue (by name or '*'), one node per job, on the
 -- node's own channel (a node that no longer listens, PUBLISH = 0, is skipped and forgotten);
 -- a bigger batch wakes every node. A lone job thus costs one wake-up and one fetch, not one per
 -- node; nodes that find no idle slot pass the wake-up on (node/worker.py).
@@ -18,13 +18,18 @@ if n > 8 then
   redis.call('PUBLISH', ARGV[2], ARGV[1])
   return len
 end
+-- The longest idle of both zsets goes first: a node parked on the queue by name and one parked
+-- on '*' compete on idle time, so lone jobs rotate over all of them (taking the named zset
+-- first sent every lone job to the one node that named the queue).
 local woken, tries = 0, 0
-for k = 4, 5 do
-  while woken < n and tries < n + 8 do
-    local top = redis.call('ZPOPMIN', KEYS[k])
-    if #top == 0 then break end
-    tries = tries + 1
-    if redis.call('PUBLISH', ARGV[3] .. top[1], ARGV[1]) > 0 then woken = woken + 1 end
-  end
+while woken < n and tries < n + 8 do
+  local a = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  local b = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+  local k
+  if #a == 0 and #b == 0 then break end
+  if #b == 0 or (#a > 0 and tonumber(a[2]) <= tonumber(b[2])) then k = 4 else k = 5 end
+  local top = redis.call('ZPOPMIN', KEYS[k])
+  tries = tries + 1
+  if redis.call('PUBLISH', ARGV[3] .. top[1], ARGV[1]) > 0 then woken = woken + 1 end
 end
 return len

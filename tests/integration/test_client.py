@@ -7,6 +7,7 @@ records are written the way node-resque and Corral workers write them.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import math
@@ -371,9 +372,10 @@ async def test_clean_old_workers(api: Client, r: Redis) -> None:
     await r.set("resque:worker:deadhost:1:default", _working_on("deadhost:1", "default", job, NOW - 3600))
     await r.set("resque:worker:deadhost:1:default:started", int(NOW - 3600))
     await r.set("resque:worker:ping:deadhost:1", json.dumps({"time": int(NOW - 3600), "name": "deadhost:1"}))
-    # a Corral slot of a live member, busy for an hour: kept
+    # a Corral slot of a live member (its node record lists it, as register.lua writes it), busy for an hour: kept
     redis_ms = int((await r.time())[0]) * 1000
     await r.zadd("resque:corral:members", {"live-1": redis_ms})
+    await r.hset("resque:corral:node:live-1", "workers", "live-1+0:default")
     await r.sadd("resque:workers", "live-1+0:default")
     await r.set("resque:worker:live-1+0:default", _working_on("live-1+0", "default", job, NOW - 3600))
     # a worker of an unknown node whose job started 10 s ago: not old, kept
@@ -506,21 +508,37 @@ async def test_details(api: Client, r: Redis) -> None:
 # -- periodic -----------------------------------------------------------------------------------
 
 
-async def test_enqueue_recurrent_job_resumes(api: Client, r: Redis) -> None:
+async def test_enqueue_recurrent_job_resumes_from_now_without_back_fill(api: Client, r: Redis) -> None:
     await r.hset("resque:corral:periodic:sayHello", mapping={"last": 5, "paused": "1"})
     assert await api.enqueue_recurrent_job("sayHello") is True
-    assert await r.hgetall("resque:corral:periodic:sayHello") == {"last": "5"}
+    record = await r.hgetall("resque:corral:periodic:sayHello")
+    # the slots missed during the pause are at or before `last` now: the leader never enqueues them
+    redis_now = float((await r.time())[0])
+    assert set(record) == {"last"} and redis_now - 1 <= float(record["last"]) <= redis_now + 1
+    # resuming a running task changes nothing
+    await r.hset("resque:corral:periodic:sayHello", "last", 7)
+    assert await api.enqueue_recurrent_job("sayHello") is True
+    assert await r.hgetall("resque:corral:periodic:sayHello") == {"last": "7"}
 
 
-async def test_stop_recurrent_job_pauses_and_removes_queued_copies(api: Client, r: Redis) -> None:
+async def test_enqueue_recurrent_job_is_false_for_a_name_that_is_not_periodic(redis_url: str) -> None:
+    async def run(params: dict[str, Any], ctx: Any) -> None: ...
+
+    registry = Registry([Task(name="once", run=run), Task(name="tick", run=run, frequency=2.0)])
+    async with await Client.connect(redis_url, registry=registry) as client:
+        assert await client.enqueue_recurrent_job("once") is False
+        assert await client.enqueue_recurrent_job("noSuchTask") is False  # no definition, never scheduled
+        assert await client.enqueue_recurrent_job("tick") is True
+
+
+async def test_stop_recurrent_job_pauses_and_removes_every_queued_instance(api: Client, r: Redis) -> None:
     await api.enqueue("sayHello")  # periodic jobs are [{}]
     await api.enqueue("sayHello")
-    await api.enqueue("sayHello", {"not": "periodic"})
+    await api.enqueue("sayHello", {"other": "args"})  # every instance goes, whatever its args
     await api.enqueue("sayGoodbye")
-    assert await api.stop_recurrent_job("sayHello") == 2
+    assert await api.stop_recurrent_job("sayHello") == 3
     assert await r.hget("resque:corral:periodic:sayHello", "paused") == "1"
-    assert [j["class"] + json.dumps(j["args"]) for j in await api.queued("default")] == [
-        'sayHello[{"not": "periodic"}]', "sayGoodbye[{}]"]
+    assert [j["class"] + json.dumps(j["args"]) for j in await api.queued("default")] == ["sayGoodbye[{}]"]
     assert await api.enqueue_recurrent_job("sayHello") is True
     assert await r.hget("resque:corral:periodic:sayHello", "paused") is None
 
@@ -530,6 +548,141 @@ async def test_stop_recurrent_job_counts_every_delayed_copy(api: Client, r: Redi
     await api.enqueue_at(1_900_000_000, "sayHello")
     await api.enqueue_at(1_900_000_000, "sayHello")  # same second, same bytes
     await api.enqueue_at(1_900_000_007, "sayHello")
-    await api.enqueue_at(1_900_000_007, "sayHello", {"x": 1})  # other params: kept
-    assert await api.stop_recurrent_job("sayHello") == 4
-    assert await api.all_delayed() == {1_900_000_007: [{"class": "sayHello", "queue": "default", "args": [{"x": 1}]}]}
+    await api.enqueue_at(1_900_000_007, "sayHello", {"x": 1})  # other params: removed too
+    await api.enqueue_at(1_900_000_007, "sayGoodbye")  # another task: kept
+    assert await api.stop_recurrent_job("sayHello") == 5
+    assert await api.all_delayed() == {1_900_000_007: [{"class": "sayGoodbye", "queue": "default", "args": [{}]}]}
+    assert await r.keys("resque:timestamps:*sayHello*") == []
+
+
+# -- the task catalogue (cluster/catalogue.py), published here as a node would -------------------
+
+
+def _catalogue_registry(queue: str = "mail") -> Registry:
+    async def run(params: dict[str, Any], ctx: Any) -> None: ...
+
+    return Registry([Task(name="mailer", queue=queue, run=run),
+                     Task(name="locked", queue="locks", run=run, plugins=[QueueLock]),
+                     Task(name="tick", queue="other", frequency=5.0, run=run)])
+
+
+async def _publish(r: Redis, node: str, registry: Registry, *, age_ms: int = 0, started: float = 1.0) -> Any:
+    from cluster.catalogue import CataloguePublisher
+
+    pub = CataloguePublisher(redis=make_redis(RedisSettings(url=_url(r))), keys=K, node_id=node, registry=registry,
+                             dead_after=8.0, started=started)
+    await pub.publish()
+    t = await r.time()
+    await r.zadd("resque:corral:members", {node: int(t[0]) * 1000 + int(t[1]) // 1000 - age_ms})
+    return pub
+
+
+def _url(r: Redis) -> str:
+    kw = r.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+async def test_catalogue_gives_queue_and_plugins_and_refuses_unknown_names(api: Client, r: Redis) -> None:
+    from cluster.catalogue import UnknownTask
+
+    assert await api.enqueue("mailer", {"n": 1}) is True  # nothing published: nothing to judge against
+    assert await api.length("default") == 1
+    await _publish(r, "n1", _catalogue_registry())
+    await asyncio.sleep(api.catalogue.miss_interval)  # a miss re-reads at most this often
+    assert await api.enqueue("mailer", {"n": 2}) is True  # a name not in the cached copy re-reads it
+    assert await api.queued("mail") == [{"class": "mailer", "queue": "mail", "args": [{"n": 2}]}]
+    assert [await api.enqueue("locked", {"a": 1}) for _ in range(2)] == [True, False]
+    with pytest.raises(UnknownTask, match="did you mean 'mailer'"):
+        await api.enqueue("mailr")
+    assert await api.enqueue("mailr", unknown_ok=True) is True
+    assert await api.enqueue_at(1_900_000_000, "mailer") == 1_900_000_000
+    assert await api.all_delayed() == {1_900_000_000: [{"class": "mailer", "queue": "mail", "args": [{}]}]}
+    assert await api.enqueue_many([("mailer", {"i": i}) for i in range(3)]) == 3
+    assert await api.length("mail") == 4
+
+
+async def test_catalogue_counts_only_live_nodes_and_newest_wins_a_conflict(api: Client, r: Redis) -> None:
+    from cluster.catalogue import read_catalogue
+
+    await _publish(r, "old", _catalogue_registry("qa"), started=1.0)
+    await _publish(r, "new", _catalogue_registry("qb"), started=2.0)
+    view = await read_catalogue(api.redis, K)
+    info = view.find("mailer")
+    assert info is not None and info.conflict and info.queue == "qb" and sorted(info.nodes) == ["new", "old"]
+    assert [t.name for t in view.conflicts()] == ["mailer"]
+    assert view.find("locked") is not None and not view.find("locked").conflict  # type: ignore[union-attr]
+    # `new` stops heartbeating: past its dead_after it serves nothing
+    t = await r.time()
+    await r.zadd("resque:corral:members", {"new": int(t[0]) * 1000 - 9000})
+    view = await read_catalogue(api.redis, K)
+    assert view.nodes == ["old"] and view.find("mailer").queue == "qa" and not view.conflicts()  # type: ignore[union-attr]
+
+
+async def test_publisher_republishes_after_data_loss_and_prunes_what_dead_nodes_left(api: Client, r: Redis) -> None:
+    pub = await _publish(r, "n1", _catalogue_registry())
+    await r.delete("resque:corral:catalogue", "resque:corral:taskdefs")  # Redis lost its data
+    view = await pub.check()
+    assert view.nodes == ["n1"] and sorted(view.tasks) == ["locked", "mailer", "tick"]
+    # an entry of a node gone from the members, written long ago, and a definition nobody uses
+    await r.hset("resque:corral:catalogue", "gone", json.dumps({"tasks": {"x": "feed"}, "at": 1, "dead_after": 8}))
+    await r.hset("resque:corral:taskdefs", "feed", json.dumps({"name": "x"}))
+    await pub.check()
+    assert not await r.hexists("resque:corral:catalogue", "gone")
+    assert await r.hexists("resque:corral:taskdefs", "feed")  # unused once: kept one more check
+    await pub.check()
+    assert not await r.hexists("resque:corral:taskdefs", "feed")
+    assert await r.hlen("resque:corral:taskdefs") == 3
+    await pub.unpublish()
+    assert not await r.hexists("resque:corral:catalogue", "n1")
+    await pub.redis.aclose()
+
+
+async def test_stop_recurrent_job_uses_the_catalogue_queue(api: Client, r: Redis) -> None:
+    await _publish(r, "n1", _catalogue_registry())
+    await api.enqueue("tick", {"a": 1})
+    await api.enqueue("tick")
+    assert await api.length("other") == 2
+    assert await api.stop_recurrent_job("tick") == 2
+    assert await api.length("other") == 0
+    assert await api.enqueue_recurrent_job("mailer") is False
+    assert await api.enqueue_recurrent_job("tick") is True
+
+
+async def test_clean_old_workers_keeps_idle_workers_of_a_live_node_with_a_2s_old_heartbeat(
+        api: Client, r: Redis) -> None:
+    # a live node between two heartbeats: heartbeat and pings 2 s old (node-resque-style age 1.5)
+    t = await r.time()
+    await r.zadd("resque:corral:members", {"n1-abc": int(t[0]) * 1000 - 2000})
+    await r.hset("resque:corral:node:n1-abc", "workers", "n1-abc+0:default\nn1-abc+1:*")
+    for wid, name in (("n1-abc+0:default", "n1-abc+0"), ("n1-abc+1:*", "n1-abc+1")):
+        await r.sadd("resque:workers", wid)
+        await r.set(f"resque:worker:ping:{name}", json.dumps({"time": int(NOW - 2), "name": name}))
+    assert await api.clean_old_workers(1.5) == {}
+    assert set(await api.workers()) == {"n1-abc+0", "n1-abc+1"}
+    # once the node is dead (heartbeat past dead_after) its workers go
+    await r.zadd("resque:corral:members", {"n1-abc": int(t[0]) * 1000 - 9000})
+    assert set(await api.clean_old_workers(1.5)) == {"n1-abc+0", "n1-abc+1"}
+
+
+async def test_a_failed_catalogue_refresh_keeps_the_copy_it_has(redis_factory: Any) -> None:
+    server = redis_factory()
+    url = server.url
+    c = Client(make_redis(RedisSettings(url=url)), "resque")
+    raw = Redis.from_url(url, decode_responses=True)
+    try:
+        await _publish(raw, "n1", _catalogue_registry())
+        assert await c.enqueue("mailer") is True
+        c.catalogue.max_age = 0  # every call would re-read
+        server.pause()
+        try:
+            original = c.catalogue.redis
+            c.catalogue.redis = make_redis(RedisSettings(url=url), socket_timeout=0.2)
+            view = await c.catalogue.view()
+            assert view.find("mailer") is not None  # the copy it had
+        finally:
+            server.resume()
+            await c.catalogue.redis.aclose()
+            c.catalogue.redis = original
+    finally:
+        await raw.aclose()
+        await c.close()

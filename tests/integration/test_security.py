@@ -370,7 +370,7 @@ async def test_only_registered_tasks_run_and_payloads_are_json_only(inproc_node:
              "mark.__class__", "sec.mark", "tasks.sec.mark", "_record_locks", "Mark", "mark ", " mark", "mark\n",
              "../mark", "locked;mark", "*", "default"]
     for name in names:
-        assert await client.enqueue(name, {"cmd": f"touch {pwned}", "args": [f"touch {pwned}"]})
+        assert await client.enqueue(name, {"cmd": f"touch {pwned}", "args": [f"touch {pwned}"]}, unknown_ok=True)
     raw = [pickle.dumps({"class": "mark", "args": [{"id": "pickled"}]}),
            b"!!python/object/apply:os.system ['touch " + str(pwned).encode() + b"']",
            b"class: mark\nargs: [{id: yaml}]\n",

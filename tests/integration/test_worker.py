@@ -106,7 +106,7 @@ async def test_failures_land_in_failed_list_with_reasons_and_worker_goes_on(
     node = await inproc_node(TASKS)
     await client.enqueue("boom", {"n": 7})
     await client.enqueue("slow")
-    await client.enqueue("noSuchTask", {"a": 1})
+    await client.enqueue("noSuchTask", {"a": 1}, unknown_ok=True)  # a worker must still fail it
     await client.redis.rpush(client.keys.queue("default"), "this is {not json")
     await client.redis.rpush(client.keys.queue("default"), '{"class": 5, "args": []}')
     await client.enqueue("echo", {"after": True})
