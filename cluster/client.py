@@ -333,10 +333,11 @@ class Client:
         live = set(await self.live_members(age_seconds))
         workers = await self.workers()
         now = self.clock.time()
+        from .membership import node_of_worker
         from .wire import parse_date
 
         for name, queues in workers.items():
-            node = name.split("+", 1)[0]
+            node = node_of_worker(name)
             record = await self.working_on(name, queues)
             started = parse_date(record.get("run_at")) if isinstance(record, dict) else None
             if started is None:

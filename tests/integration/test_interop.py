@@ -498,7 +498,7 @@ async def test_node_resque_reads_and_removes_corral_failed_entries(
     for entry, raw, params in zip(parsed, corral_entries, failing, strict=True):
         assert list(entry) == FAILED_KEYS
         assert entry["payload"] == json.loads(encode_job("boom", "default", [params]))
-        assert entry["queue"] == "default" and node.owns(entry["worker"].split("+", 1)[0])
+        assert entry["queue"] == "default" and node.owns(entry["worker"].split(":", 1)[0])
         assert entry["exception"] == "ValueError" and entry["error"].startswith("boom: ")
         assert isinstance(entry["backtrace"], list) and entry["backtrace"]
         assert abs(parse_date(entry["failed_at"]) - time.time()) < 120  # type: ignore[operator]
@@ -556,7 +556,7 @@ async def test_node_resque_lists_corral_workers_and_what_they_work_on(
 
     results = queue_ops(node_resque_dir, redis_url, [["workers"], ["allWorkingOn"], ["workingOn", busy, "default"]])
     workers, working, working_on = results
-    slots = {name for name in workers if node.owns(name.split("+", 1)[0])}
+    slots = {name for name in workers if node.owns(name.split(":", 1)[0])}
     assert len(slots) == 2 and busy in slots, workers
     assert all(workers[name] == "default" for name in slots)
     record = working[busy]
