@@ -235,12 +235,17 @@ def records(tmp_path: Path) -> Records:
     return Records(tmp_path / "out.jsonl")
 
 
-@pytest.fixture
-def tasks_dir(tmp_path: Path, records: Records) -> Path:
+def write_tasks(tmp_path: Path, records: Records, source: str = TASKS) -> Path:
+    """A tasks dir holding `source` (with `__OUT__` = the records file)."""
     d = tmp_path / "tasks"
     d.mkdir()
-    (d / "interop_tasks.py").write_text(TASKS.replace("__OUT__", repr(str(records.path))), encoding="utf-8")
+    (d / "interop_tasks.py").write_text(source.replace("__OUT__", repr(str(records.path))), encoding="utf-8")
     return d
+
+
+@pytest.fixture
+def tasks_dir(tmp_path: Path, records: Records) -> Path:
+    return write_tasks(tmp_path, records)
 
 
 @pytest.fixture
