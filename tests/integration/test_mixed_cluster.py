@@ -323,3 +323,40 @@ async def test_recovery_keeps_a_joblock_a_live_node_holds(r: Redis) -> None:
     assert await rec.tick(term) == 2
     assert await r.get(lock_key) is not None  # M's lock stays
     assert await r.get(own_lock) is None  # N's own lock went with it
+
+
+# -- Corral-only bookkeeping stays bounded and correct ------------------------------------------
+
+
+async def _qtimes_units(r: Redis, q: str) -> int:
+    return sum(int(e.partition(":")[0]) for e in await r.lrange(f"{NS}:corral:qtimes:{q}", 0, -1))
+
+
+async def test_qtimes_follow_the_queue_when_node_resque_consumes_corral_jobs(
+        node_scripts: Callable[..., NodeScript], corral_nodes: Callable[..., list[NodeProcess]], client: Client,
+        r: Redis) -> None:
+    [node] = corral_nodes(1, queues="other", extra_args=["--metrics-refresh", "0.2"])
+    for i in range(300):
+        await client.enqueue("record", {"i": i}, queue="nrq")
+    assert await _qtimes_units(r, "nrq") == 300
+    first = node_scripts("worker.js", {"queues": ["nrq"], "name": "nr-a", "seconds": 60, "timeout": 20,
+                                       "expect": 200})
+    first.wait_event("end", 60)
+    left = await r.llen(f"{NS}:queue:nrq")
+    assert 0 < left <= 100
+
+    async def in_step() -> bool:
+        return await _qtimes_units(r, "nrq") == await r.llen(f"{NS}:queue:nrq")
+
+    await wait_until_async(in_step, 10, message="qtimes trimmed to the jobs left")
+    # the oldest job's age is the age of a job still queued, not of one node-resque took long ago
+    age = node.metric("corral_oldest_job_age_seconds", {"queue": "nrq"})
+    assert age is not None and age < 30
+    rest = node_scripts("worker.js", {"queues": ["nrq"], "name": "nr-b", "seconds": 60, "timeout": 20,
+                                      "expect": left})
+    rest.wait_event("end", 60)
+    await wait_until_async(lambda: _gone(r, f"{NS}:corral:qtimes:nrq"), 10, message="qtimes empty with the queue")
+
+
+async def _gone(r: Redis, key: str) -> bool:
+    return not await r.exists(key)
