@@ -26,7 +26,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .connection import RedisSettings, close_redis, make_redis
 from .errors import EnqueueError
 from .keys import Keys
-from .plugins import PluginContext
+from .plugins import EnqueueGuard, PluginContext, enqueue_checks, guard_script_args
 from .rawconn import FastScript, RawPool
 from .scripts import Scripts, source
 from .task import Registry
@@ -131,6 +131,15 @@ class Client:
                 return False
         return True
 
+    async def _enqueue_guards(self, task: str, queue: str, args: list[Any],
+                              payload: str) -> tuple[bool, list[EnqueueGuard]]:
+        t = self.registry.find(task) if self.registry is not None else None
+        plugins = [p for p in t.plugin_instances() if p.has_enqueue_hooks] if t else []
+        if not plugins:
+            return True, []
+        ctx = PluginContext(self.redis, self.keys, self.scripts, task, queue, args, payload, client=self)
+        return await enqueue_checks(plugins, ctx)
+
     def _enqueue_keys(self, q: str) -> list[str]:
         k = self.keys
         return [k.queues, k.queue(q), k.qtimes(q), k.idle(q), k.idle("*")]
@@ -141,9 +150,15 @@ class Client:
         q = self._queue_for(task, queue)
         args = _args(params, raw_args)
         payload = self._payload(task, q, args)
-        if self.registry is not None and not await self._enqueue_hooks_pass(task, q, args, payload):
-            return False
+        guards: list[EnqueueGuard] = []
+        if self.registry is not None:
+            ok, guards = await self._enqueue_guards(task, q, args, payload)
+            if not ok:
+                return False
         keys, argv = self._enqueue_keys(q), [q, self.keys.wake_channel, self.keys.node_wake_prefix, payload]
+        if guards:  # QueueLock / DelayQueueLock checked and applied with the push, atomically (issue 20.1)
+            gkeys, gargs = guard_script_args(guards)
+            return int(await self.scripts.run("enqueue_guarded", [*keys, *gkeys], [*argv, *gargs])) >= 0
         if self._fast_enqueue is not None:
             await self._fast_enqueue.run(keys, argv)
         else:

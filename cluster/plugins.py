@@ -83,6 +83,41 @@ def _leading_int(value: Any) -> int:
     return int(m.group(1)) if m else 0
 
 
+@dataclass(frozen=True)
+class EnqueueGuard:
+    """An enqueue hook's effect in a form the script that moves the job checks and applies in the
+    same atomic step (cluster/scripts/guards.lua): `lock` = refused while `key` holds an
+    unexpired expiry second, else SET `value` EX `ttl`; `absent` = refused while `key` exists.
+    A hook written as a guard cannot leave a lock behind for a move that never ran, nor refuse
+    its own retried move (issue 20.1)."""
+
+    kind: str
+    key: str
+    value: str = ""
+    ttl: int = 0
+
+
+def guard_script_args(guards: list[EnqueueGuard]) -> tuple[list[str], list[Any]]:
+    """(extra KEYS, extra ARGV) for a script that includes guards.lua."""
+    argv: list[Any] = []
+    for g in guards:
+        argv += [g.kind, g.value, g.ttl]
+    return [g.key for g in guards], [*argv, len(guards)]
+
+
+async def enqueue_checks(plugins: list[Plugin], ctx: PluginContext) -> tuple[bool, list[EnqueueGuard]]:
+    """Run the enqueue hooks that cannot be guards; collect the guards of those that can.
+    Returns (False, []) if a hook refused the job."""
+    guards: list[EnqueueGuard] = []
+    for p in plugins:
+        guard = p.enqueue_guard(ctx)
+        if guard is not None:
+            guards.append(guard)
+        elif not await p.before_enqueue(ctx):
+            return False, []
+    return True, guards
+
+
 class Plugin:
     """Base class. Override what you need; every hook defaults to 'go on'."""
 
@@ -98,6 +133,11 @@ class Plugin:
         self.validate()
 
     def validate(self) -> None: ...
+
+    def enqueue_guard(self, ctx: PluginContext) -> EnqueueGuard | None:
+        """The hook as an atomic guard, if it can be one (then `before_enqueue` is not called by
+        Corral's enqueue and promotion paths)."""
+        return None
 
     async def before_enqueue(self, ctx: PluginContext) -> bool:
         return True
@@ -176,6 +216,10 @@ class QueueLock(Plugin):
     def key(self, ctx: PluginContext) -> str:
         return ctx.keys.queue_lock(ctx.task, ctx.queue, ctx.args_key)
 
+    def enqueue_guard(self, ctx: PluginContext) -> EnqueueGuard:
+        timeout = max(1, int(self.options["lock_timeout"]))
+        return EnqueueGuard("lock", self.key(ctx), str(round(ctx.clock.time()) + timeout + 1), timeout)
+
     async def before_enqueue(self, ctx: PluginContext) -> bool:
         timeout = max(1, int(self.options["lock_timeout"]))
         now = round(ctx.clock.time())
@@ -198,6 +242,9 @@ class DelayQueueLock(Plugin):
 
     name = "DelayQueueLock"
     has_enqueue_hooks = True
+
+    def enqueue_guard(self, ctx: PluginContext) -> EnqueueGuard:
+        return EnqueueGuard("absent", ctx.keys.timestamps(ctx.payload))
 
     async def before_enqueue(self, ctx: PluginContext) -> bool:
         return int(await ctx.redis.scard(ctx.keys.timestamps(ctx.payload))) == 0
