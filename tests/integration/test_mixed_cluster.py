@@ -16,8 +16,9 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -32,7 +33,7 @@ from cluster.task import Registry, Task
 from cluster.wire import encode_job
 from tests.integration import test_interop as interop
 from tests.integration.test_interop import TASKS, NodeScript, Records, _host_port, queue_ops
-from tests.support import REPO_ROOT, missing, wait_until_async
+from tests.support import REPO_ROOT, missing, wait_until, wait_until_async
 from tests.support.nodes import NodeCluster, NodeProcess
 
 NS = "resque"
@@ -360,3 +361,71 @@ async def test_qtimes_follow_the_queue_when_node_resque_consumes_corral_jobs(
 
 async def _gone(r: Redis, key: str) -> bool:
     return not await r.exists(key)
+
+
+# -- Must show: 2,000 jobs, both producers, normal and delayed, each run exactly once ----------
+
+
+def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+@pytest.mark.parametrize("leader", ["corral", "node-resque"])
+async def test_mixed_cluster_runs_2000_jobs_from_both_producers_exactly_once(
+        leader: str, node_resque_dir: Path, redis_url: str, node_scripts: Callable[..., NodeScript],
+        node_cluster: NodeCluster, corral_nodes: Callable[..., list[NodeProcess]], records: Records,
+        client: Client, r: Redis) -> None:
+    """2 Corral nodes + a node-resque worker + a node-resque scheduler on one namespace; 500 jobs
+    each: Corral now, Corral delayed, node-resque now, node-resque delayed (1-3 s). Whoever
+    leads (Corral, or node-resque's scheduler holding the lock from the start), every job runs
+    exactly once, on either side."""
+    if leader == "node-resque":
+        sched = node_scripts("scheduler.js", {"name": "nr-leader", "seconds": 120, "timeout": 100})
+        sched.wait_event("leader", 10)
+        corral_nodes(2)
+    else:
+        corral_nodes(2)
+        node_cluster.wait_leader(15)
+        sched = node_scripts("scheduler.js", {"name": "nr-follower", "seconds": 120, "timeout": 100})
+        sched.wait_event("started", 10)
+    worker = node_scripts("worker.js", {"queues": ["default"], "name": "nr-mixed", "seconds": 120, "timeout": 50})
+    worker.wait_event("started", 15)
+
+    n = 500
+    ids = {"corral-now": range(0, n), "corral-later": range(n, 2 * n), "nr-now": range(2 * n, 3 * n),
+           "nr-later": range(3 * n, 4 * n)}
+    now_ms = int(time.time() * 1000)
+    for batch in _chunks(list(ids["nr-now"]), 250):
+        assert queue_ops(node_resque_dir, redis_url, [["enqueue", "default", "record", [{"id": i}]] for i in batch])
+    for batch in _chunks(list(ids["nr-later"]), 250):
+        queue_ops(node_resque_dir, redis_url, [["enqueueAt", now_ms + 1000 + (i % 3) * 1000, "default", "record",
+                                                [{"id": i}]] for i in batch])
+    for i in ids["corral-now"]:
+        await client.enqueue("record", {"id": i})
+    for i in ids["corral-later"]:
+        await client.enqueue_in(1 + i % 3, "record", {"id": i})
+
+    def ran() -> list[int]:
+        corral = [x["params"]["id"] for x in records.all("record")]
+        node = [e["job"]["args"][0]["id"] for e in worker.seen("success")]
+        return corral + node
+
+    wait_until(lambda: len(ran()) >= 4 * n, 90, message=f"{4 * n} jobs run")
+    await wait_until_async(lambda: _all_drained(r), 15, message="queue and delayed schedule empty")
+    await asyncio.sleep(1.0)  # a late duplicate would show up now
+    done = ran()
+    assert sorted(done) == list(range(4 * n)), f"{len(done)} runs, {len(set(done))} distinct"
+    corral_runs = len(records.all("record"))
+    assert 0 < corral_runs < 4 * n  # both sides worked
+    assert await client.failed_count() == 0
+    promoted_by_node_resque = len(sched.seen("transferredJob"))
+    if leader == "corral":
+        assert promoted_by_node_resque == 0
+    else:
+        assert promoted_by_node_resque == 2 * n
+
+
+async def _all_drained(r: Redis) -> bool:
+    return (await r.llen(f"{NS}:queue:default") == 0 and await r.zcard(f"{NS}:delayed_queue_schedule") == 0
+            and await r.llen(f"{NS}:corral:promoting") == 0)
