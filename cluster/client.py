@@ -348,13 +348,18 @@ class Client:
         live = set(await self.live_members(age_seconds))
         workers = await self.workers()
         now = self.clock.time()
+        from .foreign import last_seen as foreign_last_seen
         from .membership import node_of_worker
         from .wire import parse_date
 
         for name, queues in workers.items():
             node = node_of_worker(name)
             record = await self.working_on(name, queues)
-            started = parse_date(record.get("run_at")) if isinstance(record, dict) else None
+            # a worker that writes its own liveness (ping, Ruby heartbeat) is judged by it, not by
+            # how long its job runs (cluster/foreign.py); others by their job's start
+            started = await foreign_last_seen(self.redis, self.keys, f"{name}:{queues}")
+            if started is None and isinstance(record, dict):
+                started = parse_date(record.get("run_at"))
             if started is None:
                 # idle worker: judge it by its liveness ping (node-resque and Corral both write one)
                 ping = await self.redis.get(self.keys.worker_ping(name))

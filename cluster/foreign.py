@@ -78,6 +78,14 @@ def split_worker(wid: str) -> tuple[str, str]:
     return f"{parts[0]}:{parts[1]}", ":".join(parts[2:])
 
 
+async def last_seen(redis: Redis, keys: Keys, wid: str) -> float | None:
+    """Epoch seconds of a worker's newest own liveness signal (ping, Ruby heartbeat), or None."""
+    name, queues = split_worker(wid)
+    ping = await redis.get(keys.worker_ping(name))
+    hb = await redis.hget(keys.workers_heartbeat, wid)
+    return ForeignWorker(wid, name, queues, str(ping or ""), str(hb or ""), "").last_seen()
+
+
 class ForeignWorkers:
     name = "foreign"
 

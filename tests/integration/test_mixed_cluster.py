@@ -429,3 +429,19 @@ async def test_mixed_cluster_runs_2000_jobs_from_both_producers_exactly_once(
 async def _all_drained(r: Redis) -> bool:
     return (await r.llen(f"{NS}:queue:default") == 0 and await r.zcard(f"{NS}:delayed_queue_schedule") == 0
             and await r.llen(f"{NS}:corral:promoting") == 0)
+
+
+async def test_corral_clean_old_workers_judges_node_resque_workers_by_their_own_pings(
+        node_scripts: Callable[..., NodeScript], client: Client, r: Redis) -> None:
+    worker = node_scripts("worker.js", {"queues": ["default"], "name": "nr-busy", "seconds": 30, "timeout": 200})
+    worker.wait_event("started", 15)
+    await client.enqueue("slow", {"seconds": 4})
+    worker.wait_event("job", 15)
+    await asyncio.sleep(1.5)  # its job started 1.5 s ago; it pings every 0.2 s meanwhile
+    assert "nr-busy" not in await client.clean_old_workers(1.0)
+    assert "nr-busy:default" in await _workers(r)
+    worker.kill()
+    await asyncio.sleep(1.5)
+    removed = await client.clean_old_workers(1.0)
+    assert removed["nr-busy"]["payload"]["class"] == "slow"
+    assert "nr-busy:default" not in await _workers(r)
