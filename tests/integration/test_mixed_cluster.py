@@ -445,3 +445,34 @@ async def test_corral_clean_old_workers_judges_node_resque_workers_by_their_own_
     removed = await client.clean_old_workers(1.0)
     assert removed["nr-busy"]["payload"]["class"] == "slow"
     assert "nr-busy:default" not in await _workers(r)
+
+
+async def test_corral_node_killed_while_node_resque_leads_its_job_runs_once_more(
+        node_scripts: Callable[..., NodeScript], node_cluster: NodeCluster,
+        corral_nodes: Callable[..., list[NodeProcess]], records: Records, client: Client, r: Redis) -> None:
+    """The issue's run: node-resque's scheduler leads (stuckWorkerTimeout 5 s, retryStuckJobs) and
+    re-enqueues the job of a Corral node killed mid-job; when node-resque's scheduler stops and a
+    Corral node leads, its recovery of the dead node must not enqueue the job again (it ran 3 times)."""
+    sched = node_scripts("scheduler.js", {"name": "nr-leader", "seconds": 120, "timeout": 200,
+                                          "stuckWorkerTimeout": 5000, "retryStuckJobs": True})
+    sched.wait_event("leader", 10)
+    fast = ["--heartbeat-interval", "0.5", "--dead-after", "3"]
+    [victim] = corral_nodes(1, extra_args=fast)
+    await client.enqueue("slow", {"seconds": 20, "tag": "once"})
+    [started] = records.wait(1, kind="slow-start")
+    victim.kill()
+    cleaned = sched.wait_event("cleanStuckWorker", 20)
+    assert cleaned["worker"] == started["worker"]
+    corral_nodes(1, extra_args=fast)  # runs the re-enqueued copy (a short wait: it sleeps 20 s)
+    wait_until(lambda: len(records.all("slow-start")) == 2, 20, message="the job re-run once")
+    sched.finish()  # node-resque's scheduler releases the lock: a Corral node leads and recovers the dead one
+    node_cluster.wait_leader(15)
+    await wait_until_async(lambda: _no_member(r, victim), 15, message="the dead node recovered")
+    await asyncio.sleep(1.0)
+    assert len(records.all("slow-start")) == 2  # the killed run and the one re-run
+    assert await r.llen(f"{NS}:queue:default") == 0
+    assert await client.failed_count() == 0  # retryStuckJobs took its failed entry back
+
+
+async def _no_member(r: Redis, node: NodeProcess) -> bool:
+    return not any(node.owns(m) for m in await r.zrange(f"{NS}:corral:members", 0, -1))
