@@ -31,7 +31,7 @@ from .connection import RedisSettings, close_redis, make_redis
 from .election.base import LOCK_DELAY_PREFIX
 from .errors import EnqueueError
 from .keys import Keys
-from .plugins import Plugin, PluginContext
+from .plugins import EnqueueGuard, Plugin, PluginContext, enqueue_checks, guard_script_args
 from .rawconn import FastScript, RawPool
 from .scripts import Scripts, source
 from .task import Registry, Task
@@ -145,15 +145,14 @@ class Client:
             raise EnqueueError(f"job payload for {task!r} is {size} bytes; the limit is {self.max_payload_bytes}")
         return payload
 
-    async def _enqueue_hooks_pass(self, plugins: list[Plugin], task: str, queue: str, args: list[Any],
-                                  payload: str) -> bool:
+    async def _enqueue_guards(self, plugins: list[Plugin], task: str, queue: str, args: list[Any],
+                              payload: str) -> tuple[bool, list[EnqueueGuard]]:
+        """Run the enqueue hooks that cannot be guards; collect the guards (QueueLock, ...) that
+        the enqueue script checks and applies with the push. (False, []) if a hook refused."""
         if not plugins:
-            return True
+            return True, []
         ctx = PluginContext(self.redis, self.keys, self.scripts, task, queue, args, payload, client=self)
-        for p in plugins:
-            if not await p.before_enqueue(ctx):
-                return False
-        return True
+        return await enqueue_checks(plugins, ctx)
 
     def _enqueue_keys(self, q: str) -> list[str]:
         k = self.keys
@@ -166,9 +165,13 @@ class Client:
         q, plugins = await self._resolve(task, queue, unknown_ok)
         args = _args(params, raw_args)
         payload = self._payload(task, q, args)
-        if plugins and not await self._enqueue_hooks_pass(plugins, task, q, args, payload):
+        ok, guards = await self._enqueue_guards(plugins, task, q, args, payload)
+        if not ok:
             return False
         keys, argv = self._enqueue_keys(q), [q, self.keys.wake_channel, self.keys.node_wake_prefix, payload]
+        if guards:  # QueueLock / DelayQueueLock checked and applied with the push, atomically (issue 20.1)
+            gkeys, gargs = guard_script_args(guards)
+            return int(await self.scripts.run("enqueue_guarded", [*keys, *gkeys], [*argv, *gargs])) >= 0
         if self._fast_enqueue is not None:
             await self._fast_enqueue.run(keys, argv)
         else:
@@ -180,6 +183,7 @@ class Client:
         """Queue many jobs, one script call per queue and batch, pipelined. Returns how many were queued."""
         by_queue: dict[str, list[str]] = {}
         resolved: dict[str, tuple[str, list[Plugin]]] = {}
+        count_guarded = 0
         for item in jobs:
             if not isinstance(item, tuple | list) or len(item) != 2:
                 raise EnqueueError(f"enqueue_many takes (task, params) pairs, got {item!r}")
@@ -187,12 +191,11 @@ class Client:
             if task not in resolved:
                 resolved[task] = await self._resolve(task, queue, unknown_ok)
             q, plugins = resolved[task]
-            args = _args(params, None)
-            payload = self._payload(task, q, args)
-            if plugins and not await self._enqueue_hooks_pass(plugins, task, q, args, payload):
+            if plugins:  # enqueue plugins: one guarded enqueue each (the hook and the push are one step)
+                count_guarded += await self.enqueue(task, params, queue=q, unknown_ok=True)
                 continue
-            by_queue.setdefault(q, []).append(payload)
-        count = 0
+            by_queue.setdefault(q, []).append(self._payload(task, q, _args(params, None)))
+        count = count_guarded
         async with self.redis.pipeline(transaction=False) as pipe:
             for q, payloads in by_queue.items():
                 for i in range(0, len(payloads), batch_size):
@@ -387,6 +390,7 @@ class Client:
         removed: dict[str, Any] = {}
         live = await self.live_worker_ids(dead_after)
         now = self.clock.time()
+        from .foreign import last_seen as foreign_last_seen
         from .wire import parse_date
 
         for name, queues in (await self.workers()).items():
@@ -394,13 +398,18 @@ class Client:
             if wid in live:
                 continue
             record = await self.working_on(name, queues)
-            started = parse_date(record.get("run_at")) if isinstance(record, dict) else None
-            ping = await self.redis.get(self.keys.worker_ping(name))
-            try:
-                pinged = float(json.loads(str(ping))["time"]) if ping else None
-            except (ValueError, KeyError, TypeError):
-                pinged = None
-            seen = max((x for x in (started, pinged) if x is not None), default=None)
+            # a worker that writes its own liveness (node-resque ping, Ruby heartbeat) is judged by
+            # it, not by how long its job runs (cluster/foreign.py); others by the later of their
+            # job's start and their liveness ping
+            seen = await foreign_last_seen(self.redis, self.keys, wid)
+            if seen is None:
+                started = parse_date(record.get("run_at")) if isinstance(record, dict) else None
+                ping = await self.redis.get(self.keys.worker_ping(name))
+                try:
+                    pinged = float(json.loads(str(ping))["time"]) if ping else None
+                except (ValueError, KeyError, TypeError):
+                    pinged = None
+                seen = max((x for x in (started, pinged) if x is not None), default=None)
             if seen is None or now - seen > age_seconds:
                 await self.redis.delete(self.keys.worker(wid), self.keys.worker_started(wid), self.keys.worker_ping(name))
                 await self.redis.srem(self.keys.workers, wid)

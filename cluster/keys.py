@@ -11,6 +11,7 @@ resque layout (node-resque / Ruby resque read and write these):
     worker:<name>:<queues>                  working-on JSON {run_at, queue, payload, worker}
     worker:<name>:<queues>:started          start time
     worker:ping:<name>                      node-resque liveness ping {time, name, queues}
+    workers:heartbeat                       Ruby resque liveness: hash "<name>:<queues>" -> ISO 8601 time
     stat:processed[:<name>] / stat:failed[:<name>]
     failed                                  list of failed entries
     resque_scheduler_leader_lock            leader lock, value = term token
@@ -51,6 +52,7 @@ class Keys:
         self.queues = self._p + "queues"
         self.delayed_schedule = self._p + "delayed_queue_schedule"
         self.workers = self._p + "workers"
+        self.workers_heartbeat = self._p + "workers:heartbeat"
         self.failed = self._p + "failed"
         self.leader_lock = self._p + "resque_scheduler_leader_lock"
         self.stat_processed = self._p + "stat:processed"

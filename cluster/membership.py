@@ -4,6 +4,13 @@ unique id per process start, so the leader can tell dead nodes from live ones on
 A node that finds itself evicted (declared dead during a partition or a pause) registers its
 workers again; the jobs it was running were already returned to their queues, and its late
 acks are refused by execution id (fetch.lua), so the redelivered copies stay intact.
+
+Worker names follow resque's `host:pid` (the `workers` set holds `host:pid:queues`, which
+pyres, Ruby resque and node-resque all split on ':'): host = the node id (unique per process
+start, never the bare hostname, so Ruby's and pyres' same-host pruning by `ps` leaves Corral
+workers alone), pid = `<pid>+<slot>` (node-resque's multiWorker spelling). Every heartbeat
+refreshes the liveness signals other clients read (node-resque's `worker:ping:<name>`, Ruby's
+`workers:heartbeat` hash) and puts back any worker record another client's cleanup removed.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -22,6 +30,23 @@ from .observe import Observer
 from .scripts import Scripts
 
 log = logging.getLogger("corral.membership")
+
+
+def worker_name(node_id: str, slot: int, pid: int) -> str:
+    """The resque name of one worker slot: `<node id>:<pid>+<slot>`."""
+    if ":" in node_id:
+        raise ValueError(f"node id {node_id!r} must not contain ':' (resque splits worker names on it)")
+    return f"{node_id}:{pid}+{slot}"
+
+
+def node_of_worker(name: str) -> str:
+    """The node id (host part) of a worker name or `workers` member."""
+    return name.split(":", 1)[0]
+
+
+def ruby_time(t: float) -> str:
+    """Ruby's `Time#iso8601` in UTC, what Ruby resque writes into `workers:heartbeat`."""
+    return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 class Membership:
@@ -54,14 +79,18 @@ class Membership:
         """One heartbeat; returns False if this node had been evicted (and re-registers it)."""
         now = self.clock.time()
         pings = [json.dumps({"time": int(now), "name": name, "queues": queues}) for name, queues in self.workers]
-        was, _ms = await self.scripts.run(
+        was, _ms, back = await self.scripts.run(
             "heartbeat",
-            [self.keys.members, self.keys.node(self.node_id), *[self.keys.worker_ping(n) for n, _ in self.workers]],
-            [self.node_id, json.dumps(self.info), int(self.ping_ttl * 1000), *pings],
+            [self.keys.members, self.keys.node(self.node_id), self.keys.workers, self.keys.workers_heartbeat,
+             *[self.keys.worker_ping(n) for n, _ in self.workers]],
+            [self.node_id, json.dumps(self.info), int(self.ping_ttl * 1000), ruby_time(now), *pings, *self.members],
         )
         self.last_ok_mono = self.clock.monotonic()
         self.last_error = None
         self.observer.heartbeat_ok()
+        if int(back) and int(was):
+            log.warning("membership: %d worker record(s) had been removed by another client's cleanup while this "
+                        "node is alive; registered again", int(back), extra={"event": "workers_re_registered"})
         if not int(was):
             await self.scripts.run("register", [self.keys.workers, self.keys.node(self.node_id)],
                                    ["\n".join(self.members), *self.members])
@@ -91,11 +120,21 @@ class Membership:
     async def deregister(self) -> int:
         keys: list[str] = []
         for name, queues in self.workers:
-            wid = f"{name}:{queues}"
-            keys += [self.keys.worker(wid), self.keys.worker_started(wid), self.keys.worker_ping(name)]
+            keys += worker_record_keys(self.keys, name, queues)
         left = await self.scripts.run(
             "deregister",
-            [self.keys.members, self.keys.node(self.node_id), self.keys.inflight(self.node_id), self.keys.workers, *keys],
+            [self.keys.members, self.keys.node(self.node_id), self.keys.inflight(self.node_id), self.keys.workers,
+             self.keys.workers_heartbeat, *keys],
             [self.node_id, *self.members],
         )
         return int(left)
+
+
+def worker_record_keys(keys: Keys, name: str, queues: str) -> list[str]:
+    """Every key one resque worker leaves (resque's and node-resque's untrack remove the same):
+    working-on record and start time, node-resque's ping, and the per-worker stats under both
+    spellings (node-resque's `<name>`, Ruby's `<name>:<queues>`)."""
+    wid = f"{name}:{queues}"
+    return [keys.worker(wid), keys.worker_started(wid), keys.worker_ping(name),
+            keys.stat("processed", name), keys.stat("failed", name),
+            keys.stat("processed", wid), keys.stat("failed", wid)]

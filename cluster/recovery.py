@@ -16,6 +16,7 @@ from .clock import Clock
 from .election.base import Term
 from .keys import Keys
 from .leader import fenced
+from .membership import worker_record_keys
 from .observe import Observer
 from .plugins import JobLock
 from .scripts import Scripts
@@ -79,8 +80,8 @@ class Recovery:
         members = [w for w in workers_raw.split("\n") if w]
         extra: list[str] = []
         for m in members:
-            name = m.rpartition(":")[0]
-            extra += [self.keys.worker(m), self.keys.worker_started(m), self.keys.worker_ping(name)]
+            name, _, queues = m.rpartition(":")
+            extra += worker_record_keys(self.keys, name, queues)
         for field, payload in inflight.items():
             if ":" not in field and f"{field}:q" in inflight:
                 extra += self._lock_keys(payload, inflight[f"{field}:q"])

@@ -22,7 +22,7 @@ from .election.base import Term
 from .keys import Keys
 from .leader import fenced
 from .observe import Observer
-from .plugins import PluginContext
+from .plugins import EnqueueGuard, PluginContext, enqueue_checks, guard_script_args
 from .scripts import Scripts
 from .task import Registry
 from .wire import decode_job, js_date
@@ -109,6 +109,7 @@ class Scheduler:
             payload = str(item)
             push = True
             queue = "default"
+            guards: list[EnqueueGuard] = []
             try:
                 job = decode_job(payload)
                 queue = job.queue or "default"
@@ -116,17 +117,17 @@ class Scheduler:
                 plugins = [p for p in t.plugin_instances() if p.has_enqueue_hooks] if t else []
                 ctx = PluginContext(self.redis, self.keys, self.scripts, job.task, queue, job.args, payload,
                                     client=self.client)
-                for p in plugins:
-                    if not await p.before_enqueue(ctx):
-                        push = False
-                        break
+                # built-in hooks become guards that unstage.lua applies with the move (issue 20.1)
+                push, guards = await enqueue_checks(plugins, ctx)
             except Exception:
                 log.exception("scheduler: enqueue hook failed; queueing the job anyway")
-            await fenced(self.scripts, "unstage",
-                         [self.keys.leader_lock, self.keys.audit, self.keys.promoting, self.keys.queues,
-                          self.keys.queue(queue), self.keys.qtimes(queue)],
-                         [payload, "push" if push else "drop", queue, self.keys.wake_channel],
-                         term, self.observer, self.audit)
+            gkeys, gargs = guard_script_args(guards)
+            res = await fenced(self.scripts, "unstage",
+                               [self.keys.leader_lock, self.keys.audit, self.keys.promoting, self.keys.queues,
+                                self.keys.queue(queue), self.keys.qtimes(queue), *gkeys],
+                               [payload, "push" if push else "drop", queue, self.keys.wake_channel, *gargs],
+                               term, self.observer, self.audit)
+            push = push and res[2] == "pushed"
             if not push:
                 log.info("scheduler: enqueue plugin dropped a promoted job", extra={"event": "promotion_dropped",
                                                                                     "payload": payload[:200]})

@@ -141,6 +141,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("heartbeat_interval", _num(float, 0.05), 2.0, "membership heartbeat period, seconds"),
     Option("dead_after", _num(float, 0.1), 8.0, "a node whose heartbeat is older than this is dead, seconds"),
     Option("max_recoveries", _num(int, 0, True), 3, "recoveries before a job is failed as a poison pill"),
+    Option("foreign_stuck_timeout", _num(float, 0, True), 3600.0,
+           "the leader removes a worker of another resque client (node-resque, Ruby) whose own liveness signal "
+           "is older than this and fails or re-enqueues its job, seconds (node-resque's stuckWorkerTimeout; 0 = off)"),
+    Option("foreign_stuck_jobs", _choice("fail", "retry"), "fail",
+           "the job of such a stale foreign worker: fail it, or re-enqueue it (node-resque's retryStuckJobs)"),
     Option("threads", _num(int, 1, True), 16, "thread pool size for sync tasks"),
     Option("processes", _num(int, 0, True), 0,
            "process pool size for cpu_bound tasks (0 = the CPUs this process may use: the container's cgroup CPU "
@@ -216,6 +221,8 @@ class NodeConfig:
     heartbeat_interval: float = 2.0
     dead_after: float = 8.0
     max_recoveries: int = 3
+    foreign_stuck_timeout: float = 3600.0
+    foreign_stuck_jobs: str = "fail"
     threads: int = 16
     processes: int = 0
     task_nice: int = 10

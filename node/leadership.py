@@ -16,6 +16,7 @@ from cluster.clock import Clock
 from cluster.connection import RedisSettings, close_redis, make_redis
 from cluster.election.base import Term
 from cluster.election.redis import RedisElector
+from cluster.foreign import ForeignWorkers
 from cluster.keys import Keys
 from cluster.leader import LeaderDuties
 from cluster.observe import Observer
@@ -36,7 +37,8 @@ class Leadership:
         new connection's dial and handshake are round trips that make a due second late, F10)."""
         keys = Keys(cfg.namespace)
         self.election_redis = make_redis(settings, socket_timeout=cfg.renew_timeout, max_connections=8)
-        self.duty_redis = {d: make_redis(settings, max_connections=4) for d in ("scheduler", "periodic", "recovery")}
+        self.duty_redis = {d: make_redis(settings, max_connections=4)
+                           for d in ("scheduler", "periodic", "recovery", "foreign")}
         duty = self.duty_redis
         self.scheduler = Scheduler(redis=duty["scheduler"], keys=keys, clock=clock, observer=observer,
                                    registry=registry, client=client, reread=min(1.0, cfg.poll_interval * 2),
@@ -46,6 +48,10 @@ class Leadership:
         self.recovery = Recovery(redis=duty["recovery"], keys=keys, clock=clock, observer=observer,
                                  registry=registry, dead_after=cfg.dead_after, max_recoveries=cfg.max_recoveries,
                                  audit=cfg.audit, self_id=node_id, start_grace=cfg.heartbeat_interval * 1.5)
+        # stale workers of other resque clients (node-resque, Ruby): cluster/foreign.py
+        self.foreign = None if not cfg.foreign_stuck_timeout else ForeignWorkers(
+            redis=duty["foreign"], keys=keys, clock=clock, observer=observer, stuck_timeout=cfg.foreign_stuck_timeout,
+            policy=cfg.foreign_stuck_jobs, audit=cfg.audit, node_id=node_id)
         self.elector: Any
         if cfg.election == "zookeeper":
             from cluster.election.zookeeper import ZooKeeperElector
@@ -59,7 +65,10 @@ class Leadership:
                                         config=cfg.election_config(), clock=clock, observer=observer)
 
     async def lead(self, term: Term) -> None:
-        await LeaderDuties([self.scheduler, self.periodic, self.recovery]).run(term)
+        duties: list[Any] = [self.scheduler, self.periodic, self.recovery]
+        if self.foreign is not None:
+            duties.append(self.foreign)
+        await LeaderDuties(duties).run(term)
 
     async def run(self) -> None:
         await self.elector.run(self.lead)

@@ -35,7 +35,7 @@ from cluster.membership import Membership
 from cluster.notify import Notifier
 from cluster.rawconn import FastScript
 from cluster.rawconn import supported as rawconn_supported
-from cluster.scripts import source
+from cluster.scripts import Scripts, source
 from cluster.sentinel_probe import explain_sentinel_failure
 from cluster.task import Registry
 from cluster.tls_probe import explain_tls_failure
@@ -260,6 +260,7 @@ class Node:
 
     async def _refresh_gauges(self) -> None:
         c = self.metrics.cluster
+        self._qtimes_scripts = Scripts(self.redis)
         while True:
             try:
                 queues = sorted(map(str, await self.redis.smembers(self.keys.queues)))
@@ -270,8 +271,9 @@ class Node:
                     pipe.llen(self.keys.failed)
                     pipe.time()
                     pipe.zrange(self.keys.members, 0, -1, withscores=True)
-                    for q in queues:
-                        pipe.lindex(self.keys.qtimes(q), 0)
+                    for q in queues:  # trims what other clients' pops left behind (cluster/scripts/qtimes_head.lua)
+                        await self._qtimes_scripts.run("qtimes_head", [self.keys.queue(q), self.keys.qtimes(q)],
+                                                       [1000], client=pipe)
                     res = await pipe.execute()
                 n = len(queues)
                 lengths = res[:n]

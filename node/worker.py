@@ -13,6 +13,7 @@ import functools
 import itertools
 import json
 import logging
+import os
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from cluster.client import Client
 from cluster.clock import Clock
 from cluster.errors import JobDecodeError, Retry, TaskNotFound
 from cluster.keys import Keys
+from cluster.membership import worker_name
 from cluster.observe import Observer
 from cluster.plugins import PluginContext
 from cluster.rawconn import FastScript
@@ -149,7 +151,7 @@ class Slot:
         self.pool = pool
         self.index = index
         self.spec = spec
-        self.name = f"{pool.node_id}+{index}"
+        self.name = worker_name(pool.node_id, index, os.getpid())  # resque's host:pid (cluster/membership.py)
         self.wid = f"{self.name}:{spec}"
         self.wake = asyncio.Event()
         self.idle = True
@@ -318,7 +320,8 @@ class Slot:
                                                                       "task": job.task})
             return Outcome("fail", self._entry(queue, payload, "TaskNotFound", str(TaskNotFound(job.task)), None))
         plugins = t.plugin_instances()
-        pctx = PluginContext(pool.redis, pool.keys, pool.scripts, job.task, queue, job.args, payload, client=pool.client)
+        pctx = PluginContext(pool.redis, pool.keys, pool.scripts, job.task, queue, job.args, payload, client=pool.client,
+                             node_id=pool.node_id, execution_id=exec_id)
         for p in plugins:
             if not await p.before_perform(pctx):
                 log.info("worker: plugin %s skipped job", p.name, extra={"event": "job_skipped", "task": job.task,

@@ -65,6 +65,21 @@ else
   echo "$want" >"$npm_stamp"
 fi
 
+# --- 3b. pyres for the mixed-cluster tests, in its own venv ----------------------------------
+# pyres 1.5 (2014) needs an old redis-py; its own venv keeps that out of requirements/test.lock.
+pyres_venv=$root/.tools/pyres-venv
+pyres_stamp=$pyres_venv/.corral-stamp
+want=$(sha requirements/pyres.lock)
+if [ -x "$pyres_venv/bin/python" ] && [ "$(cat "$pyres_stamp" 2>/dev/null)" = "$want" ]; then
+  log "pyres: already installed in $pyres_venv"
+else
+  log "pyres: installing requirements/pyres.lock into $pyres_venv"
+  rm -rf "$pyres_venv"
+  "$PYTHON" -m venv "$pyres_venv"
+  "$pyres_venv/bin/pip" install --quiet --require-hashes -r requirements/pyres.lock
+  echo "$want" >"$pyres_stamp"
+fi
+
 # --- 4. Helm and kubectl for the chart tests (another script's job) ------------------------
 if [ -f scripts/install-helm.sh ]; then
   PYTHON="$vpy" bash scripts/install-helm.sh

@@ -6,6 +6,7 @@ transparently after a Redis restart (redis-py's Script handles NOSCRIPT).
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Any
 
@@ -14,12 +15,14 @@ from redis.asyncio import Redis
 NAMES = (
     "enqueue", "enqueue_at", "fetch", "pushback", "heartbeat", "register", "deregister",
     "acquire", "renew", "release", "install_term", "promote", "unstage", "periodic_claim", "recover",
-    "cad", "delete_delayed",
+    "cad", "delete_delayed", "foreign_clean", "qtimes_head", "enqueue_guarded",
 )
 
 
 def source(name: str) -> str:
-    return resources.files(__package__).joinpath(f"{name}.lua").read_text()
+    """A script's text; a line `--#include NAME` is replaced by NAME.lua (shared Lua functions)."""
+    text = resources.files(__package__).joinpath(f"{name}.lua").read_text()
+    return re.sub(r"^--#include (\w+)$", lambda m: source(m.group(1)), text, flags=re.M)
 
 
 class Scripts:

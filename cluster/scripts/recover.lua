@@ -9,6 +9,10 @@
 -- ARGV[1] token   ARGV[2] audit   ARGV[3] epoch   ARGV[4] node id   ARGV[5] dead after ms   ARGV[6] K
 -- ARGV[7] namespace prefix   ARGV[8] failed_at string   ARGV[9] wake channel   ARGV[10..] workers members
 -- returns {"OK", recovered, poisoned, details "queue|attempt,..."} or {"ALIVE"} or {"STALE"}
+-- Mixed clusters: a slot whose worker record another resque client's cleaner already removed
+-- (node-resque's forceCleanWorker, Ruby's prune) had its job failed or re-enqueued by that
+-- cleaner: it is not re-enqueued again. A JobLock key is deleted only if its value names this
+-- node (`<expiry>:<node>:<execution>`): a live holder's lock stays.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'STALE'} end
 local t = redis.call('TIME')
 local ms = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -18,9 +22,19 @@ local fields = redis.call('HGETALL', KEYS[4])
 local rec = {}
 for i = 1, #fields, 2 do rec[fields[i]] = fields[i + 1] end
 local recovered, poisoned, details = 0, 0, {}
+local slot_member = {}
+for i = 10, #ARGV do
+  local slot = string.match(ARGV[i], '^[^:]*:[^:]*%+(%d+):')
+  if slot then slot_member[slot] = ARGV[i] end
+end
 for field, payload in pairs(rec) do
   if not string.find(field, ':', 1, true) then
     local q = rec[field .. ':q']
+    local member = slot_member[field]
+    if q and member and redis.call('SISMEMBER', KEYS[6], member) == 0 then
+      table.insert(details, q .. '|cleaned-by-other-client')
+      q = nil
+    end
     if q then
       local sha = redis.sha1hex(payload)
       local n = redis.call('HINCRBY', KEYS[7], sha, 1)
@@ -47,8 +61,18 @@ for field, payload in pairs(rec) do
 end
 redis.call('DEL', KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[3], ARGV[4])
-if #ARGV >= 10 then redis.call('SREM', KEYS[6], unpack(ARGV, 10)) end
-for i = 10, #KEYS do redis.call('DEL', KEYS[i]) end
+if #ARGV >= 10 then
+  redis.call('SREM', KEYS[6], unpack(ARGV, 10))
+  redis.call('HDEL', ARGV[7] .. 'workers:heartbeat', unpack(ARGV, 10))
+end
+local lockprefix = ARGV[7] .. 'workerslock:'
+for i = 10, #KEYS do
+  if string.sub(KEYS[i], 1, #lockprefix) ~= lockprefix then
+    redis.call('DEL', KEYS[i])
+  elseif string.find(redis.call('GET', KEYS[i]) or '', ':' .. ARGV[4] .. ':', 1, true) then
+    redis.call('DEL', KEYS[i])
+  end
+end
 if ARGV[2] == '1' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'op', 'recover', 'epoch', ARGV[3], 'token', ARGV[1],
     'redis_time_us', t[1] * 1000000 + t[2], 'detail', ARGV[4] .. ':' .. recovered .. ':' .. poisoned)

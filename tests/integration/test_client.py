@@ -375,9 +375,9 @@ async def test_clean_old_workers(api: Client, r: Redis) -> None:
     # a Corral slot of a live member (its node record lists it, as register.lua writes it), busy for an hour: kept
     redis_ms = int((await r.time())[0]) * 1000
     await r.zadd("resque:corral:members", {"live-1": redis_ms})
-    await r.hset("resque:corral:node:live-1", "workers", "live-1+0:default")
-    await r.sadd("resque:workers", "live-1+0:default")
-    await r.set("resque:worker:live-1+0:default", _working_on("live-1+0", "default", job, NOW - 3600))
+    await r.hset("resque:corral:node:live-1", "workers", "live-1:77+0:default")
+    await r.sadd("resque:workers", "live-1:77+0:default")
+    await r.set("resque:worker:live-1:77+0:default", _working_on("live-1:77+0", "default", job, NOW - 3600))
     # a worker of an unknown node whose job started 10 s ago: not old, kept
     await r.sadd("resque:workers", "young:2:default")
     await r.set("resque:worker:young:2:default", _working_on("young:2", "default", job, NOW - 10))
@@ -385,7 +385,7 @@ async def test_clean_old_workers(api: Client, r: Redis) -> None:
     removed = await api.clean_old_workers(600)
     assert set(removed) == {"deadhost:1"}
     assert removed["deadhost:1"]["payload"] == json.loads(job)
-    assert await api.workers() == {"live-1+0": "default", "young:2": "default"}
+    assert await api.workers() == {"live-1:77+0": "default", "young:2": "default"}
     assert await r.exists("resque:worker:deadhost:1:default", "resque:worker:deadhost:1:default:started",
                           "resque:worker:ping:deadhost:1") == 0
     assert await api.clean_old_workers(600) == {}

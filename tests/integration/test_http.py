@@ -191,7 +191,7 @@ def test_leader_and_status_report_spec_fields_with_real_values(node_cluster: Nod
     assert json.loads(job["payload"]) == {"class": "nap", "queue": "default", "args": [{"s": 3, "tag": "status-probe"}]}
     assert 0 <= job["running_seconds"] < 3.5
     assert idle[0]["job"] is None
-    assert all(w["name"].startswith(runner.reported_id + "+") for w in node["workers"])
+    assert all(w["name"].startswith(runner.reported_id + ":") for w in node["workers"])
     cluster = st["cluster"]
     assert set(cluster["members"]) == {a.reported_id, b.reported_id}
     for m in cluster["members"].values():

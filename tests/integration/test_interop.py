@@ -235,12 +235,17 @@ def records(tmp_path: Path) -> Records:
     return Records(tmp_path / "out.jsonl")
 
 
-@pytest.fixture
-def tasks_dir(tmp_path: Path, records: Records) -> Path:
+def write_tasks(tmp_path: Path, records: Records, source: str = TASKS) -> Path:
+    """A tasks dir holding `source` (with `__OUT__` = the records file)."""
     d = tmp_path / "tasks"
     d.mkdir()
-    (d / "interop_tasks.py").write_text(TASKS.replace("__OUT__", repr(str(records.path))), encoding="utf-8")
+    (d / "interop_tasks.py").write_text(source.replace("__OUT__", repr(str(records.path))), encoding="utf-8")
     return d
+
+
+@pytest.fixture
+def tasks_dir(tmp_path: Path, records: Records) -> Path:
+    return write_tasks(tmp_path, records)
 
 
 @pytest.fixture
@@ -498,7 +503,7 @@ async def test_node_resque_reads_and_removes_corral_failed_entries(
     for entry, raw, params in zip(parsed, corral_entries, failing, strict=True):
         assert list(entry) == FAILED_KEYS
         assert entry["payload"] == json.loads(encode_job("boom", "default", [params]))
-        assert entry["queue"] == "default" and node.owns(entry["worker"].split("+", 1)[0])
+        assert entry["queue"] == "default" and node.owns(entry["worker"].split(":", 1)[0])
         assert entry["exception"] == "ValueError" and entry["error"].startswith("boom: ")
         assert isinstance(entry["backtrace"], list) and entry["backtrace"]
         assert abs(parse_date(entry["failed_at"]) - time.time()) < 120  # type: ignore[operator]
@@ -556,7 +561,7 @@ async def test_node_resque_lists_corral_workers_and_what_they_work_on(
 
     results = queue_ops(node_resque_dir, redis_url, [["workers"], ["allWorkingOn"], ["workingOn", busy, "default"]])
     workers, working, working_on = results
-    slots = {name for name in workers if node.owns(name.split("+", 1)[0])}
+    slots = {name for name in workers if node.owns(name.split(":", 1)[0])}
     assert len(slots) == 2 and busy in slots, workers
     assert all(workers[name] == "default" for name in slots)
     record = working[busy]

@@ -94,7 +94,7 @@ async def test_job_runs_with_params_and_counts(inproc_node: NodeFactory, client:
     out = json.loads((await results(client.redis))[0])
     assert out["params"] == {"to": "evan@example.com", "n": 1.5}
     assert out["args"] == [{"to": "evan@example.com", "n": 1.5}]
-    assert out["worker"].startswith(node.node_id + "+")
+    assert out["worker"].startswith(node.node_id + ":")
     await wait_for(lambda: _stat(client, "processed", 1), what="stat:processed = 1")
     assert node.metrics.processed.labels("default", "echo")._value.get() == 1
     assert await client.length("default") == 0

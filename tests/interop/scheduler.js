@@ -3,7 +3,8 @@
 //   node scheduler.js HOST PORT NAMESPACE OPTIONS_JSON
 //
 // OPTIONS_JSON: {"name": "interop-scheduler", "seconds": 10, "timeout": 100}. `timeout` is the
-// poll period in ms. Prints one JSON line per event as it happens: {"event": "leader"} when it
+// poll period in ms; "stuckWorkerTimeout" (ms) and "retryStuckJobs" pass through to node-resque
+// (each worker it force-cleans prints {"event": "cleanStuckWorker", "worker", "payload"}). Prints one JSON line per event as it happens: {"event": "leader"} when it
 // wins the lock `resque_scheduler_leader_lock`, {"event": "transferredJob", "timestamp", "job"}
 // for every delayed job it promotes, {"event": "poll"} the first time it polls as leader, and
 // {"event": "started"}; the last line is {"event": "end", "leader": n, "transferred": n,
@@ -25,6 +26,8 @@ async function main() {
     connection: { host, port: Number(port), namespace },
     name: options.name || "interop-scheduler",
     timeout: options.timeout || 100,
+    ...(options.stuckWorkerTimeout ? { stuckWorkerTimeout: options.stuckWorkerTimeout } : {}),
+    ...(options.retryStuckJobs ? { retryStuckJobs: true } : {}),
   });
   let leader = 0;
   let transferred = 0;
@@ -41,6 +44,9 @@ async function main() {
     transferred += 1;
     emit({ event: "transferredJob", timestamp, job });
   });
+  scheduler.on("cleanStuckWorker", (worker, errorPayload) =>
+    emit({ event: "cleanStuckWorker", worker, payload: errorPayload ? errorPayload.payload : null }),
+  );
   scheduler.on("error", (error) => emit({ event: "error", error: String(error) }));
   await scheduler.connect();
   await scheduler.start();

@@ -5,15 +5,17 @@
 // OPTIONS_JSON: {"queues": ["default"], "name": "interop-worker", "expect": 3, "seconds": 15,
 // "timeout": 100}. Jobs (the same names as the Corral tasks of tests/integration/test_interop.py):
 // `record` (succeeds), `boom` (throws Error("boom: <first arg as JSON>")), `slow` (sleeps
-// args[0].seconds, default 2). Each finished job prints a line as it happens,
-// {"event": "success"|"failure", "queue", "job", "error"?}; the last line is the summary
+// args[0].seconds, default 2), `flaky` (prints {"event": "attempt", "args"} and throws; node-resque's
+// Retry plugin with "retryLimit" and "retryDelay" (ms) from OPTIONS_JSON, defaults 3 and 100).
+// A job starting prints {"event": "job", "queue", "job"}; each finished job prints a line as it
+// happens, {"event": "success"|"failure", "queue", "job", "error"?}; the last line is the summary
 // {"event": "end", "reason": "expected"|"timeout", "success": n, "failure": n}.
 //
 // Exits by itself after `expect` jobs or `seconds` (default 15), whichever comes first; with
 // "stdin": true, stdin closing stops it early. Status 0, or 2 on an error.
 "use strict";
 
-const { Worker } = require("node-resque");
+const { Worker, Plugins } = require("node-resque");
 
 const [host, port, namespace, optionsJson] = process.argv.slice(2);
 const options = JSON.parse(optionsJson || "{}");
@@ -31,6 +33,14 @@ const jobs = {
       const seconds = args[0] && typeof args[0].seconds === "number" ? args[0].seconds : 2;
       await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
       return true;
+    },
+  },
+  flaky: {
+    plugins: [Plugins.Retry],
+    pluginOptions: { Retry: { retryLimit: options.retryLimit || 3, retryDelay: options.retryDelay || 100 } },
+    perform: async (...args) => {
+      emit({ event: "attempt", args });
+      throw new Error("flaky: " + JSON.stringify(args[0]));
     },
   },
 };
@@ -71,6 +81,7 @@ async function main() {
     emit({ event: "failure", queue, job, error: String(error) });
     check();
   });
+  worker.on("job", (queue, job) => emit({ event: "job", queue, job }));
   worker.on("error", (error, queue) => emit({ event: "error", queue, error: String(error) }));
   await worker.connect();
   await worker.start();
