@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from cluster.client import Client
+from cluster.connection import redact_url
 from cluster.errors import ConfigError, CorralError
 from cluster.wire import js_date
 
-from .config import BY_NAME, OPTIONS, NodeConfig, env_name, environ_options
+from .config import BY_NAME, OPTIONS, NodeConfig, Number, env_name, environ_options
 
 UP_STATE = Path(".data") / "up.json"
 
@@ -43,7 +44,8 @@ def _flag(name: str) -> str:
 def add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (env CORRAL_CONFIG)")
     for o in OPTIONS:
-        help_text = f"{o.help} (env {env_name(o.name)}; default {o.default!r})"
+        values = f"{o.parse.describe()}; " if isinstance(o.parse, Number) else ""
+        help_text = f"{o.help} ({values}env {env_name(o.name)}; default {o.default!r})"
         if o.parse.__name__ == "_bool":
             p.add_argument(_flag(o.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=help_text)
@@ -236,6 +238,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def visible_secrets(flags: dict[str, Any]) -> list[str]:
+    """Warnings for secrets given as flags: every user of the machine reads them in `ps`."""
+    out = []
+    if flags.get("redis_password"):
+        out.append("--redis-password is visible in `ps` to every user of this machine: "
+                   "use CORRAL_REDIS_PASSWORD or --redis-password-file")
+    url = flags.get("redis_url")
+    if url and redact_url(str(url)) != url:
+        out.append("--redis-url carries a password, visible in `ps` to every user of this machine: "
+                   "use CORRAL_REDIS_PASSWORD or --redis-password-file")
+    return out
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k in BY_NAME}
     cfg = NodeConfig.from_sources(flags, os.environ, getattr(args, "config", None))
@@ -256,6 +271,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     for name in environ_options():
         logging.getLogger("corral.config").warning("ignoring unknown environment variable %s", name)
+    for warning in visible_secrets(flags):
+        logging.getLogger("corral.config").warning(warning, extra={"event": "secret_on_command_line"})
     embedded = None
     url = cfg.redis_url
     if url is None and not cfg.redis_sentinels:
