@@ -18,7 +18,7 @@ import os
 import secrets
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -189,6 +189,8 @@ OPTIONS: tuple[Option, ...] = (
            "fault tests only: on SIGUSR1 the node shifts its wall clock by the seconds written in this file"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
+# what `corral enqueue/status/failed` read (flags, CORRAL_* env, --config) to reach the cluster
+CONNECTION_OPTIONS = (*(o.name for o in OPTIONS if o.name.startswith("redis_")), "namespace")
 
 # actionhero config.tasks names accepted in the TOML file, read in actionhero's own units:
 # `timeout` is actionhero's poll interval in milliseconds (its default 5000 = 5 s), so a config
@@ -356,13 +358,18 @@ class NodeConfig:
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, Any], environ: Mapping[str, str],
-                     config_file: str | None = None) -> NodeConfig:
-        """flags: only the options given on the command line (name -> raw value)."""
+                     config_file: str | None = None, *, only: Collection[str] | None = None) -> NodeConfig:
+        """flags: only the options given on the command line (name -> raw value). `only`: read just
+        these options from env and file (the `corral` client commands read the connection ones);
+        the file is still checked whole."""
         values: dict[str, Any] = {}
         origin: dict[str, str] = {}
         path = config_file or environ.get("CORRAL_CONFIG")
         if path:
             values.update(load_toml(path, origin))
+        if only is not None:
+            environ = {k: v for k, v in environ.items() if k in {env_name(n) for n in only}}
+            values = {k: v for k, v in values.items() if k in only}
         for o in OPTIONS:
             env = environ.get(env_name(o.name))
             if env is not None:

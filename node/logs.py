@@ -31,14 +31,35 @@ def escape(text: str) -> str:
                                             else f"\\u{ord(m.group()):04x}"), text)
 
 
+def _reply_prefixes() -> dict[type, str]:
+    """redis-py strips the error code off the reply it maps to a class ("OOM command not allowed"
+    becomes OutOfMemoryError("command not allowed")): the code of each class that has one code."""
+    try:
+        from redis._parsers.base import BaseParser
+    except ImportError:  # pragma: no cover - a redis-py without the parser module
+        return {}
+    codes: dict[type, list[str]] = {}
+    for code, cls in BaseParser.EXCEPTION_CLASSES.items():
+        if isinstance(cls, type):
+            codes.setdefault(cls, []).append(code)
+    return {cls: c[0] for cls, c in codes.items() if len(c) == 1}
+
+
+_PREFIXES = _reply_prefixes()
+
+
 class ShownError:
-    """An exception as a log argument: `Class: message`, the message being the server's own reply."""
+    """An exception as a log argument: `Class: message`, the message being the server's own reply
+    (with its error code: `OutOfMemoryError: OOM command not allowed ...`)."""
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
 
     def __repr__(self) -> str:
         message = str(self.error)
+        code = _PREFIXES.get(type(self.error))
+        if code and not message.startswith(code):
+            message = f"{code} {message}"
         return f"{type(self.error).__name__}: {message}" if message else type(self.error).__name__
 
     __str__ = __repr__

@@ -46,9 +46,9 @@ def test_redis_errors_show_the_server_message() -> None:
         assert "ResponseError: WRONGTYPE Operation against a key" in text, text
         text = fmt.format(_record("Redis error: %s", OutOfMemoryError("command not allowed when used memory > "
                                                                       "'maxmemory'.")))
-        assert "OutOfMemoryError: command not allowed when used memory" in text
+        assert "OutOfMemoryError: OOM command not allowed when used memory" in text
         text = fmt.format(_record("failed", error=NoPermissionError("User u has no permissions to run the "
                                                                     "'time' command")))
-        assert "NoPermissionError: User u has no permissions to run the 'time' command" in text
+        assert "NoPermissionError: NOPERM User u has no permissions to run the 'time' command" in text
     line = JsonFormatter("n1").format(_record("job %s", FORGED, task=FORGED))
     assert "\n" not in line and json.loads(line)["task"] == FORGED
