@@ -279,7 +279,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
         else:
             raise Fail(f"failed {args.action}: give an INDEX or --all")
         n = 0
-        for i, e in enumerate(chosen):
+        for e in chosen:
             try:
                 if args.action == "retry":
                     try:

@@ -43,6 +43,7 @@ from .http import HttpServer, Response, json_response
 from .leader_process import LeaderProcess
 from .leadership import Leadership
 from .metrics import NodeMetrics
+from .redact import job_view
 from .worker import WorkerPool
 
 log = logging.getLogger("corral.node")
@@ -324,7 +325,7 @@ class Node:
         for s in self.pool.slots:
             job = None
             if s.current is not None:
-                job = {"queue": s.current["queue"], "payload": s.current["payload"][:500],
+                job = {**job_view(s.current, self.cfg.status_payloads),  # params only if asked, never secrets
                        "running_seconds": round(self.clock.time() - s.current["started"], 3)}
             workers.append({"name": s.name, "queues": s.spec, "busy": not s.idle, "job": job})
         node = {"id": self.node_id, "is_leader": self._leader_view()["is_leader"], "workers": workers,
