@@ -306,6 +306,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _checked_run(node: Any, cfg: NodeConfig, url: str | None, node_id: str) -> int:
+    """Check the Redis user's permissions (node/acl.py), then run the node. A Redis that does not
+    answer yet, or refuses the credentials, is left to the node's own connect, which reports it."""
+    from cluster.connection import close_redis, make_redis
+    from cluster.keys import Keys
+
+    from .acl import check_permissions
+
+    redis = make_redis(cfg.redis_settings(url))
+    try:
+        await check_permissions(redis, Keys(cfg.namespace), node_id)
+    except REDIS_FAILURES:
+        pass
+    finally:
+        await close_redis(redis)
+    return int(await node.run())
+
+
 def visible_secrets(flags: dict[str, Any]) -> list[str]:
     """Warnings for secrets given as flags: every user of the machine reads them in `ps`."""
     out = []
@@ -351,7 +369,20 @@ def cmd_node(args: argparse.Namespace) -> int:
         node = Node(cfg, registry, redis_url=url, node_id=node_id, leader_process=cfg.leader_process)
         import uvloop
 
-        return int(uvloop.run(node.run()))
+        try:
+            return int(uvloop.run(_checked_run(node, cfg, url, node_id)))
+        except NoPermissionError as e:  # the ACL changed after the boot check, or a path it misses
+            raise Fail(f"Redis refused a command: {describe_error(e)} (the ACL a node needs: docs/REDIS_ACL.md)") \
+                from None
+        except BaseExceptionGroup as eg:
+            denied = eg.subgroup(NoPermissionError)
+            if denied is None:
+                raise
+            first = denied.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise Fail(f"Redis refused a command: {describe_error(first)} "
+                       "(the ACL a node needs: docs/REDIS_ACL.md)") from None
     finally:
         if embedded is not None:
             embedded.stop()
