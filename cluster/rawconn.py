@@ -18,7 +18,6 @@ import asyncio
 import collections
 import hashlib
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import hiredis
 from redis.asyncio import Redis
@@ -127,7 +126,7 @@ class _Conn(asyncio.Protocol):
 
 def supported(settings: RedisSettings) -> bool:
     """Plain TCP only; everything else stays on redis-py."""
-    return settings.url.startswith("redis://") and not settings.sentinels and not settings.tls_ca_file
+    return settings.target().scheme == "redis" and not settings.sentinels and not settings.tls_ca_file
 
 
 class RawPool:
@@ -143,10 +142,11 @@ class RawPool:
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> RawPool:
-        parts = urlsplit(settings.url)
-        return cls(parts.hostname or "127.0.0.1", parts.port or 6379, db=int((parts.path or "/0").lstrip("/") or 0),
-                   username=settings.username or (unquote(parts.username) if parts.username else None),
-                   password=settings.password or (unquote(parts.password) if parts.password else None),
+        """Server, database and credentials from the same parsed target redis-py's clients use."""
+        t = settings.target()
+        if t.scheme != "redis" or t.host is None or t.port is None:
+            raise ValueError(f"the fast path serves plain redis:// only, not {t.scheme}://")
+        return cls(t.host, t.port, db=t.db, username=t.username, password=t.password,
                    timeout=settings.socket_timeout, connect_timeout=settings.connect_timeout)
 
     @classmethod

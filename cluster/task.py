@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,9 +61,28 @@ def _bad(field_name: str, message: str) -> TaskDefinitionError:
     return TaskDefinitionError("<definition>", field_name, message)
 
 
+# A periodic task fires at most 10 times a second: a smaller frequency is a unit mistake (actionhero
+# counts milliseconds) that would flood the queues (0.0001 s made 11,081 jobs in 4 s).
+MIN_FREQUENCY = 0.1
+MIN_TIMEOUT = 0.001
+
+
+def _check_seconds(field_name: str, value: Any, *, minimum: float, zero_ok: bool = False) -> None:
+    """A finite number of seconds >= `minimum` (0 too when `zero_ok`: "not periodic")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(field_name, f"must be a number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise _bad(field_name, f"must be a finite number of seconds, got {value!r}")
+    if value == 0 and zero_ok:
+        return
+    if value < minimum:
+        zero = " (or 0 = not periodic)" if zero_ok else ""
+        raise _bad(field_name, f"must be >= {minimum} seconds{zero}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Task:
-    """One task. `frequency` (seconds, > 0) or `cron` makes it periodic.
+    """One task. `frequency` (seconds, finite, >= 0.1; 0 = not periodic) or `cron` makes it periodic.
 
     Periodic policies: `missed` = "catch_up" (default: occurrences missed while no leader ran are
     enqueued once each when at most `catch_up_window` seconds late) or "skip" (only the newest);
@@ -97,10 +117,7 @@ class Task:
         except (ValueError, EnqueueError) as e:
             raise _bad("queue", str(e)) from None
         if self.frequency is not None:
-            if isinstance(self.frequency, bool) or not isinstance(self.frequency, int | float):
-                raise _bad("frequency", f"must be a number of seconds, got {self.frequency!r}")
-            if self.frequency < 0:
-                raise _bad("frequency", f"must be >= 0 seconds, got {self.frequency!r}")
+            _check_seconds("frequency", self.frequency, minimum=MIN_FREQUENCY, zero_ok=True)
         if self.cron is not None:
             if self.frequency:
                 raise _bad("cron", "set either frequency or cron, not both")
@@ -114,10 +131,9 @@ class Task:
                 ZoneInfo(self.timezone)
             except Exception:
                 raise _bad("timezone", f"unknown time zone {self.timezone!r}") from None
-        if self.timeout is not None and (
-            isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or self.timeout <= 0
-        ):
-            raise _bad("timeout", f"must be a positive number of seconds, got {self.timeout!r}")
+        if self.timeout is not None:
+            _check_seconds("timeout", self.timeout, minimum=MIN_TIMEOUT)
+        _check_seconds("catch_up_window", self.catch_up_window, minimum=0.0)
         if self.missed not in MISSED_POLICIES:
             raise _bad("missed", f"must be one of {MISSED_POLICIES}, got {self.missed!r}")
         if self.overlap not in OVERLAP_POLICIES:

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -25,13 +26,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import NoPermissionError, ResponseError
+
+from cluster.aio import REDIS_FAILURES
 from cluster.client import Client
+from cluster.connection import redact_url
 from cluster.errors import ConfigError, CorralError
 from cluster.sentinel_probe import explain_sentinel_failure
 from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_date
 
-from .config import BY_NAME, OPTIONS, NodeConfig, env_name, environ_options
+from .config import BY_NAME, CONNECTION_OPTIONS, OPTIONS, NodeConfig, Number, Option, env_name, environ_options
+from .logs import describe_error
 
 UP_STATE = Path(".data") / "up.json"
 
@@ -44,20 +50,39 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _add_option(p: argparse.ArgumentParser, o: Option) -> None:
+    values = f"{o.parse.describe()}; " if isinstance(o.parse, Number) else ""
+    help_text = f"{o.help} ({values}env {env_name(o.name)}; default {o.default!r})"
+    if o.parse.__name__ == "_bool":
+        p.add_argument(_flag(o.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                       help=help_text)
+    else:
+        p.add_argument(_flag(o.name), default=argparse.SUPPRESS, help=help_text, metavar=o.name.upper())
+
+
 def add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (env CORRAL_CONFIG)")
     for o in OPTIONS:
-        help_text = f"{o.help} (env {env_name(o.name)}; default {o.default!r})"
-        if o.parse.__name__ == "_bool":
-            p.add_argument(_flag(o.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=help_text)
-        else:
-            p.add_argument(_flag(o.name), default=argparse.SUPPRESS, help=help_text, metavar=o.name.upper())
+        _add_option(p, o)
 
 
 def _connection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=None, help="Redis URL (env CORRAL_REDIS_URL; default: the running `corral up`)")
-    p.add_argument("--namespace", default=None, help="key namespace (env CORRAL_NAMESPACE; default resque)")
+    """The node's connection options (flag > CORRAL_* env > --config file), read as the node reads
+    them; with no Redis named, the `corral up` running here."""
+    p.add_argument("--config", default=argparse.SUPPRESS,
+                   help="TOML config file of the node (env CORRAL_CONFIG): its Redis settings and namespace")
+    for name in CONNECTION_OPTIONS:
+        _add_option(p, BY_NAME[name])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,8 +91,8 @@ def parser() -> argparse.ArgumentParser:
     node = sub.add_parser("node", help="run one node: workers, HTTP endpoints, leader candidacy")
     add_node_options(node)
     up = sub.add_parser("up", help="local demo cluster: embedded Redis and N nodes")
-    up.add_argument("--nodes", type=int, default=int(os.environ.get("CORRAL_NODES", "3")))
-    up.add_argument("--http-port", type=int, default=int(os.environ.get("CORRAL_HTTP_PORT", "8080")))
+    up.add_argument("--nodes", type=int, default=os.environ.get("CORRAL_NODES", "3"))
+    up.add_argument("--http-port", type=int, default=os.environ.get("CORRAL_HTTP_PORT", "8080"))
     up.add_argument("--tasks-dir", default=os.environ.get("CORRAL_TASKS_DIR", "tasks"))
     up.add_argument("--data-dir", default=os.environ.get("CORRAL_DATA_DIR", ".data"))
     up.add_argument("--queues", default=os.environ.get("CORRAL_QUEUES", "*,*"))
@@ -90,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     fsub = failed.add_subparsers(dest="action", required=True)
     fl = fsub.add_parser("list")
     fl.add_argument("--json", action="store_true")
-    fl.add_argument("--limit", type=int, default=100)
+    fl.add_argument("--limit", type=_positive_int, default=100, help="newest entries to show (>= 1)")
     _connection_args(fl)
     for action in ("retry", "remove"):
         fa = fsub.add_parser(action)
@@ -106,36 +131,71 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_url(args: argparse.Namespace) -> tuple[str, str]:
-    url = args.redis_url or os.environ.get("CORRAL_REDIS_URL")
-    ns = args.namespace or os.environ.get("CORRAL_NAMESPACE") or "resque"
-    if not url and UP_STATE.exists():
-        url = json.loads(UP_STATE.read_text()).get("redis_url")
-    if not url:
-        raise Fail("no Redis to talk to: pass --redis-url (or CORRAL_REDIS_URL), or start `corral up` here")
-    return url, ns
+def client_config(args: argparse.Namespace) -> NodeConfig:
+    """Connection settings of a client command: flags, CORRAL_* env and --config, as for the node."""
+    flags = {k: v for k, v in vars(args).items() if k in CONNECTION_OPTIONS}
+    cfg = NodeConfig.from_sources(flags, os.environ, getattr(args, "config", None), only=CONNECTION_OPTIONS)
+    if cfg.redis_url is None and not cfg.redis_sentinels:
+        url = json.loads(UP_STATE.read_text()).get("redis_url") if UP_STATE.exists() else None
+        if not url:
+            raise Fail("no Redis to talk to: pass --redis-url (or CORRAL_REDIS_URL, or a --config file), "
+                       "or start `corral up` here")
+        cfg = dataclasses.replace(cfg, redis_url=url)
+    return cfg
+
+
+def redis_failure(e: BaseException, shown: str) -> Fail:
+    """One line for a Redis error during a command, with the server's own message."""
+    if isinstance(e, NoPermissionError):
+        return Fail(f"Redis at {shown} refused a command: {describe_error(e)} "
+                    "(the ACL Corral needs: docs/REDIS_ACL.md)")
+    if isinstance(e, ResponseError):
+        return Fail(f"Redis at {shown} refused the command: {describe_error(e)}")
+    return Fail(f"Redis at {shown} failed: {describe_error(e)}")
 
 
 async def _with_client(args: argparse.Namespace, fn: Any) -> Any:
-    url, ns = _resolve_url(args)
-    # password, ACL user, Sentinel and TLS settings come from the same CORRAL_* variables as the node's
-    env = {k: v for k, v in os.environ.items() if k.startswith("CORRAL_REDIS_")}
-    settings = NodeConfig.from_sources({"redis_url": url}, env).redis_settings(url)
+    cfg = client_config(args)
+    settings = cfg.redis_settings()
+    shown = settings.redacted_url()
     try:
-        client = await Client.connect(url, ns, settings=settings)
-    except (OSError, Exception) as e:
-        if isinstance(e, CorralError):
-            raise
-        shown = settings.target()
+        client = await Client.connect(settings.url, cfg.namespace, settings=settings)
+    except CorralError:
+        raise
+    except Exception as e:
+        shown = settings.shown()
         if tls_problem := await explain_tls_failure(settings):
             raise Fail(f"cannot reach Redis at {shown}: {tls_problem}") from None
         if sentinel := await explain_sentinel_failure(settings):
             raise Fail(f"cannot reach Redis at {shown}: {sentinel.reason}") from None
-        raise Fail(f"cannot reach Redis at {shown}: {type(e).__name__}: {str(e).replace(url, shown)}") from None
+        raise Fail(f"cannot reach Redis at {shown}: {describe_error(e).replace(settings.url, shown)}") from None
     try:
         return await fn(client)
+    except REDIS_FAILURES as e:
+        raise redis_failure(e, shown) from None
     finally:
         await client.close()
+
+
+# `--at` beyond this is a mistake (an epoch in milliseconds is ~50,000 years ahead), not a plan
+HORIZON_SECONDS = 10 * 366 * 86400
+
+
+def checked_time(flag: str, value: float, now: float) -> float:
+    """A `--at` epoch or `--in` delay checked before anything is written."""
+    if not math.isfinite(value):
+        raise Fail(f"{flag} must be a finite number of seconds, got {value!r}")
+    at = value if flag == "--at" else now + value
+    if flag == "--in" and value < 0:
+        raise Fail(f"--in must be >= 0 seconds, got {value!r}")
+    if flag == "--at" and value < 0:
+        raise Fail(f"--at must be epoch seconds (>= 0), got {value!r}")
+    if at - now > HORIZON_SECONDS:
+        hint = ""
+        if flag == "--at" and value / 1000 - now <= HORIZON_SECONDS:
+            hint = f"; it looks like milliseconds: epoch seconds would be {value / 1000:.0f} ({js_date(value / 1000)})"
+        raise Fail(f"{flag} {value:g} is more than 10 years ahead{hint}")
+    return value
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -149,6 +209,11 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             raise Fail(f"--params is not valid JSON: {e}") from None
         if not isinstance(params, dict):
             raise Fail(f"--params must be a JSON object, got {type(params).__name__}")
+
+    if args.at is not None:
+        checked_time("--at", args.at, time.time())
+    if args.delay is not None:
+        checked_time("--in", args.delay, time.time())
 
     async def go(client: Client) -> str:
         unknown_ok = args.allow_unknown
@@ -229,13 +294,18 @@ def cmd_failed(args: argparse.Namespace) -> int:
             raise Fail(f"failed {args.action}: give an INDEX or --all")
         n = 0
         for e in chosen:
-            if args.action == "retry":
-                try:
-                    n += int(await client.retry_and_remove_failed(e))
-                except CorralError as err:
-                    print(f"skipped one entry: {err}", file=sys.stderr)
-            else:
-                n += await client.remove_failed(e)
+            try:
+                if args.action == "retry":
+                    try:
+                        n += int(await client.retry_and_remove_failed(e))
+                    except CorralError as err:
+                        print(f"skipped one entry: {err}", file=sys.stderr)
+                else:
+                    n += await client.remove_failed(e)
+            except REDIS_FAILURES as err:  # each entry is one atomic step: say how far it got
+                done = "retried" if args.action == "retry" else "removed"
+                raise Fail(f"{redis_failure(err, client_config(args).redis_settings().redacted_url())} "
+                           f"({done} {n} of {len(chosen)} before the error)") from None
         print(f"{'retried' if args.action == 'retry' else 'removed'} {n}")
         return 0
 
@@ -327,6 +397,37 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _checked_run(node: Any, cfg: NodeConfig, url: str | None, node_id: str) -> int:
+    """Check the Redis user's permissions (node/acl.py), then run the node. A Redis that does not
+    answer yet, or refuses the credentials, is left to the node's own connect, which reports it."""
+    from cluster.connection import close_redis, make_redis
+    from cluster.keys import Keys
+
+    from .acl import check_permissions
+
+    redis = make_redis(cfg.redis_settings(url))
+    try:
+        await check_permissions(redis, Keys(cfg.namespace), node_id)
+    except REDIS_FAILURES:
+        pass
+    finally:
+        await close_redis(redis)
+    return int(await node.run())
+
+
+def visible_secrets(flags: dict[str, Any]) -> list[str]:
+    """Warnings for secrets given as flags: every user of the machine reads them in `ps`."""
+    out = []
+    if flags.get("redis_password"):
+        out.append("--redis-password is visible in `ps` to every user of this machine: "
+                   "use CORRAL_REDIS_PASSWORD or --redis-password-file")
+    url = flags.get("redis_url")
+    if url and redact_url(str(url)) != url:
+        out.append("--redis-url carries a password, visible in `ps` to every user of this machine: "
+                   "use CORRAL_REDIS_PASSWORD or --redis-password-file")
+    return out
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k in BY_NAME}
     cfg = NodeConfig.from_sources(flags, os.environ, getattr(args, "config", None))
@@ -347,6 +448,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     for name in environ_options():
         logging.getLogger("corral.config").warning("ignoring unknown environment variable %s", name)
+    for warning in visible_secrets(flags):
+        logging.getLogger("corral.config").warning(warning, extra={"event": "secret_on_command_line"})
     if len(registry) == 0:
         # An image without task files must not take other nodes' jobs only to fail them (TaskNotFound).
         cfg = dataclasses.replace(cfg, queues=())
@@ -363,7 +466,20 @@ def cmd_node(args: argparse.Namespace) -> int:
         node = Node(cfg, registry, redis_url=url, node_id=node_id, leader_process=cfg.leader_process)
         import uvloop
 
-        return int(uvloop.run(node.run()))
+        try:
+            return int(uvloop.run(_checked_run(node, cfg, url, node_id)))
+        except NoPermissionError as e:  # the ACL changed after the boot check, or a path it misses
+            raise Fail(f"Redis refused a command: {describe_error(e)} (the ACL a node needs: docs/REDIS_ACL.md)") \
+                from None
+        except BaseExceptionGroup as eg:
+            denied = eg.subgroup(NoPermissionError)
+            if denied is None:
+                raise
+            first = denied.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise Fail(f"Redis refused a command: {describe_error(first)} "
+                       "(the ACL a node needs: docs/REDIS_ACL.md)") from None
     finally:
         if embedded is not None:
             embedded.stop()

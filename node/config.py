@@ -4,18 +4,21 @@ file and defaults, in that order of precedence (flag > env > file > default).
     cfg = NodeConfig.from_sources(parsed_flags, os.environ)
 
 The TOML file (`--config corral.toml`) mirrors actionhero's `config.tasks`: flat keys named like
-the flags (`queues = ["default", "default"]`, `scheduler = true`, `timeout = 0.5` = poll
-interval in seconds) and a `[redis]` table (`url`, `password`, `sentinels`, `sentinel_master`,
-`tls_ca_file`, ...). Unknown keys and bad values fail with a message naming them.
+the flags (`queues = ["default", "default"]`, `scheduler = true`; actionhero's `timeout = 5000`
+is its poll interval in milliseconds, as in actionhero, while Corral's own names are seconds) and
+a `[redis]` table (`url`, `password`, `password_file`, `sentinels`, `sentinel_master`,
+`tls_ca_file`, ...). Unknown keys and bad values fail with a message naming them; every number is
+finite, of the option's type and within its documented range (docs/CONFIGURATION.md).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -56,21 +59,47 @@ def _opt_str(v: Any) -> str | None:
     return v
 
 
-def _num(kind: type, minimum: float, allow_equal: bool = False, maximum: float | None = None) -> Callable[[Any], Any]:
-    def parse(v: Any) -> Any:
+class Number:
+    """Parser of a numeric option: the right type (an integer option refuses 1.9), finite (nan and inf
+    are refused) and within [lo, hi] (lo excluded when `lo_open`). `unit` "s" marks seconds: a value
+    above the range that would fit as milliseconds says so."""
+
+    def __init__(self, kind: type, lo: float, hi: float, *, lo_open: bool = False, unit: str = "") -> None:
+        self.kind, self.lo, self.hi, self.lo_open, self.unit = kind, lo, hi, lo_open, unit
+        self.__name__ = "_num"
+
+    def describe(self) -> str:
+        """The documented range, e.g. `0.001 ≤ x ≤ 60 s` (also shown in --help)."""
+        lo = f"{self.lo:g} < x" if self.lo_open else f"{self.lo:g} ≤ x"
+        return f"{'integer ' if self.kind is int else ''}{lo} ≤ {self.hi:g}{' ' + self.unit if self.unit else ''}"
+
+    def __call__(self, v: Any) -> Any:
+        what = "an integer" if self.kind is int else "a number"
         if isinstance(v, bool):
-            raise ValueError(f"expected a number, got {v!r}")
+            raise ValueError(f"expected {what}, got {v!r}")
+        if self.kind is int:
+            if isinstance(v, float) or (isinstance(v, str) and not v.strip().lstrip("+-").isdigit()):
+                raise ValueError(f"expected an integer, got {v!r}")
         try:
-            n = kind(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {v!r}") from None
-        if n < minimum or (n == minimum and not allow_equal):
-            raise ValueError(f"must be {'>=' if allow_equal else '>'} {minimum}, got {v!r}")
-        if maximum is not None and n > maximum:
-            raise ValueError(f"must be <= {maximum}, got {v!r}")
+            n = self.kind(v)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"expected {what}, got {v!r}") from None
+        if not math.isfinite(n):
+            raise ValueError(f"expected a finite number, got {v!r}")
+        if n < self.lo or (n == self.lo and self.lo_open) or n > self.hi:
+            hint = ""
+            if self.unit == "s" and n > self.hi and self.lo <= n / 1000 <= self.hi:
+                hint = f" ({v!r} looks like milliseconds: Corral options are seconds, e.g. {n / 1000:g})"
+            raise ValueError(f"must be {self.describe()}, got {v!r}{hint}")
         return n
 
-    return parse
+
+def _num(kind: type, lo: float, hi: float, *, lo_open: bool = False, unit: str = "") -> Number:
+    return Number(kind, lo, hi, lo_open=lo_open, unit=unit)
+
+
+def _seconds(lo: float, hi: float, *, lo_open: bool = False) -> Number:
+    return Number(float, lo, hi, lo_open=lo_open, unit="s")
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -79,6 +108,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
             raise ValueError(f"must be one of {', '.join(choices)}; got {v!r}")
         return str(v)
 
+    parse.__doc__ = " \\| ".join(f"`{c}`" for c in choices)  # shown in docs/CONFIGURATION.md
     return parse
 
 
@@ -95,8 +125,11 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("redis_url", _opt_str, None, "Redis URL (redis://, rediss://, unix://); none = start an embedded server",
            secret=True),
-    Option("redis_password", _opt_str, None, "Redis password (prefer this env var to a password in the URL)",
-           secret=True),
+    Option("redis_password", _opt_str, None,
+           "Redis password: give it as this env variable or with redis_password_file (a flag or a password in "
+           "the URL is visible in `ps`)", secret=True),
+    Option("redis_password_file", _opt_str, None,
+           "file holding the Redis password (its first line): keeps the password out of `ps` and the environment"),
     Option("redis_username", _opt_str, None, "Redis ACL user name"),
     Option("redis_sentinels", _list, (), "Sentinel addresses host:port,host:port (Redis via Sentinel)"),
     Option("redis_sentinel_master", _opt_str, None, "Sentinel master name"),
@@ -112,67 +145,96 @@ OPTIONS: tuple[Option, ...] = (
     Option("namespace", _opt_str, "resque", "key namespace (node-resque's default)"),
     Option("tasks_dir", _opt_str, "tasks", "directory of task definition files"),
     Option("queues", _list, ("*",), "queues, one worker per entry (default,default = 2 workers; * = any)"),
-    Option("concurrency", _num(int, 1, True), 1, "async slots per worker entry"),
+    Option("concurrency", _num(int, 1, 1000), 1, "async slots per worker entry"),
     Option("scheduler", _bool, True, "may this node lead (scheduler, periodic, recovery)"),
     Option("election", _choice("redis", "zookeeper"), "redis", "election backend"),
     Option("leader_process", _bool, True,
            "run the election and the leader duties in a child process, out of reach of this node's task threads "
            "(a sync task spinning in Python code would otherwise delay promotions by holding the GIL)"),
-    Option("loop_stall_limit", _num(float, 0, True), 0.0,
+    Option("loop_stall_limit", _seconds(0, 60), 0.0,
            "the leader process gives up leadership when the node's own event loop has not answered for this long "
            "(a frozen or blocked node must not lead), seconds; 0 = min(2, 0.4 x lease)"),
     Option("zookeeper_hosts", _opt_str, None, "ZooKeeper hosts host:port,... (with --election zookeeper)"),
-    Option("zookeeper_session_timeout", _num(float, 1, True), 10.0, "ZooKeeper session timeout, seconds"),
+    Option("zookeeper_session_timeout", _seconds(1, 600), 10.0, "ZooKeeper session timeout, seconds"),
     Option("http_host", _opt_str, "127.0.0.1", "HTTP bind address"),
-    Option("http_port", _num(int, 0, True, maximum=65535), 8080, "HTTP port (0 = any free port)"),
+    Option("http_port", _num(int, 0, 65535), 8080, "HTTP port (0 = any free port)"),
     Option("node_id", _opt_str, None, "node name; a per-start suffix is appended (default: hostname)"),
     Option("log_format", _choice("text", "json"), "text", "log format"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
-    Option("shutdown_timeout", _num(float, 0, True), 30.0, "SIGTERM drain grace for running jobs, seconds"),
-    Option("poll_interval", _num(float, 0.001, True), 0.5,
+    Option("shutdown_timeout", _seconds(0, 3600), 30.0, "SIGTERM drain grace for running jobs, seconds"),
+    Option("poll_interval", _seconds(0.001, 60), 0.5,
            "idle re-check for jobs queued by producers that do not publish wake-ups (node-resque, Ruby), seconds"),
-    Option("lease", _num(float, 0.1), 5.0, "leader lease, seconds"),
-    Option("renew_period", _num(float, 0.01), 1.0, "leader renew period, seconds"),
-    Option("renew_timeout", _num(float, 0.01), 0.5, "timeout of one renew, seconds"),
-    Option("lease_margin", _num(float, 0.01), 1.5, "leader stops this long before its lease could expire, seconds"),
-    Option("leader_wait_replicas", _num(int, 0, True), 0,
+    Option("lease", _seconds(0.1, 600, lo_open=True), 5.0, "leader lease, seconds"),
+    Option("renew_period", _seconds(0.01, 300, lo_open=True), 1.0, "leader renew period, seconds"),
+    Option("renew_timeout", _seconds(0.01, 300, lo_open=True), 0.5, "timeout of one renew, seconds"),
+    Option("lease_margin", _seconds(0.01, 300, lo_open=True), 1.5,
+           "leader stops this long before its lease could expire, seconds"),
+    Option("leader_wait_replicas", _num(int, 0, 16), 0,
            "Redis election: a renew counts only once this many replicas confirm it (WAIT); with Sentinel, 1 "
            "stops a leader cut off with the old primary at its deadline (0 = don't wait)"),
-    Option("heartbeat_interval", _num(float, 0.05), 2.0, "membership heartbeat period, seconds"),
-    Option("dead_after", _num(float, 0.1), 8.0, "a node whose heartbeat is older than this is dead, seconds"),
-    Option("max_recoveries", _num(int, 0, True), 3, "recoveries before a job is failed as a poison pill"),
-    Option("foreign_stuck_timeout", _num(float, 0, True), 3600.0,
+    Option("heartbeat_interval", _seconds(0.05, 300, lo_open=True), 2.0, "membership heartbeat period, seconds"),
+    Option("dead_after", _seconds(0.1, 3600, lo_open=True), 8.0,
+           "a node whose heartbeat is older than this is dead, seconds"),
+    Option("max_recoveries", _num(int, 0, 1000), 3, "recoveries before a job is failed as a poison pill"),
+    Option("foreign_stuck_timeout", _seconds(0, 30 * 86400), 3600.0,
            "the leader removes a worker of another resque client (node-resque, Ruby) whose own liveness signal "
            "is older than this and fails or re-enqueues its job, seconds (node-resque's stuckWorkerTimeout; 0 = off)"),
     Option("foreign_stuck_jobs", _choice("fail", "retry"), "fail",
            "the job of such a stale foreign worker: fail it, or re-enqueue it (node-resque's retryStuckJobs)"),
-    Option("threads", _num(int, 1, True), 16, "thread pool size for sync tasks"),
-    Option("processes", _num(int, 0, True), 0,
+    Option("threads", _num(int, 1, 1024), 16, "thread pool size for sync tasks"),
+    Option("processes", _num(int, 0, 1024), 0,
            "process pool size for cpu_bound tasks (0 = the CPUs this process may use: the container's cgroup CPU "
            "quota rounded up, else the CPUs it may run on)"),
-    Option("task_nice", _num(int, 0, True, maximum=19), 10,
+    Option("task_nice", _num(int, 0, 19), 10,
            "nice increment of task threads and pool processes: CPU-bound tasks yield the CPU to the node's "
            "event loop (heartbeats, fetches) when both want it; 0 = same priority"),
-    Option("switch_interval", _num(float, 0.0001, True), 0.001,
+    Option("switch_interval", _seconds(0.0001, 1), 0.001,
            "GIL switch interval of the node process (sys.setswitchinterval), seconds: how long a thread running "
            "a sync task may keep the event loop (leader renewals, promotions) waiting for the GIL"),
-    Option("metrics_refresh", _num(float, 0.1, True), 5.0, "refresh period of cluster-wide gauges, seconds"),
+    Option("metrics_refresh", _seconds(0.1, 3600), 5.0, "refresh period of cluster-wide gauges, seconds"),
+    Option("status_payloads", _bool, False,
+           "show the first 500 characters of each running job's params in /status (values of secret-looking keys "
+           "such as password or token are replaced by ***); off: /status shows each job's task and queue only"),
     Option("audit", _bool, False, "append every fenced leader write to the corral:audit stream (fault tests)"),
     Option("data_dir", _opt_str, ".data", "data directory of the embedded Redis"),
-    Option("failed_max", _num(int, 0, True), 0, "trim the failed list to this many newest entries (0 = keep all)"),
+    Option("failed_max", _num(int, 0, 10**9), 0, "trim the failed list to this many newest entries (0 = keep all)"),
     Option("clock_offset_file", _opt_str, None,
            "fault tests only: on SIGUSR1 the node shifts its wall clock by the seconds written in this file"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
+# what `corral enqueue/status/failed` read (flags, CORRAL_* env, --config) to reach the cluster
+CONNECTION_OPTIONS = (*(o.name for o in OPTIONS if o.name.startswith("redis_")), "namespace")
 
-# actionhero config.tasks names accepted in the TOML file
+# actionhero config.tasks names accepted in the TOML file, read in actionhero's own units:
+# `timeout` is actionhero's poll interval in milliseconds (its default 5000 = 5 s), so a config
+# copied from actionhero means what it meant there. Corral's own names are seconds.
 ALIASES = {"timeout": "poll_interval", "minTaskProcessors": "concurrency", "maxTaskProcessors": "concurrency"}
-REDIS_TABLE = {"url": "redis_url", "password": "redis_password", "username": "redis_username",
+ALIAS_SCALE = {"timeout": 0.001}
+REDIS_TABLE = {"url": "redis_url", "password": "redis_password", "password_file": "redis_password_file",
+               "username": "redis_username",
                "sentinels": "redis_sentinels", "sentinel_master": "redis_sentinel_master",
                "sentinel_password": "redis_sentinel_password", "sentinel_username": "redis_sentinel_username",
                "sentinel_tls": "redis_sentinel_tls",
                "tls_ca_file": "redis_tls_ca_file", "tls_cert_file": "redis_tls_cert_file",
                "tls_key_file": "redis_tls_key_file", "namespace": "namespace"}
+
+
+def _values(o: Option) -> str:
+    if isinstance(o.parse, Number):
+        return o.parse.describe()
+    return {"_bool": "true \\| false", "_list": "comma-separated list", "_opt_str": "text"}.get(
+        o.parse.__name__, o.parse.__doc__ or "")
+
+
+def options_markdown() -> str:
+    """The table of docs/CONFIGURATION.md: every option, its env variable, default and range."""
+    rows = ["| flag | env | default | values | meaning |", "|---|---|---|---|---|"]
+    for o in OPTIONS:
+        default = ",".join(o.default) if isinstance(o.default, tuple) else o.default
+        shown = "" if default in (None, "") else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        rows.append(f"| `--{o.name.replace('_', '-')}` | `{env_name(o.name)}` | {shown} | {_values(o)} | "
+                    f"{o.help.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
 
 
 def env_name(option: str) -> str:
@@ -187,6 +249,7 @@ def default_node_id() -> str:
 class NodeConfig:
     redis_url: str | None = None
     redis_password: str | None = None
+    redis_password_file: str | None = None
     redis_username: str | None = None
     redis_sentinels: tuple[str, ...] = ()
     redis_sentinel_master: str | None = None
@@ -228,6 +291,7 @@ class NodeConfig:
     task_nice: int = 10
     switch_interval: float = 0.001
     metrics_refresh: float = 5.0
+    status_payloads: bool = False
     audit: bool = False
     data_dir: str = ".data"
     failed_max: int = 0
@@ -261,8 +325,9 @@ class NodeConfig:
                          if getattr(self, o)]
         if sentinel_only and not self.redis_sentinels:
             raise ConfigError(f"{', '.join(sentinel_only)} set without redis_sentinels (they apply to the Sentinels only)")
-        if self.redis_url and "@" in self.redis_url and self.redis_password:
-            raise ConfigError("give the Redis password either in redis_url or in redis_password, not both")
+        if self.redis_password is not None and self.redis_password_file is not None:
+            raise ConfigError("give the Redis password either as redis_password or as redis_password_file, not both")
+        self.redis_settings()  # raises ConfigError on a bad URL, password file or a password given twice
         if self.http_host not in ("127.0.0.1", "localhost", "::1") and self.redis_url is None \
                 and not self.redis_sentinels:
             raise ConfigError(f"http_host {self.http_host!r} exposes the node beyond this machine while it runs an "
@@ -276,16 +341,33 @@ class NodeConfig:
                               wait_replicas=self.leader_wait_replicas,
                               margin=self.lease_margin, retry_period=min(0.5, self.lease / 4))
 
+    def password(self) -> str | None:
+        """The Redis password: redis_password, or the first line of redis_password_file (read at each
+        call, so a restarted node picks up a rotated secret)."""
+        if self.redis_password_file is None:
+            return self.redis_password
+        try:
+            with open(self.redis_password_file, encoding="utf-8") as fh:
+                first = fh.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"redis_password_file {self.redis_password_file!r}: cannot read it "
+                              f"({e.strerror if isinstance(e, OSError) else e})") from None
+        if not first:
+            raise ConfigError(f"redis_password_file {self.redis_password_file!r}: the first line is empty")
+        return first
+
     def redis_settings(self, url: str | None = None) -> RedisSettings:
-        return RedisSettings(
+        settings = RedisSettings(
             url=url or self.redis_url or "redis://127.0.0.1:6379/0",
-            password=self.redis_password, username=self.redis_username,
+            password=self.password(), username=self.redis_username,
             sentinels=self.redis_sentinels, sentinel_master=self.redis_sentinel_master,
             sentinel_password=self.redis_sentinel_password, sentinel_username=self.redis_sentinel_username,
             sentinel_tls=self.redis_sentinel_tls,
             tls_ca_file=self.redis_tls_ca_file, tls_cert_file=self.redis_tls_cert_file,
             tls_key_file=self.redis_tls_key_file,
         )
+        settings.target()  # raises ConfigError on a bad URL or a password given twice
+        return settings
 
     def pool_processes(self) -> int:
         """`processes`, or when 0 the CPU quota of the container (never the host's CPU count)."""
@@ -308,14 +390,18 @@ class NodeConfig:
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, Any], environ: Mapping[str, str],
-                     config_file: str | None = None) -> NodeConfig:
-        """flags: only the options given on the command line (name -> raw value)."""
+                     config_file: str | None = None, *, only: Collection[str] | None = None) -> NodeConfig:
+        """flags: only the options given on the command line (name -> raw value). `only`: read just
+        these options from env and file (the `corral` client commands read the connection ones);
+        the file is still checked whole."""
         values: dict[str, Any] = {}
         origin: dict[str, str] = {}
         path = config_file or environ.get("CORRAL_CONFIG")
         if path:
-            for k, v in load_toml(path).items():
-                values[k], origin[k] = v, f"{path}: {k}"
+            values.update(load_toml(path, origin))
+        if only is not None:
+            environ = {k: v for k, v in environ.items() if k in {env_name(n) for n in only}}
+            values = {k: v for k, v in values.items() if k in only}
         for o in OPTIONS:
             env = environ.get(env_name(o.name))
             if env is not None:
@@ -333,7 +419,8 @@ class NodeConfig:
         return cls(**parsed)
 
 
-def load_toml(path: str) -> dict[str, Any]:
+def load_toml(path: str, origins: dict[str, str] | None = None) -> dict[str, Any]:
+    """The file's options by name; `origins` (if given) receives each option's key as written."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -350,12 +437,26 @@ def load_toml(path: str) -> dict[str, Any]:
                 if rk not in REDIS_TABLE:
                     raise ConfigError(f"{path}: unknown key redis.{rk} (known: {', '.join(sorted(REDIS_TABLE))})")
                 out[REDIS_TABLE[rk]] = rv
+                if origins is not None:
+                    origins[REDIS_TABLE[rk]] = f"{path}: redis.{rk}"
             continue
         name = ALIASES.get(key, key.replace("-", "_"))
         if name not in BY_NAME:
             raise ConfigError(f"{path}: unknown key {key!r}")
+        if key in ALIAS_SCALE:
+            value = _scaled(path, key, value, ALIAS_SCALE[key])
         out[name] = value
+        if origins is not None:
+            origins[name] = f"{path}: {key}" + (" (ms)" if key in ALIAS_SCALE else "")
     return out
+
+
+def _scaled(path: str, key: str, value: Any, scale: float) -> float:
+    """An actionhero option in its own unit (milliseconds) converted to Corral's seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 1:
+        raise ConfigError(f"{path}: {key}: actionhero's poll interval in milliseconds (5000 = 5 s), got {value!r}; "
+                          "for seconds use poll_interval")
+    return value * scale
 
 
 def environ_options(environ: Mapping[str, str] | None = None) -> list[str]:

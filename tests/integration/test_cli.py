@@ -1,4 +1,10 @@
-"""The `corral` command against a real Redis: enqueue, status, failed, generate."""
+"""The `corral` command against a real Redis: enqueue, status, failed, generate.
+
+Client commands read the connection settings as the node does (flags > CORRAL_* env > --config
+file); `--at`/`--in` are checked (finite, within 10 years, an epoch in ms named as such) before
+anything is written; Redis errors (OOM, WRONGTYPE, NOPERM) are one line with the server's message
+and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,12 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
+
+from tests.support.servers import RedisServer
 
 
 def corral(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -67,3 +76,69 @@ def test_generate_task(tmp_path: Path) -> None:
     assert out.returncode == 0 and (tmp_path / "tasks" / "send_invoice.py").exists()
     again = corral("generate", "task", "sendInvoice", "--tasks-dir", str(tmp_path / "tasks"))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_enqueue_times_are_checked_before_anything_is_written(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    now = time.time()
+    for args, needle in [
+        (["--at", "1e20"], "--at 1e+20 is more than 10 years ahead"),
+        (["--at", str(int(now * 1000))], "it looks like milliseconds: epoch seconds would be"),
+        (["--at", "nan"], "--at must be a finite number of seconds"),
+        (["--at", "-5"], "--at must be epoch seconds"),
+        (["--in", "inf"], "--in must be a finite number"),
+        (["--in", "-1"], "--in must be >= 0 seconds"),
+        (["--in", str(20 * 365 * 86400)], "more than 10 years ahead"),
+    ]:
+        out = corral("enqueue", "sayHello", *args, "--redis-url", redis_url)
+        assert out.returncode == 2 and needle in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert r.keys("*") == [], "a refused enqueue wrote something"
+    out = corral("enqueue", "sayHello", "--at", str(now + 9 * 365 * 86400), "--redis-url", redis_url)
+    assert out.returncode == 0, out.stderr
+
+
+def test_redis_errors_during_a_command_are_one_line(redis_factory: Callable[..., RedisServer]) -> None:
+    server = redis_factory()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    admin = redis.Redis.from_url(url, decode_responses=True)
+    admin.rpush("resque:queue:default", "x")
+    admin.config_set("maxmemory", "1")  # every write is refused with OOM from now on
+    out = corral("enqueue", "sayHello", "--redis-url", url)
+    assert out.returncode == 2 and "OOM command not allowed" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    admin.config_set("maxmemory", "0")
+    assert admin.lrange("resque:queue:default", 0, -1) == ["x"]
+    admin.set("resque:failed", "not a list")
+    for args in (["status"], ["failed", "list"]):
+        out = corral(*args, "--redis-url", url)
+        assert out.returncode == 2 and "WRONGTYPE" in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    out = corral("failed", "list", "--limit", "0", "--redis-url", url)
+    assert out.returncode == 2 and "must be >= 1" in out.stderr
+
+
+def test_client_commands_read_env_and_config_as_the_node(redis_factory: Callable[..., RedisServer],
+                                                          tmp_path: Path) -> None:
+    password = "cli-Pw-9d2a"
+    server = redis_factory(requirepass=password)
+    url = f"redis://127.0.0.1:{server.port}/2"
+    admin = redis.Redis(host="127.0.0.1", port=server.port, password=password, db=2, decode_responses=True)
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(password + "\n")
+    conf = tmp_path / "corral.toml"
+    conf.write_text(f'queues = ["a"]\n[redis]\nurl = "{url}"\nnamespace = "fromfile"\npassword_file = "{pw_file}"\n')
+    out = corral("enqueue", "sayHello", "--config", str(conf))
+    assert out.returncode == 0, out.stderr
+    assert admin.llen("fromfile:queue:default") == 1
+    out = corral("enqueue", "sayHello", env={"CORRAL_CONFIG": str(conf), "CORRAL_NAMESPACE": "fromenv"})
+    assert out.returncode == 0, out.stderr
+    assert admin.llen("fromenv:queue:default") == 1  # env beats the file, as for the node
+    st = corral("status", "--json", env={"CORRAL_REDIS_URL": url, "CORRAL_REDIS_PASSWORD_FILE": str(pw_file),
+                                         "CORRAL_NAMESPACE": "fromfile"})
+    assert st.returncode == 0 and json.loads(st.stdout)["queues"] == {"default": 1}, st.stderr
+    listing = corral("failed", "list", "--namespace", "fromenv", "--redis-url", url,
+                     env={"CORRAL_REDIS_PASSWORD": password})
+    assert listing.returncode == 0 and "0 failed" in listing.stdout, listing.stderr
+    wrong = corral("status", "--redis-url", url.replace("/2", f"/2?password={password}x"))
+    assert wrong.returncode == 2 and password not in wrong.stderr and "password=***" in wrong.stderr, wrong.stderr
