@@ -30,6 +30,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from cluster.aio import REDIS_FAILURES
 from cluster.client import Client
+from cluster.clock import SYSTEM_CLOCK
 from cluster.connection import redact_url
 from cluster.errors import ConfigError, CorralError
 from cluster.sentinel_probe import explain_sentinel_failure
@@ -211,9 +212,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             raise Fail(f"--params must be a JSON object, got {type(params).__name__}")
 
     if args.at is not None:
-        checked_time("--at", args.at, time.time())
+        checked_time("--at", args.at, SYSTEM_CLOCK.time())
     if args.delay is not None:
-        checked_time("--in", args.delay, time.time())
+        checked_time("--in", args.delay, SYSTEM_CLOCK.time())
 
     async def go(client: Client) -> str:
         unknown_ok = args.allow_unknown
