@@ -23,10 +23,15 @@ from cluster.keys import Keys
 PROBES: dict[str, tuple[str, ...]] = {
     # connection and server
     "ping": (), "time": (), "wait": ("0", "0"),
+    # the leader's acquire script reads the server's run_id and uptime: a new Redis run (restart,
+    # restore, failover) gets a lock-delay and a raised epoch (docs/DESIGN.md, election)
+    "info": ("server",),
     # scripts: every job fetch, ack, enqueue and leader write is one
-    "script|load": ("return 1",), "evalsha": ("e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"),
+    "script|load": ("return 1",), "script|exists": ("e0e1f9fabfc9d4800c877a703b823ac0578ff8db",),
+    "evalsha": ("e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"),
     # strings
-    "set": ("{k}:s", "1"), "get": ("{k}:s",), "mget": ("{k}:s",), "incr": ("{k}:s",), "incrby": ("{k}:s", "1"),
+    "set": ("{k}:s", "1"), "setnx": ("{k}:s", "1"),
+    "get": ("{k}:s",), "mget": ("{k}:s",), "incr": ("{k}:s",), "incrby": ("{k}:s", "1"),
     "exists": ("{k}:s",),
     "pttl": ("{k}:s",), "pexpire": ("{k}:s", "60000"), "expire": ("{k}:s", "60"),
     # lists: queues, failed, in-flight
@@ -34,10 +39,11 @@ PROBES: dict[str, tuple[str, ...]] = {
     "lindex": ("{k}:l", "0"), "lset": ("{k}:l", "0", "x"), "lpos": ("{k}:l", "x"), "lrem": ("{k}:l", "0", "y"),
     "ltrim": ("{k}:l", "0", "-1"), "lpop": ("{k}:l",),
     # hashes: worker records, periodic records
-    "hset": ("{k}:h", "f", "1"), "hget": ("{k}:h", "f"), "hgetall": ("{k}:h",), "hvals": ("{k}:h",),
+    "hset": ("{k}:h", "f", "1"), "hget": ("{k}:h", "f"), "hmget": ("{k}:h", "f"), "hkeys": ("{k}:h",),
+    "hgetall": ("{k}:h",), "hvals": ("{k}:h",),
     "hlen": ("{k}:h",), "hincrby": ("{k}:h", "f", "1"), "hdel": ("{k}:h", "g"),
     # sets: queues, workers
-    "sadd": ("{k}:t", "m"), "smembers": ("{k}:t",), "scard": ("{k}:t",), "srem": ("{k}:t", "z"),
+    "sadd": ("{k}:t", "m"), "smembers": ("{k}:t",), "sismember": ("{k}:t", "m"), "scard": ("{k}:t",), "srem": ("{k}:t", "z"),
     # sorted sets: delayed schedule, members
     "zadd": ("{k}:z", "1", "m"), "zscore": ("{k}:z", "m"), "zrange": ("{k}:z", "0", "0"),
     "zrangebyscore": ("{k}:z", "-inf", "+inf", "LIMIT", "0", "1"), "zrem": ("{k}:z", "y"),
