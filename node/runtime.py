@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.process_collector import ProcessCollector
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from cluster.aio import REDIS_FAILURES
 from cluster.client import Client
@@ -227,7 +227,7 @@ class Node:
         c = self.metrics.cluster
         while True:
             try:
-                queues = sorted(map(str, await self.redis.smembers(self.keys.queues)))
+                queues = await self._queue_names()
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for q in queues:
                         pipe.llen(self.keys.queue(q))
@@ -237,16 +237,25 @@ class Node:
                     pipe.zrange(self.keys.members, 0, -1, withscores=True)
                     for q in queues:
                         pipe.lindex(self.keys.qtimes(q), 0)
-                    res = await pipe.execute()
+                    res = await pipe.execute(raise_on_error=False)
                 n = len(queues)
-                lengths = res[:n]
+                # a key of the wrong type answers an error in its own slot: reported, the rest is read
+                for q, got in zip(queues, res[:n], strict=True):
+                    if isinstance(got, ResponseError):
+                        key = self.keys.queue(q)
+                        self.pool.bad_keys.report(key, str(await self.redis.type(key)), where="metrics")
+                for got in res[n:n + 4]:
+                    if isinstance(got, ResponseError):
+                        raise got
+                lengths = [0 if isinstance(x, ResponseError) else x for x in res[:n]]
                 tss, failed, now, members = res[n:n + 4]
-                heads = res[n + 4:]
+                heads = [None if isinstance(x, ResponseError) else x for x in res[n + 4:]]
                 c.queue_lengths = {q: int(n) for q, n in zip(queues, lengths, strict=True)}
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for ts in tss:
                         pipe.llen(self.keys.delayed(int(float(ts))))
-                    c.delayed = sum(int(n) for n in await pipe.execute()) if tss else 0
+                    c.delayed = sum(int(n) for n in await pipe.execute(raise_on_error=False)
+                                    if not isinstance(n, ResponseError)) if tss else 0
                 c.failed = int(failed)
                 now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
                 c.oldest_age = {}
@@ -261,6 +270,17 @@ class Node:
             except REDIS_FAILURES:
                 self.metrics.redis_error("metrics")
             await asyncio.sleep(self.cfg.metrics_refresh)
+
+    async def _queue_names(self) -> list[str]:
+        """Every name in `queues`; if `queues` is not a set, the names the `*` workers found by SCAN."""
+        try:
+            return sorted(map(str, await self.redis.smembers(self.keys.queues)))
+        except ResponseError as e:
+            if "WRONGTYPE" not in str(e):
+                raise
+            self.pool.bad_keys.report(self.keys.queues, str(await self.redis.type(self.keys.queues)),
+                                      where="metrics", expected="set")
+            return list(self.pool.active_queues.names)
 
     # ---- HTTP ------------------------------------------------------------------------------------
 

@@ -9,11 +9,17 @@
 -- node's own channel (a node that no longer listens, PUBLISH = 0, is skipped and forgotten);
 -- a bigger batch wakes every node. A lone job thus costs one wake-up and one fetch, not one per
 -- node; nodes that find no idle slot pass the wake-up on (node/worker.py).
-redis.call('SADD', KEYS[1], ARGV[1])
+-- A queue key that is not a list refuses the call with an error naming it (nothing written); the
+-- queues set and the bookkeeping keys are best effort (a bad one never stops an enqueue).
+local qtype = redis.call('TYPE', KEYS[2])['ok']
+if qtype ~= 'list' and qtype ~= 'none' then
+  return redis.error_reply('BADKEY ' .. KEYS[2] .. ' holds a ' .. qtype .. ', not a list: nothing enqueued')
+end
+redis.pcall('SADD', KEYS[1], ARGV[1])
 local len = redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
 local t = redis.call('TIME')
 local n = #ARGV - 3
-redis.call('RPUSH', KEYS[3], n .. ':' .. (t[1] * 1000 + math.floor(t[2] / 1000)))
+redis.pcall('RPUSH', KEYS[3], n .. ':' .. (t[1] * 1000 + math.floor(t[2] / 1000)))
 if n > 8 then
   redis.call('PUBLISH', ARGV[2], ARGV[1])
   return len
@@ -21,8 +27,8 @@ end
 local woken, tries = 0, 0
 for k = 4, 5 do
   while woken < n and tries < n + 8 do
-    local top = redis.call('ZPOPMIN', KEYS[k])
-    if #top == 0 then break end
+    local top = redis.pcall('ZPOPMIN', KEYS[k])
+    if top['err'] or #top == 0 then break end
     tries = tries + 1
     if redis.call('PUBLISH', ARGV[3] .. top[1], ARGV[1]) > 0 then woken = woken + 1 end
   end

@@ -6,7 +6,7 @@ local t = redis.call('TIME')
 local ms = t[1] * 1000 + math.floor(t[2] / 1000)
 local was = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], ms, ARGV[1])
-redis.call('HSET', KEYS[2], 'info', ARGV[2])
+redis.pcall('HSET', KEYS[2], 'info', ARGV[2])  -- informational: a bad key never stops a heartbeat
 for i = 3, #KEYS do
   redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[3])
 end

@@ -1,15 +1,39 @@
 -- Leader only (fenced): after the enqueue hooks ran for a staged promoted job, queue or drop it.
 -- KEYS[1] leader lock   KEYS[2] corral:audit   KEYS[3] corral:promoting   KEYS[4] queues set   KEYS[5] queue:<q>
+-- KEYS[6] corral:qtimes:<q>   KEYS[7] failed list (optional)
 -- ARGV[1] token   ARGV[2] audit   ARGV[3] epoch   ARGV[4] payload   ARGV[5] "push"/"drop"
--- ARGV[6] queue name   ARGV[7] wake channel   KEYS[6] corral:qtimes:<q>
--- returns {"OK", removed} or {"STALE"}
+-- ARGV[6] queue name   ARGV[7] wake channel   ARGV[8] failed_at string (with KEYS[7])
+-- returns {"OK", removed} or {"BADKEY", "key\ttype"} (nothing written) or {"STALE"}
+-- A queue key that is not a list cannot take the job: it goes to failed with that reason
+-- (nothing is removed from the staging list unless it lands somewhere).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'STALE'} end
+local function typeof(key) return redis.call('TYPE', key)['ok'] end
+local stype = typeof(KEYS[3])
+if stype ~= 'list' and stype ~= 'none' then return {'BADKEY', KEYS[3] .. '\t' .. stype} end
+local qtype = typeof(KEYS[5])
+local qok = qtype == 'list' or qtype == 'none'
+if ARGV[5] == 'push' and not qok then
+  local ftype = KEYS[7] and typeof(KEYS[7]) or 'none'
+  if not KEYS[7] or (ftype ~= 'list' and ftype ~= 'none') then
+    return {'BADKEY', (KEYS[7] and ftype ~= 'list' and ftype ~= 'none') and (KEYS[7] .. '\t' .. ftype) or (KEYS[5] .. '\t' .. qtype)}
+  end
+  local removed = redis.call('LREM', KEYS[3], 1, ARGV[4])
+  if removed == 1 then
+    local ok, job = pcall(cjson.decode, ARGV[4])
+    local body = ARGV[4]
+    if not ok or type(job) ~= 'table' then body = cjson.encode(ARGV[4]) end
+    redis.call('RPUSH', KEYS[7], '{"worker":"corral-scheduler","queue":' .. cjson.encode(ARGV[6]) .. ',"payload":' .. body
+      .. ',"exception":"EnqueueError","error":' .. cjson.encode('queue key ' .. KEYS[5] .. ' holds a ' .. qtype .. ', not a list')
+      .. ',"backtrace":null,"failed_at":' .. cjson.encode(ARGV[8] or '') .. '}')
+  end
+  return {'OK', removed, KEYS[5] .. '\t' .. qtype}
+end
 local removed = redis.call('LREM', KEYS[3], 1, ARGV[4])
 if removed == 1 and ARGV[5] == 'push' then
-  redis.call('SADD', KEYS[4], ARGV[6])
+  redis.pcall('SADD', KEYS[4], ARGV[6])
   redis.call('RPUSH', KEYS[5], ARGV[4])
   local t = redis.call('TIME')
-  redis.call('RPUSH', KEYS[6], '1:' .. (t[1] * 1000 + math.floor(t[2] / 1000)))
+  redis.pcall('RPUSH', KEYS[6], '1:' .. (t[1] * 1000 + math.floor(t[2] / 1000)))
   redis.call('PUBLISH', ARGV[7], ARGV[6])
 end
 return {'OK', removed}

@@ -1,0 +1,61 @@
+"""Keys of the wrong type: skipped where they are met, and reported once each.
+
+Anyone who can write to the namespace can leave a string at `queue:mail`, a hash at `failed` or
+a set at `delayed:<ts>`. Corral skips such a key (the Lua scripts read it with `redis.pcall`, or
+check its type before their first write) and keeps serving everything else; this reporter turns
+each one into a single warning naming the key and its type, and a count per kind of key
+(`corral_bad_keys_total{kind}`), however often the key is met afterwards.
+
+    bad = BadKeys(keys, observer)
+    bad.report("resque:queue:aaa", "string", where="worker")   # logs and counts the first time only
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .keys import Keys
+from .observe import Observer
+
+log = logging.getLogger("corral.badkeys")
+
+# what the `kind` label may be: the key's family, never the key itself (bounded label values)
+KINDS = ("queues", "queue", "delayed_queue_schedule", "delayed", "timestamps", "failed", "stat", "workers",
+         "corral:qtimes", "corral:recovered", "corral:idle", "corral:members", "corral:periodic", "corral:promoting")
+REMEMBERED = 10_000  # distinct bad keys a process remembers having reported
+
+
+def kind_of(keys: Keys, key: str) -> str:
+    """`resque:queue:aaa` -> `queue`; `resque:corral:qtimes:x` -> `corral:qtimes`; else `other`."""
+    rest = keys.strip(key)
+    head, _, tail = rest.partition(":")
+    k = f"corral:{tail.partition(':')[0]}" if head == "corral" else head
+    return k if k in KINDS else "other"
+
+
+class BadKeys:
+    def __init__(self, keys: Keys, observer: Observer) -> None:
+        self.keys = keys
+        self.observer = observer
+        self.seen: set[tuple[str, str]] = set()
+
+    def report(self, key: str, type_: str, *, where: str, expected: str = "") -> bool:
+        """Report `key` (holding a `type_`) the first time it is met; True if this was the first."""
+        if (key, type_) in self.seen:
+            return False
+        if len(self.seen) >= REMEMBERED:
+            self.seen.clear()
+        self.seen.add((key, type_))
+        kind = kind_of(self.keys, key)
+        self.observer.bad_key(kind)
+        log.warning("bad key skipped: %s holds a %s%s; Corral leaves it alone and serves everything else",
+                    key, type_, f" (expected a {expected})" if expected else "",
+                    extra={"event": "bad_key", "key": key, "type": type_, "kind": kind, "where": where})
+        return True
+
+    def report_lines(self, text: str | None, *, where: str) -> None:
+        """Report the `key<TAB>type` lines a Lua script returned (None or "" = none)."""
+        for line in (text or "").splitlines():
+            key, _, type_ = line.partition("\t")
+            if key:
+                self.report(key, type_ or "unknown", where=where)
