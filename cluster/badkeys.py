@@ -13,6 +13,7 @@ each one into a single warning naming the key and its type, and a count per kind
 from __future__ import annotations
 
 import logging
+import weakref
 
 from .keys import Keys
 from .observe import Observer
@@ -22,7 +23,11 @@ log = logging.getLogger("corral.badkeys")
 # what the `kind` label may be: the key's family, never the key itself (bounded label values)
 KINDS = ("queues", "queue", "delayed_queue_schedule", "delayed", "timestamps", "failed", "stat", "workers",
          "corral:qtimes", "corral:recovered", "corral:idle", "corral:members", "corral:periodic", "corral:promoting")
-REMEMBERED = 10_000  # distinct bad keys a process remembers having reported
+REMEMBERED = 10_000  # distinct bad keys a node remembers having reported
+
+# One memory per observer (= per node): the worker slots, the scheduler, the periodic enqueuer and
+# the recovery of one node meet the same bad `failed` key, and it is still one report.
+_SEEN: weakref.WeakKeyDictionary[Observer, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
 
 
 def kind_of(keys: Keys, key: str) -> str:
@@ -37,7 +42,7 @@ class BadKeys:
     def __init__(self, keys: Keys, observer: Observer) -> None:
         self.keys = keys
         self.observer = observer
-        self.seen: set[tuple[str, str]] = set()
+        self.seen = _SEEN.setdefault(observer, set())
 
     def report(self, key: str, type_: str, *, where: str, expected: str = "") -> bool:
         """Report `key` (holding a `type_`) the first time it is met; True if this was the first."""

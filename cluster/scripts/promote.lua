@@ -32,10 +32,8 @@ if stype ~= 'zset' and stype ~= 'none' then
 end
 local ptype = typeof(KEYS[5])
 local promoting_ok = ptype == 'list' or ptype == 'none'
-if not promoting_ok then report(KEYS[5]) end
 local ftype = typeof(KEYS[6])
 local failed_ok = ftype == 'list' or ftype == 'none'
-if not failed_ok then report(KEYS[6]) end
 local qok = {}
 local function queue_ok(q)
   if qok[q] == nil then
@@ -78,6 +76,7 @@ for _, ts in ipairs(due) do
       end
       if (why and not failed_ok) or (not why and staged_tasks[cls] and not promoting_ok) then
         redis.call('LPUSH', list, payload)  -- nowhere to put it: it stays delayed, reported
+        report(why and KEYS[6] or KEYS[5])
         break
       end
       n = n + 1

@@ -29,7 +29,6 @@ local function is(key, want) local ty = typeof(key) return ty == want or ty == '
 if not is(KEYS[4], 'hash') then return {'BADKEY', KEYS[4] .. '\t' .. typeof(KEYS[4])} end
 local bad = {}
 local failed_ok = is(KEYS[8], 'list')
-if not failed_ok then table.insert(bad, KEYS[8] .. '\t' .. typeof(KEYS[8])) end
 local counts_ok = is(KEYS[7], 'hash')
 if not counts_ok then table.insert(bad, KEYS[7] .. '\t' .. typeof(KEYS[7])) end
 local fields = redis.call('HGETALL', KEYS[4])
@@ -51,6 +50,7 @@ for field, payload in pairs(rec) do
         action = 'poison'
       end
       if action ~= 'requeue' and not failed_ok then
+        table.insert(bad, KEYS[8] .. '\t' .. typeof(KEYS[8]))
         if action == 'fail' then return {'BADKEY', KEYS[8] .. '\t' .. typeof(KEYS[8])} end
         action = 'requeue'  -- nowhere to fail it: run it again rather than lose it
       end
