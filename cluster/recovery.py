@@ -68,6 +68,7 @@ class Recovery:
         self.bad_keys = BadKeys(keys, observer)
         self.seen: dict[str, Seen] = {}
         self._swept_at: float | None = None
+        self.orphans: set[str] = set()  # in-flight hashes of non-members found by the last sweep
 
     async def run(self, term: Term) -> None:
         # What was seen in an earlier term is stale: every node is watched afresh (a new term may
@@ -93,8 +94,9 @@ class Recovery:
         current = {str(m[0]): str(m[1]) for m in members}
         if self._swept_at is None or mono - self._swept_at >= self.sweep_every:
             self._swept_at = mono
-            for node in await self._inflight_nodes():
-                current.setdefault(node, "")
+            self.orphans = {n for n in await self._inflight_nodes() if n not in current}
+        for node in self.orphans:
+            current.setdefault(node, "")
         for node in [n for n in self.seen if n not in current]:
             del self.seen[node]
         total = 0
@@ -160,6 +162,7 @@ class Recovery:
         if res[0] != "OK":
             return 0
         self.seen.pop(node, None)
+        self.orphans.discard(node)
         self.bad_keys.report_lines(res[4], where="recovery")
         recovered, poisoned = int(res[1]), int(res[2])
         self.observer.jobs_recovered(recovered, poisoned)
