@@ -11,9 +11,11 @@ cannot stop it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import math
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -141,6 +143,25 @@ class PeriodicEnqueuer:
             return due[-1:]
         return [s for s in slots_between(t, last, now) if now - s <= window]
 
+    async def _claim(self, term: Term, t: Task, slot: float, payload: str) -> list[Any]:
+        """Run periodic_claim; a slot Redis' clock says is not due yet (our estimate of it ran a
+        little ahead) is waited for on Redis' clock and claimed again, not left for the next pass."""
+        for _ in range(3):
+            sent = self.clock.monotonic()
+            res = await fenced(
+                self.scripts, "periodic_claim",
+                [self.keys.leader_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
+                 self.keys.queue(t.queue), self.keys.qtimes(t.queue), self.keys.members],
+                [repr(slot), payload, t.queue, self.keys.wake_channel, t.overlap, t.name, self.keys.namespace + ":",
+                 repr(period(t, slot))],
+                term, self.observer, self.audit,
+            )
+            self.clock.observe(float(res[1]), sent, self.clock.monotonic())
+            if res[0] != "EARLY":
+                break
+            await asyncio.sleep(min(1.0, max(0.0, slot - float(res[1]))) + 0.001)
+        return res
+
     async def _fire_due(self, term: Term, t: Task, last: dict[str, float | None], now: float) -> None:
         due = self.due_slots(t, last[t.name], now)
         prev = last[t.name]
@@ -154,17 +175,8 @@ class PeriodicEnqueuer:
             if last[t.name] is not None and slot <= (last[t.name] or 0):
                 continue
             payload = encode_job(t.name, t.queue, [{}])
-            sent = self.clock.monotonic()
-            res = await fenced(
-                self.scripts, "periodic_claim",
-                [self.keys.leader_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
-                 self.keys.queue(t.queue), self.keys.qtimes(t.queue), self.keys.members],
-                [repr(slot), payload, t.queue, self.keys.wake_channel, t.overlap, t.name, self.keys.namespace + ":",
-                 repr(period(t, slot))],
-                term, self.observer, self.audit,
-            )
+            res = await self._claim(term, t, slot, payload)
             status, redis_now = res[0], float(res[1])
-            self.clock.observe(redis_now, sent, self.clock.monotonic())
             if status in ("OK", "SKIPPED") and res[2]:
                 log.warning("periodic: the task's record held a last slot in the future; replaced", extra={
                     "event": "periodic_record_healed", "task": t.name, "recorded_slot": str(res[2])[:40],
@@ -182,8 +194,7 @@ class PeriodicEnqueuer:
                 log.info("periodic: occurrence skipped, previous still queued or running",
                          extra={"event": "periodic_skipped", "task": t.name, "slot": slot})
                 last[t.name] = slot
-            elif status == "EARLY":  # our estimate of Redis' clock ran ahead: read it again
-                await self.clock.sync(self.redis)
+            elif status == "EARLY":  # still early after waiting for it on Redis' clock: next pass
                 return
             elif status == "BADKEY":
                 key, _, type_ = str(res[2]).partition("\t")
