@@ -20,22 +20,11 @@ from .observe import Observer
 
 log = logging.getLogger("corral.badkeys")
 
-# what the `kind` label may be: the key's family, never the key itself (bounded label values)
-KINDS = ("queues", "queue", "delayed_queue_schedule", "delayed", "timestamps", "failed", "stat", "workers",
-         "corral:qtimes", "corral:recovered", "corral:idle", "corral:members", "corral:periodic", "corral:promoting")
 REMEMBERED = 10_000  # distinct bad keys a node remembers having reported
 
 # One memory per observer (= per node): the worker slots, the scheduler, the periodic enqueuer and
 # the recovery of one node meet the same bad `failed` key, and it is still one report.
 _SEEN: weakref.WeakKeyDictionary[Observer, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
-
-
-def kind_of(keys: Keys, key: str) -> str:
-    """`resque:queue:aaa` -> `queue`; `resque:corral:qtimes:x` -> `corral:qtimes`; else `other`."""
-    rest = keys.strip(key)
-    head, _, tail = rest.partition(":")
-    k = f"corral:{tail.partition(':')[0]}" if head == "corral" else head
-    return k if k in KINDS else "other"
 
 
 class BadKeys:
@@ -51,7 +40,7 @@ class BadKeys:
         if len(self.seen) >= REMEMBERED:
             self.seen.clear()
         self.seen.add((key, type_))
-        kind = kind_of(self.keys, key)
+        kind = self.keys.kind(key)
         self.observer.bad_key(kind)
         log.warning("bad key skipped: %s holds a %s%s; Corral leaves it alone and serves everything else",
                     key, type_, f" (expected a {expected})" if expected else "",
