@@ -34,6 +34,16 @@ class ActiveQueues:
         self._scanned: list[str] = []
         self._scanned_at: float | None = None
         self._lock = asyncio.Lock()
+        self.read_at: float | None = None
+        self.read_cost = 0.0  # seconds the last read took
+
+    async def current(self, max_age: float) -> list[str]:
+        """The list, read again when older than `max_age`, or than 20 reads' time: with many queue
+        names a read costs milliseconds, and re-reading keeps under 5 % of a worker's time."""
+        now = asyncio.get_running_loop().time()
+        if self.read_at is None or now - self.read_at > max(max_age, 20 * self.read_cost):
+            await self.read()
+        return self.names
 
     def add(self, queue: str) -> None:
         """A producer announced a job on `queue`: list it until the next read says otherwise."""
@@ -43,16 +53,23 @@ class ActiveQueues:
 
     async def read(self) -> list[str]:
         async with self._lock:  # slots whose cache went stale together share one read
+            loop = asyncio.get_running_loop()
+            if self.read_at is not None and loop.time() - self.read_at < 0.01:
+                return self.names  # another slot read it while this one waited for the lock
+            t0 = loop.time()
             res = await self.scripts.run("active_queues", [self.keys.queues], [self.keys.queue_prefix()])
             if res[2]:
                 self.bad.report(self.keys.queues, str(res[2]), where="worker", expected="set")
                 res = await self.scripts.run("active_queues", [self.keys.queues],
-                                             [self.keys.queue_prefix(), *await self._scan()])
+                                             [self.keys.queue_prefix(), *await self.scan_names()])
             self.bad.report_lines(res[1], where="worker")
             self.names = [str(q) for q in res[0]]
+            self.read_at = loop.time()
+            self.read_cost = self.read_at - t0
             return self.names
 
-    async def _scan(self) -> list[str]:
+    async def scan_names(self) -> list[str]:
+        """The queue names found by SCAN `<ns>:queue:*` (cached `scan_every` seconds)."""
         loop = asyncio.get_running_loop()
         if self._scanned_at is None or loop.time() - self._scanned_at >= self.scan_every:
             prefix = self.keys.queue_prefix()

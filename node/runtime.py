@@ -42,7 +42,7 @@ from .executor import Executor
 from .http import HttpServer, Response, json_response
 from .leader_process import LeaderProcess
 from .leadership import Leadership
-from .metrics import NodeMetrics
+from .metrics import NodeMetrics, read_queue_stats
 from .worker import WorkerPool
 
 log = logging.getLogger("corral.node")
@@ -227,30 +227,22 @@ class Node:
         c = self.metrics.cluster
         while True:
             try:
-                queues = await self._queue_names()
+                c.queue_lengths, heads = await read_queue_stats(self.pool.scripts, self.pool.active_queues,
+                                                                self.pool.bad_keys)
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for q in queues:
-                        pipe.llen(self.keys.queue(q))
                     pipe.zrange(self.keys.delayed_schedule, 0, 999)
                     pipe.llen(self.keys.failed)
                     pipe.time()
                     pipe.zrange(self.keys.members, 0, -1, withscores=True)
-                    for q in queues:
-                        pipe.lindex(self.keys.qtimes(q), 0)
-                    res = await pipe.execute(raise_on_error=False)
-                n = len(queues)
-                # a key of the wrong type answers an error in its own slot: reported, the rest is read
-                for q, got in zip(queues, res[:n], strict=True):
-                    if isinstance(got, ResponseError):
-                        key = self.keys.queue(q)
+                    tss, failed, now, members = await pipe.execute(raise_on_error=False)
+                for key, got in ((self.keys.delayed_schedule, tss), (self.keys.failed, failed)):
+                    if isinstance(got, ResponseError):  # a key of the wrong type: reported, counted as empty
                         self.pool.bad_keys.report(key, str(await self.redis.type(key)), where="metrics")
-                for got in res[n:n + 4]:
-                    if isinstance(got, ResponseError):
+                tss = [] if isinstance(tss, ResponseError) else tss
+                failed = 0 if isinstance(failed, ResponseError) else failed
+                for got in (now, members):
+                    if isinstance(got, Exception):
                         raise got
-                lengths = [0 if isinstance(x, ResponseError) else x for x in res[:n]]
-                tss, failed, now, members = res[n:n + 4]
-                heads = [None if isinstance(x, ResponseError) else x for x in res[n + 4:]]
-                c.queue_lengths = {q: int(n) for q, n in zip(queues, lengths, strict=True)}
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for ts in tss:
                         pipe.llen(self.keys.delayed(int(float(ts))))
@@ -259,9 +251,11 @@ class Node:
                 c.failed = int(failed)
                 now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
                 c.oldest_age = {}
-                for q, length, head in zip(queues, lengths, heads, strict=True):
-                    if int(length) > 0:
-                        c.oldest_age[q] = max(0.0, (now_ms - float(str(head).partition(":")[2])) / 1000) if head else 0.0
+                for q, length in c.queue_lengths.items():
+                    if length > 0:
+                        head = heads.get(q)
+                        c.oldest_age[q] = max(0.0, (now_ms - float(head.partition(":")[2] or now_ms)) / 1000) if head \
+                            else 0.0
                 # scheduler lag, cluster-wide: how overdue the earliest delayed second is, on Redis' clock
                 c_lag = max(0.0, now_ms / 1000 - float(tss[0])) if tss else 0.0
                 self.metrics.lag.set(c_lag if c_lag > 1.0 else 0.0)
@@ -270,17 +264,6 @@ class Node:
             except REDIS_FAILURES:
                 self.metrics.redis_error("metrics")
             await asyncio.sleep(self.cfg.metrics_refresh)
-
-    async def _queue_names(self) -> list[str]:
-        """Every name in `queues`; if `queues` is not a set, the names the `*` workers found by SCAN."""
-        try:
-            return sorted(map(str, await self.redis.smembers(self.keys.queues)))
-        except ResponseError as e:
-            if "WRONGTYPE" not in str(e):
-                raise
-            self.pool.bad_keys.report(self.keys.queues, str(await self.redis.type(self.keys.queues)),
-                                      where="metrics", expected="set")
-            return list(self.pool.active_queues.names)
 
     # ---- HTTP ------------------------------------------------------------------------------------
 

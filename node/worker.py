@@ -77,7 +77,6 @@ class WorkerPool:
         self.busy = 0
         self.bad_keys = BadKeys(keys, observer)
         self.active_queues = ActiveQueues(redis, keys, self.scripts, self.bad_keys)
-        self._all_queues_at = -1e9
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
 
@@ -116,11 +115,7 @@ class WorkerPool:
     async def queues_for(self, spec: str) -> list[str]:
         if spec != "*":
             return [spec]
-        now = self.clock.monotonic()
-        if now - self._all_queues_at > self.poll_interval:  # the non-empty queues (cluster/activequeues.py)
-            await self.active_queues.read()
-            self._all_queues_at = now
-        return self.active_queues.names
+        return await self.active_queues.current(self.poll_interval)  # the non-empty queues (cluster/activequeues.py)
 
     def report(self) -> None:
         self.observer.watch_workers(lambda: self.busy, len(self.slots))

@@ -14,7 +14,6 @@ else
   if t ~= 'set' and t ~= 'none' then return {{}, false, t} end
   names = redis.call('SMEMBERS', KEYS[1])
 end
-table.sort(names)
 local out, bad = {}, {}
 for _, q in ipairs(names) do
   local key = ARGV[1] .. q
@@ -25,5 +24,6 @@ for _, q in ipairs(names) do
     table.insert(out, q)
   end
 end
+table.sort(out)
 if #bad == 0 then bad = false else bad = table.concat(bad, '\n') end
 return {out, bad, false}
