@@ -121,8 +121,7 @@ def patch_wakeall() -> None:
     from node.worker import WorkerPool
 
     def on_wake(self: WorkerPool, queue: str) -> None:
-        if queue not in self._all_queues:
-            self._all_queues_at = -1e9
+        self.active_queues.add(queue)
         for s in self.slots:
             if s.idle and (s.spec == queue or s.spec == "*"):
                 s.wake.set()

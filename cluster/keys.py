@@ -42,6 +42,11 @@ Example: ``Keys("resque").queue("mail") == "resque:queue:mail"``.
 
 from __future__ import annotations
 
+# The families a key belongs to (`Keys.kind`): a bounded label for reports about keys, never the key.
+KEY_KINDS = ("queues", "queue", "delayed_queue_schedule", "delayed", "timestamps", "failed", "stat", "workers",
+             "corral:qtimes", "corral:recovered", "corral:idle", "corral:members", "corral:periodic",
+             "corral:promoting", "corral:inflight", "corral:node")
+
 
 class Keys:
     def __init__(self, namespace: str = "resque") -> None:
@@ -74,6 +79,12 @@ class Keys:
     def strip(self, key: str) -> str:
         """`resque:queue:mail` -> `queue:mail`."""
         return key[len(self._p) :] if key.startswith(self._p) else key
+
+    def kind(self, key: str) -> str:
+        """`resque:queue:aaa` -> `queue`; `resque:corral:qtimes:x` -> `corral:qtimes`; else `other`."""
+        head, _, tail = self.strip(key).partition(":")
+        k = f"corral:{tail.partition(':')[0]}" if head == "corral" else head
+        return k if k in KEY_KINDS else "other"
 
     def queue(self, q: str) -> str:
         return f"{self._p}queue:{q}"

@@ -11,16 +11,20 @@ cannot stop it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import math
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from .aio import wait_event
-from .clock import Clock
+from .badkeys import BadKeys
+from .clock import Clock, RedisClock
 from .election.base import Term
 from .keys import Keys
 from .leader import fenced
@@ -56,6 +60,11 @@ def slots_between(t: Task, after: float, until: float, limit: int = 1000) -> lis
     return out
 
 
+def period(t: Task, slot: float) -> float:
+    """How long after `slot` the task's next slot comes (its frequency, or the cron gap)."""
+    return float(t.frequency) if t.frequency else next_slot(t, slot) - slot
+
+
 def next_slot(t: Task, after: float) -> float:
     if t.frequency:
         f = float(t.frequency)
@@ -73,8 +82,9 @@ class PeriodicEnqueuer:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
-        self.clock = clock
+        self.clock = RedisClock(clock)  # slots are judged on Redis' clock, never this host's
         self.observer = observer
+        self.bad_keys = BadKeys(keys, observer)
         self.tasks = registry.periodic()
         self.audit = audit
         self.max_sleep = max_sleep
@@ -83,14 +93,14 @@ class PeriodicEnqueuer:
         if not self.tasks:
             await term.lost.wait()
             return
-        started = self.clock.time()
+        started = await self.clock.sync(self.redis)
         last: dict[str, float | None] = {}
         for t in self.tasks:
-            raw = await self.redis.hget(self.keys.periodic(t.name), "last")
             # No record (a new task, or Redis lost its data): start from the next slot after this
             # term began, so an occurrence enqueued before the loss is never enqueued again.
-            last[t.name] = float(raw) if raw is not None else started
+            last[t.name] = self._heal(t, await self._recorded(t), started)
         while not term.lost.is_set():
+            await self.clock.fresh(self.redis)
             now = self.clock.time()
             for t in self.tasks:
                 await self._fire_due(term, t, last, now)
@@ -100,12 +110,57 @@ class PeriodicEnqueuer:
             delay = min(self.max_sleep, max(0.0, wake - self.clock.time()))
             await wait_event(term.lost, delay)
 
+    async def _recorded(self, t: Task) -> str | None:
+        key = self.keys.periodic(t.name)
+        try:
+            raw = await self.redis.hget(key, "last")
+        except ResponseError:  # not a hash: reported; the claim script refuses it too (BADKEY)
+            self.bad_keys.report(key, str(await self.redis.type(key)), where="periodic", expected="hash")
+            return None
+        return None if raw is None else str(raw)
+
+    def _heal(self, t: Task, raw: object, now: float) -> float:
+        """The last claimed slot of `t` as recorded, or `now` when there is none or it is bogus: a
+        slot more than one period after Redis' now was written by a clock running ahead (or
+        Redis' clock stepped back since); trusting it would silence the task until then."""
+        if raw is None:
+            return now
+        try:
+            value = float(str(raw))
+        except ValueError:
+            value = math.inf
+        if math.isfinite(value) and value <= now + period(t, now):
+            return value
+        log.warning("periodic: the task's record holds a last slot in the future; ignoring it", extra={
+            "event": "periodic_record_healed", "task": t.name, "recorded_slot": str(raw)[:40],
+            "redis_now": round(now, 3)})
+        return now
+
     def due_slots(self, t: Task, last: float | None, now: float) -> list[float]:
         window = t.catch_up_window
         if last is None or t.missed == "skip":
             due = slots_between(t, max(last or -1.0, now - max(window, float(t.frequency or 0)) - 1), now)
             return due[-1:]
         return [s for s in slots_between(t, last, now) if now - s <= window]
+
+    async def _claim(self, term: Term, t: Task, slot: float, payload: str) -> list[Any]:
+        """Run periodic_claim; a slot Redis' clock says is not due yet (our estimate of it ran a
+        little ahead) is waited for on Redis' clock and claimed again, not left for the next pass."""
+        for _ in range(3):
+            sent = self.clock.monotonic()
+            res = await fenced(
+                self.scripts, "periodic_claim",
+                [self.keys.leader_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
+                 self.keys.queue(t.queue), self.keys.qtimes(t.queue), self.keys.members],
+                [repr(slot), payload, t.queue, self.keys.wake_channel, t.overlap, t.name, self.keys.namespace + ":",
+                 repr(period(t, slot))],
+                term, self.observer, self.audit,
+            )
+            self.clock.observe(float(res[1]), sent, self.clock.monotonic())
+            if res[0] != "EARLY":
+                break
+            await asyncio.sleep(min(1.0, max(0.0, slot - float(res[1]))) + 0.001)
+        return res
 
     async def _fire_due(self, term: Term, t: Task, last: dict[str, float | None], now: float) -> None:
         due = self.due_slots(t, last[t.name], now)
@@ -120,27 +175,30 @@ class PeriodicEnqueuer:
             if last[t.name] is not None and slot <= (last[t.name] or 0):
                 continue
             payload = encode_job(t.name, t.queue, [{}])
-            res = await fenced(
-                self.scripts, "periodic_claim",
-                [self.keys.leader_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
-                 self.keys.queue(t.queue), self.keys.qtimes(t.queue), self.keys.members],
-                [repr(slot), payload, t.queue, self.keys.wake_channel, t.overlap, t.name, self.keys.namespace + ":"],
-                term, self.observer, self.audit,
-            )
-            status = res[0]
+            res = await self._claim(term, t, slot, payload)
+            status, redis_now = res[0], float(res[1])
+            if status in ("OK", "SKIPPED") and res[2]:
+                log.warning("periodic: the task's record held a last slot in the future; replaced", extra={
+                    "event": "periodic_record_healed", "task": t.name, "recorded_slot": str(res[2])[:40],
+                    "slot": slot, "redis_now": round(redis_now, 3)})
             if status == "OK":
-                lateness = self.clock.time() - slot
+                lateness = redis_now - slot
                 self.observer.periodic_enqueued(t.name, lateness)
                 log.info("periodic: enqueued occurrence", extra={
                     "event": "periodic_enqueued", "task": t.name, "queue": t.queue, "slot": slot,
                     "lateness_ms": round(lateness * 1000, 1)})
                 last[t.name] = slot
             elif status == "DUP":
-                raw = await self.redis.hget(self.keys.periodic(t.name), "last")
-                last[t.name] = float(raw) if raw is not None else slot
+                last[t.name] = self._heal(t, res[2], redis_now)
             elif status == "SKIPPED":
                 log.info("periodic: occurrence skipped, previous still queued or running",
                          extra={"event": "periodic_skipped", "task": t.name, "slot": slot})
                 last[t.name] = slot
+            elif status == "EARLY":  # still early after waiting for it on Redis' clock: next pass
+                return
+            elif status == "BADKEY":
+                key, _, type_ = str(res[2]).partition("\t")
+                self.bad_keys.report(key, type_, where="periodic")
+                return
             elif status == "PAUSED":
                 return

@@ -14,10 +14,12 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from .aio import wait_event
+from .badkeys import BadKeys
 from .client import Client
-from .clock import Clock
+from .clock import Clock, RedisClock
 from .election.base import Term
 from .keys import Keys
 from .leader import fenced
@@ -38,8 +40,9 @@ class Scheduler:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
-        self.clock = clock
+        self.clock = RedisClock(clock)  # due seconds are judged on Redis' clock, never this host's
         self.observer = observer
+        self.bad_keys = BadKeys(keys, observer)
         self.registry = registry
         self.client = client
         self.batch = batch
@@ -52,6 +55,7 @@ class Scheduler:
         self.wake.set()
 
     async def run(self, term: Term) -> None:
+        await self.clock.sync(self.redis)
         while not term.lost.is_set():
             self.wake.clear()
             started = self.clock.monotonic()
@@ -77,16 +81,19 @@ class Scheduler:
     async def tick(self, term: Term) -> float:
         """Promote everything due now; returns the next due second (-1 if none)."""
         while True:
-            now = self.clock.time()
+            sent = self.clock.monotonic()
             res = await fenced(
                 self.scripts, "promote",
                 [self.keys.leader_lock, self.keys.audit, self.keys.delayed_schedule, self.keys.queues,
                  self.keys.promoting, self.keys.failed],
-                [now, self.batch, self.keys.namespace + ":", self.keys.wake_channel, js_date(now),
+                ["", self.batch, self.keys.namespace + ":", self.keys.wake_channel, js_date(self.clock.time()),
                  *self.staged_tasks],
                 term, self.observer, self.audit,
             )
             moved, staged, next_due, buckets = int(res[1]), int(res[2]), float(res[3]), str(res[4])
+            now = float(res[5])  # Redis' TIME inside the script: what "due" was judged by
+            self.clock.observe(now, sent, self.clock.monotonic())
+            self.bad_keys.report_lines(res[6], where="scheduler")
             if moved or staged:
                 lateness = []
                 for b in buckets.split(","):
@@ -96,13 +103,19 @@ class Scheduler:
                 log.info("scheduler: promoted delayed jobs", extra={
                     "event": "promoted", "count": moved + staged, "buckets": buckets,
                     "lateness_ms": round(max(lateness) * 1000, 1) if lateness else 0})
-            if staged or await self.redis.llen(self.keys.promoting):
+            if staged or await self._staging_left():
                 await self._run_staged(term)
             lag = max(0.0, now - next_due) if 0 <= next_due <= now else 0.0
             self.observer.scheduler_lag(lag)
             if moved + staged < self.batch:
                 return next_due
             await asyncio.sleep(0)  # let the loop breathe between batches of a backlog
+
+    async def _staging_left(self) -> int:
+        try:
+            return int(await self.redis.llen(self.keys.promoting))
+        except ResponseError:  # not a list: reported by promote.lua's reply, nothing staged there
+            return 0
 
     async def _run_staged(self, term: Term) -> None:
         for item in await self.redis.lrange(self.keys.promoting, 0, 999):
@@ -124,10 +137,13 @@ class Scheduler:
             gkeys, gargs = guard_script_args(guards)
             res = await fenced(self.scripts, "unstage",
                                [self.keys.leader_lock, self.keys.audit, self.keys.promoting, self.keys.queues,
-                                self.keys.queue(queue), self.keys.qtimes(queue), *gkeys],
-                               [payload, "push" if push else "drop", queue, self.keys.wake_channel, *gargs],
+                                self.keys.queue(queue), self.keys.qtimes(queue), self.keys.failed, *gkeys],
+                               [payload, "push" if push else "drop", queue, self.keys.wake_channel,
+                                js_date(self.clock.time()), *gargs],
                                term, self.observer, self.audit)
-            push = push and res[2] == "pushed"
+            if res[0] == "BADKEY" or len(res) > 3:  # a key of the wrong type (the job failed, or stays staged)
+                self.bad_keys.report_lines(str(res[1] if res[0] == "BADKEY" else res[3]), where="scheduler")
+            push = push and res[0] == "OK" and res[2] == "pushed"
             if not push:
                 log.info("scheduler: enqueue plugin dropped a promoted job", extra={"event": "promotion_dropped",
                                                                                     "payload": payload[:200]})

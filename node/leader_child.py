@@ -45,7 +45,7 @@ log = logging.getLogger("corral.leader_process")
 
 # Observer methods the leader side calls; the node applies them to its metrics.
 FORWARDED = ("leader_changed", "stale_write_rejected", "scheduler_lag", "promoted", "periodic_enqueued",
-             "jobs_recovered", "redis_error")
+             "jobs_recovered", "redis_error", "bad_key")
 EXIT_STALLED = 3  # the node's loop stopped answering: start a new candidate when it runs again
 
 

@@ -15,7 +15,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cluster.activequeues import ActiveQueues
+from cluster.badkeys import BadKeys
 from cluster.observe import Observer
+from cluster.scripts import Scripts
 
 # 1 ms to 10 min: no-op jobs through report generation
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -32,13 +35,23 @@ METRIC_NAMES: frozenset[str] = frozenset({
     "corral_workers", "corral_jobs_recovered_total", "corral_jobs_poisoned_total", "corral_redis_errors_total",
     "corral_stale_leader_writes_total", "corral_node_info", "corral_node_heartbeat_age_seconds",
     "corral_cluster_gauges_age_seconds", "corral_leader_candidate", "corral_acks_refused_total",
+    "corral_bad_keys_total", "corral_queues",
 })
 
 
-class ClusterGauges(Collector):
-    """Cluster-wide values, refreshed by the node's refresher task; a scrape reads memory only."""
+MAX_QUEUE_SERIES = 50  # per-queue series a node exports; the rest are summed under OTHER_QUEUE
+OTHER_QUEUE = "__other__"
 
-    def __init__(self) -> None:
+
+class ClusterGauges(Collector):
+    """Cluster-wide values, refreshed by the node's refresher task; a scrape reads memory only.
+
+    Per-queue series are bounded: the `max_queue_series` longest queues (ties by name) get one
+    series each, every other queue is folded into `queue="__other__"` (lengths summed, oldest age
+    the maximum), and `corral_queues` says how many queue names there are. 5,000 queue names
+    thus cost 51 series, not 5,001."""
+
+    def __init__(self, max_queue_series: int = MAX_QUEUE_SERIES) -> None:
         self.queue_lengths: dict[str, int] = {}
         self.oldest_age: dict[str, float] = {}
         self.delayed: float = 0
@@ -46,21 +59,54 @@ class ClusterGauges(Collector):
         self.members: float = 0
         self.refreshed_mono: float | None = None
         self.now_mono: float = 0.0
+        self.max_queue_series = max_queue_series
+
+    def shown_queues(self) -> tuple[list[str], list[str]]:
+        """(queues with a series of their own, sorted by name; the queues folded into __other__)."""
+        ranked = sorted(self.queue_lengths.items(), key=lambda kv: (-kv[1], kv[0]))
+        own = sorted(q for q, _n in ranked[:self.max_queue_series])
+        return own, [q for q, _n in ranked[self.max_queue_series:]]
 
     def collect(self):  # type: ignore[no-untyped-def]
-        g = GaugeMetricFamily("corral_queue_length", "Jobs waiting in each queue (cluster-wide)", labels=["queue"])
-        for q, n in sorted(self.queue_lengths.items()):
-            g.add_metric([q], n)
+        own, rest = self.shown_queues()
+        g = GaugeMetricFamily("corral_queue_length", "Jobs waiting in each queue (cluster-wide; the longest "
+                              f"{self.max_queue_series}, the rest summed as queue={OTHER_QUEUE})", labels=["queue"])
+        for q in own:
+            g.add_metric([q], self.queue_lengths[q])
+        if rest:
+            g.add_metric([OTHER_QUEUE], sum(self.queue_lengths[q] for q in rest))
         yield g
         g = GaugeMetricFamily("corral_oldest_job_age_seconds",
                               "Age of the oldest job waiting in each queue, from Corral enqueues (cluster-wide)",
                               labels=["queue"])
-        for q, age in sorted(self.oldest_age.items()):
-            g.add_metric([q], age)
+        for q in own:
+            if q in self.oldest_age:
+                g.add_metric([q], self.oldest_age[q])
+        ages = [self.oldest_age[q] for q in rest if q in self.oldest_age]
+        if ages:
+            g.add_metric([OTHER_QUEUE], max(ages))
         yield g
+        yield GaugeMetricFamily("corral_queues", "Queue names in the queues set (cluster-wide)",
+                                value=len(self.queue_lengths))
         yield GaugeMetricFamily("corral_delayed_jobs", "Delayed jobs not yet due (cluster-wide)", value=self.delayed)
         yield GaugeMetricFamily("corral_failed_jobs", "Entries in the failed list (cluster-wide)", value=self.failed)
         yield GaugeMetricFamily("corral_cluster_members", "Live nodes seen in Redis (cluster-wide)", value=self.members)
+
+
+async def read_queue_stats(scripts: Scripts, active: ActiveQueues, bad: BadKeys) -> tuple[dict[str, int], dict[str, str]]:
+    """(length of every queue in `queues`, qtimes head of every non-empty one), in one script;
+    if `queues` is not a set, the names the `*` workers found by SCAN."""
+    keys = active.keys
+    res = await scripts.run("queue_stats", [keys.queues], [keys.queue_prefix(), keys.qtimes("")])
+    if res[4]:
+        bad.report(keys.queues, str(res[4]), where="metrics", expected="set")
+        res = await scripts.run("queue_stats", [keys.queues],
+                                [keys.queue_prefix(), keys.qtimes(""), *await active.scan_names()])
+    bad.report_lines(res[3], where="metrics")
+    names = [str(q) for q in res[0]]
+    lengths = {q: int(n) for q, n in zip(names, res[1], strict=True)}
+    heads = {q: str(h) for q, h in zip(names, res[2], strict=True) if h}
+    return lengths, heads
 
 
 class NodeMetrics(Observer):
@@ -99,6 +145,8 @@ class NodeMetrics(Observer):
             "them (the node was declared dead: frozen, partitioned), so another copy runs too (at-least-once)",
             ["queue", "task"], registry=r)
         self.redis_errors = Counter("corral_redis_errors", "Redis errors seen by this node", ["where"], registry=r)
+        self.bad_keys = Counter("corral_bad_keys", "Keys of the wrong type this node skipped, each counted once",
+                                ["kind"], registry=r)
         self.stale = Counter("corral_stale_leader_writes", "Leader writes refused by fencing (stale term)", ["op"],
                              registry=r)
         self.info = Gauge("corral_node_info", "Node identity", ["node", "version", "backend"], registry=r)
@@ -175,3 +223,6 @@ class NodeMetrics(Observer):
 
     def redis_error(self, where: str) -> None:
         self.redis_errors.labels(where).inc()
+
+    def bad_key(self, kind: str) -> None:
+        self.bad_keys.labels(kind).inc()

@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.process_collector import ProcessCollector
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from cluster.aio import REDIS_FAILURES
 from cluster.catalogue import CataloguePublisher, listing
@@ -45,7 +45,7 @@ from .executor import Executor
 from .http import HttpServer, Response, json_response
 from .leader_process import LeaderProcess
 from .leadership import Leadership
-from .metrics import NodeMetrics
+from .metrics import NodeMetrics, read_queue_stats
 from .redact import job_view
 from .worker import WorkerPool
 
@@ -264,33 +264,42 @@ class Node:
         self._qtimes_scripts = Scripts(self.redis)
         while True:
             try:
-                queues = sorted(map(str, await self.redis.smembers(self.keys.queues)))
+                c.queue_lengths, heads = await read_queue_stats(self.pool.scripts, self.pool.active_queues,
+                                                                self.pool.bad_keys)
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for q in queues:
-                        pipe.llen(self.keys.queue(q))
                     pipe.zrange(self.keys.delayed_schedule, 0, 999)
                     pipe.llen(self.keys.failed)
                     pipe.time()
                     pipe.zrange(self.keys.members, 0, -1, withscores=True)
-                    for q in queues:  # trims what other clients' pops left behind (cluster/scripts/qtimes_head.lua)
-                        await self._qtimes_scripts.run("qtimes_head", [self.keys.queue(q), self.keys.qtimes(q)],
-                                                       [1000], client=pipe)
-                    res = await pipe.execute()
-                n = len(queues)
-                lengths = res[:n]
-                tss, failed, now, members = res[n:n + 4]
-                heads = res[n + 4:]
-                c.queue_lengths = {q: int(n) for q, n in zip(queues, lengths, strict=True)}
+                    tss, failed, now, members = await pipe.execute(raise_on_error=False)
+                for key, got in ((self.keys.delayed_schedule, tss), (self.keys.failed, failed)):
+                    if isinstance(got, ResponseError):  # a key of the wrong type: reported, counted as empty
+                        self.pool.bad_keys.report(key, str(await self.redis.type(key)), where="metrics")
+                tss = [] if isinstance(tss, ResponseError) else tss
+                failed = 0 if isinstance(failed, ResponseError) else failed
+                for got in (now, members):
+                    if isinstance(got, Exception):
+                        raise got
+                if heads:  # trims what other clients' pops left behind (cluster/scripts/qtimes_head.lua)
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for q in heads:
+                            await self._qtimes_scripts.run("qtimes_head", [self.keys.queue(q), self.keys.qtimes(q)],
+                                                           [1000], client=pipe)
+                        trimmed = await pipe.execute(raise_on_error=False)
+                    heads = {q: str(h) for q, h in zip(heads, trimmed, strict=True) if isinstance(h, str | bytes) and h}
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for ts in tss:
                         pipe.llen(self.keys.delayed(int(float(ts))))
-                    c.delayed = sum(int(n) for n in await pipe.execute()) if tss else 0
+                    c.delayed = sum(int(n) for n in await pipe.execute(raise_on_error=False)
+                                    if not isinstance(n, ResponseError)) if tss else 0
                 c.failed = int(failed)
                 now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
                 c.oldest_age = {}
-                for q, length, head in zip(queues, lengths, heads, strict=True):
-                    if int(length) > 0:
-                        c.oldest_age[q] = max(0.0, (now_ms - float(str(head).partition(":")[2])) / 1000) if head else 0.0
+                for q, length in c.queue_lengths.items():
+                    if length > 0:
+                        head = heads.get(q)
+                        c.oldest_age[q] = max(0.0, (now_ms - float(head.partition(":")[2] or now_ms)) / 1000) if head \
+                            else 0.0
                 # scheduler lag, cluster-wide: how overdue the earliest delayed second is, on Redis' clock
                 c_lag = max(0.0, now_ms / 1000 - float(tss[0])) if tss else 0.0
                 self.metrics.lag.set(c_lag if c_lag > 1.0 else 0.0)

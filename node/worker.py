@@ -21,7 +21,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from cluster.activequeues import ActiveQueues
 from cluster.aio import REDIS_FAILURES, wait_event
+from cluster.badkeys import BadKeys
 from cluster.client import Client
 from cluster.clock import Clock
 from cluster.errors import JobDecodeError, Retry, TaskNotFound
@@ -75,8 +77,8 @@ class WorkerPool:
                 n += 1
         self.stopping = False
         self.busy = 0
-        self._all_queues: list[str] = []
-        self._all_queues_at = -1e9
+        self.bad_keys = BadKeys(keys, observer)
+        self.active_queues = ActiveQueues(redis, keys, self.scripts, self.bad_keys)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
 
@@ -87,8 +89,7 @@ class WorkerPool:
     def on_wake(self, queue: str) -> bool:
         """A producer queued work on `queue`: wake one parked slot that serves it. Returns whether
         one was found."""
-        if queue not in self._all_queues:
-            self._all_queues_at = -1e9
+        self.active_queues.add(queue)
         for s in self.slots:
             if s.parked and (s.spec == queue or s.spec == "*") and not s.wake.is_set():
                 s.wake.set()
@@ -116,11 +117,7 @@ class WorkerPool:
     async def queues_for(self, spec: str) -> list[str]:
         if spec != "*":
             return [spec]
-        now = self.clock.monotonic()
-        if now - self._all_queues_at > self.poll_interval:
-            self._all_queues = sorted(map(str, await self.redis.smembers(self.keys.queues)))
-            self._all_queues_at = now
-        return self._all_queues
+        return await self.active_queues.current(self.poll_interval)  # the non-empty queues (cluster/activequeues.py)
 
     def report(self) -> None:
         self.observer.watch_workers(lambda: self.busy, len(self.slots))
@@ -167,7 +164,8 @@ class Slot:
         k = pool.keys
         self._fixed_keys = [k.inflight(pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
                             k.stat("processed"), k.stat("processed", self.name), k.stat("failed"),
-                            k.stat("failed", self.name), k.failed, k.recovered, k.idle(spec)]
+                            k.stat("failed", self.name), k.failed, k.recovered, k.idle(spec), k.members]
+        self._not_member = False
 
     async def _fetch(self, ack: tuple[str, Outcome] | None, fetch: bool,
                      exec_id: str) -> tuple[str, str | None, str | None, str]:
@@ -184,7 +182,14 @@ class Slot:
         status, queue, payload = res[0], res[1], res[2]
         self.enqueued_ms = float(res[3]) if res[3] else None
         self.left = int(res[4]) if len(res) > 4 and res[4] else 0
-        if status == "LOST" and ack is not None:
+        if len(res) > 5 and res[5]:  # keys of the wrong type the script skipped
+            pool.bad_keys.report_lines(str(res[5]), where="worker")
+        not_member = len(res) > 6 and res[6] == "NOTMEMBER"
+        if not_member and not self._not_member:
+            log.warning("worker: not fetching, this node is not a member (declared dead); waiting for its heartbeat "
+                        "to register it again", extra={"event": "fetch_refused_not_member", "worker": self.name})
+        self._not_member = not_member
+        if status == "LOST" and ack is not None:  # logged and counted, with its reason (LOST)
             self._report_refused_ack(ack, retried=self._ack_retried)
         self._ack_retried = False
         return status, queue, payload, exec_id  # an empty entry ("") is a job too: it must fail, not vanish
@@ -201,13 +206,19 @@ class Slot:
             try:
                 # a retry after a lost reply reuses the execution id: fetch.lua then hands back the
                 # job the first call recorded instead of popping (and orphaning) another
-                _status, queue, payload, _ = await self._fetch(ack, fetch, exec_id)
+                status, queue, payload, _ = await self._fetch(ack, fetch, exec_id)
             except REDIS_FAILURES as e:
                 pool.observer.redis_error("worker")
                 log.warning("worker: Redis error, retrying: %r", e, extra={"worker": self.name})
                 self._ack_retried = ack is not None  # the lost call may have applied the ack already
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                continue
+            if status == "BADFAILED":
+                # `failed` is not a list: nothing was written, the failed job stays in flight (never
+                # lost; recovered if this node dies) and its ack is retried until the key is fixed
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
             ack = None
@@ -277,7 +288,7 @@ class Slot:
             try:
                 n = await self.pool.scripts.run(
                     "pushback", [k.inflight(self.pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
-                                 k.queue(queue), k.queues, k.qtimes(queue)],
+                                 k.queue(queue), k.queues, k.qtimes(queue), k.recovered],
                     [self.index, exec_id, queue, k.wake_channel])
                 self.pushed_back += int(n)
                 log.warning("worker: job not finished within the shutdown grace; pushed back to its queue",

@@ -654,10 +654,11 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
     await r.set("resque:resque_scheduler_leader_lock", "someone/1/abcd")
     fetch_keys = ["resque:corral:inflight:x", "resque:worker:x+0:default", "resque:worker:x+0:default:started",
                   "resque:stat:processed", "resque:stat:processed:x+0", "resque:stat:failed",
-                  "resque:stat:failed:x+0", "resque:failed", "resque:corral:recovered", "resque:queue:empty",
-                  "resque:corral:qtimes:empty"]
+                  "resque:stat:failed:x+0", "resque:failed", "resque:corral:recovered", "resque:corral:idle:default",
+                  "resque:corral:members", "resque:queue:empty", "resque:corral:qtimes:empty"]
     fetch_args = ["0", "", "", "", "0", "1", "0123456789abcdef", "Thu Jan 01 1970 00:00:00 GMT+0000", "x+0",
-                  "0", "empty"]
+                  "0", "x", "0", "empty"]
+    await r.zadd("resque:corral:members", {"x": 1})
     cases: dict[str, list[str]] = {
         "SET (redis-benchmark -t set)": ["-t", "set"],
         "GET (redis-benchmark -t get)": ["-t", "get"],

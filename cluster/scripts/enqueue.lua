@@ -9,11 +9,17 @@
 -- node's own channel (a node that no longer listens, PUBLISH = 0, is skipped and forgotten);
 -- a bigger batch wakes every node. A lone job thus costs one wake-up and one fetch, not one per
 -- node; nodes that find no idle slot pass the wake-up on (node/worker.py).
-redis.call('SADD', KEYS[1], ARGV[1])
+-- A queue key that is not a list refuses the call with an error naming it (nothing written); the
+-- queues set and the bookkeeping keys are best effort (a bad one never stops an enqueue).
+local qtype = redis.call('TYPE', KEYS[2])['ok']
+if qtype ~= 'list' and qtype ~= 'none' then
+  return redis.error_reply('BADKEY ' .. KEYS[2] .. ' holds a ' .. qtype .. ', not a list: nothing enqueued')
+end
+redis.pcall('SADD', KEYS[1], ARGV[1])
 local len = redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
 local t = redis.call('TIME')
 local n = #ARGV - 3
-redis.call('RPUSH', KEYS[3], n .. ':' .. (t[1] * 1000 + math.floor(t[2] / 1000)))
+redis.pcall('RPUSH', KEYS[3], n .. ':' .. (t[1] * 1000 + math.floor(t[2] / 1000)))
 if n > 8 then
   redis.call('PUBLISH', ARGV[2], ARGV[1])
   return len
@@ -22,9 +28,14 @@ end
 -- on '*' compete on idle time, so lone jobs rotate over all of them (taking the named zset
 -- first sent every lone job to the one node that named the queue).
 local woken, tries = 0, 0
+-- A wrong-type idle zset is skipped (best effort: a wake-up is an optimisation, polling finds the job).
+local function head(k)
+  local r = redis.pcall('ZRANGE', KEYS[k], 0, 0, 'WITHSCORES')
+  if type(r) ~= 'table' or r['err'] then return {} end
+  return r
+end
 while woken < n and tries < n + 8 do
-  local a = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  local b = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+  local a, b = head(4), head(5)
   local k
   if #a == 0 and #b == 0 then break end
   if #b == 0 or (#a > 0 and tonumber(a[2]) <= tonumber(b[2])) then k = 4 else k = 5 end

@@ -4,6 +4,10 @@
 -- ARGV. Returns -1 when a guard refused the job (nothing written), else enqueue.lua's result.
 --#include guards
 local guards = take_guards(6)
+local gqtype = redis.call('TYPE', KEYS[2])['ok']
+if gqtype ~= 'list' and gqtype ~= 'none' then  -- checked before the guards write anything
+  return redis.error_reply('BADKEY ' .. KEYS[2] .. ' holds a ' .. gqtype .. ', not a list: nothing enqueued')
+end
 if not guards_pass(guards, tonumber(redis.call('TIME')[1])) then return -1 end
 guards_apply(guards)
 --#include enqueue

@@ -21,7 +21,8 @@ local function guards_pass(g, now)
     if x.kind == 'absent' then
       if redis.call('EXISTS', x.key) == 1 then return false end
     elseif x.kind == 'lock' then
-      local v = redis.call('GET', x.key)
+      local v = redis.pcall('GET', x.key)
+      if type(v) == 'table' then return false end  -- a key of another type holds the place: refused
       if v and now <= (tonumber(string.match(v, '^%s*([+-]?%d+)')) or 0) then return false end
     end
   end

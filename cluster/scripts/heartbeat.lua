@@ -11,15 +11,17 @@ local t = redis.call('TIME')
 local ms = t[1] * 1000 + math.floor(t[2] / 1000)
 local was = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], ms, ARGV[1])
-redis.call('HSET', KEYS[2], 'info', ARGV[2])
+-- informational and best effort: a key of the wrong type never stops a heartbeat
+redis.pcall('HSET', KEYS[2], 'info', ARGV[2])
 local n = #KEYS - 4
 local back = 0
 for i = 1, n do
   redis.call('SET', KEYS[4 + i], ARGV[4 + i], 'PX', ARGV[3])
   local member = ARGV[4 + n + i]
   if member then
-    back = back + redis.call('SADD', KEYS[3], member)
-    redis.call('HSET', KEYS[4], member, ARGV[4])
+    local added = redis.pcall('SADD', KEYS[3], member)
+    if type(added) == 'number' then back = back + added end
+    redis.pcall('HSET', KEYS[4], member, ARGV[4])
   end
 end
 if was then return {1, ms, back} end

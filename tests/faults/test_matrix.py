@@ -278,8 +278,9 @@ def test_f9_clock_jump_on_the_leader(make_cell: MakeCell, shift: float) -> None:
     after = [r for r in claims if r.t >= t_jump]
     changes = [e for e in cell.leader_events() if e.kind in ("acquired", "stepped_down") and e.t >= t_jump]
     cell.fault(Fault("clock-jump", t_jump, t_end=t_revert, node=leader.reported_id))
-    # Forward: the hour skipped is the catch-up policy's (checked below), not missed slots.
-    report = cell.finish(Bounds(max_missed_slots=None if shift > 0 else 0), settle=0.0)
+    # The leader judges due seconds and slots on Redis' clock (cluster/clock.py RedisClock): its own
+    # wall clock jumping either way changes nothing, so no slot is missed, doubled or fired early.
+    report = cell.finish(Bounds(max_missed_slots=0), settle=0.0)
     promoted = {int(float(b.partition(":")[0])): r.t for r in audit if r.op == "promote"
                 for b in r.detail.split(",")}
     figures(name, shift_s=shift, leadership_changes=len(changes), claims_after=len(after),
@@ -288,16 +289,11 @@ def test_f9_clock_jump_on_the_leader(make_cell: MakeCell, shift: float) -> None:
     assert all(r.epoch == epoch for r in audit if r.t >= t_jump), "a leader write of another epoch"
     assert cell.leader(2.0) is leader
     assert not report.dup_slots
-    if shift < 0:
-        assert all(_slot(r.detail) > max(before) for r in after), "a slot fired again after the backward jump"
-        return
-    # Forward: the leader's clock is 1 h ahead; catch_up replays the slots at most 60 s late on
-    # that clock (once each) and skips everything older.
+    assert all(_slot(r.detail) > max(before) for r in after), "a slot fired again after the jump"
+    assert all(_slot(r.detail) <= r.t + 0.01 for r in claims), "a slot claimed before its time (Redis clock)"
+    assert all(int(d) in promoted and promoted[int(d)] >= d for d in due), "a delayed job promoted early or never"
     slots = sorted(_slot(r.detail) for r in after)
-    now_first = after[0].t + shift
-    assert abs(slots[0] - (now_first - 60.0)) <= 1.0, (slots[0], now_first)
-    assert slots == [slots[0] + i for i in range(len(slots))], "a gap inside the replayed window"
-    assert not [s for s in slots if max(before) < s < slots[0] - 0.5], "a slot of the skipped hour fired"
+    assert slots == [slots[0] + i for i in range(len(slots))], "a gap in the slots after the jump"
 
 
 # ---- F11: SIGSTOP redis-server for 8 s -----------------------------------------------------------

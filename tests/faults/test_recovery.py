@@ -104,3 +104,32 @@ def test_poison_pill_goes_to_failed_after_3_recoveries(tmp_path: Path, redis_url
                    message="the other jobs ran")
     finally:
         cluster.close()
+
+
+def test_five_identical_payloads_in_flight_are_five_executions_each_recovered_once(tmp_path: Path,
+                                                                                  redis_url: str) -> None:
+    """Before: the recovery count was keyed by the payload's bytes, so killing a node that ran 5
+    identical jobs recovered 4 and failed the 5th as a poison pill ("died 4 times")."""
+    logs = tmp_path / "joblog"
+    logs.mkdir()
+    fast = ["--heartbeat-interval", "0.3", "--dead-after", "1.5"]
+    cluster = NodeCluster(tmp_path, redis_url=redis_url, tasks_dir=_tasks_dir(tmp_path), env={"JOBLOG_DIR": str(logs)},
+                          extra_args=fast)
+    try:
+        leader = cluster.add("lead", scheduler=True, queues="other")
+        leader.wait_ready(20)
+        cluster.wait_leader(15)
+        victim = cluster.add("victim", scheduler=False, queues="default", concurrency=5)
+        victim.wait_ready(20)
+        _enqueue(redis_url, [("work", {"id": "same", "s": 60})] * 5)
+        wait_until(lambda: sum(1 for x in read_log(logs) if x["kind"] == "start" and x["pid"] == victim.pid) == 5, 15,
+                   message="the 5 identical jobs running on the victim")
+        victim.kill()
+        r = redis.Redis.from_url(redis_url, decode_responses=True)
+        wait_until(lambda: sum('"work"' in j for j in r.lrange("resque:queue:default", 0, -1)) == 5, 15,
+                   message="5 copies back in their queue")
+        assert r.llen("resque:failed") == 0, Client._parse(r.lindex("resque:failed", 0))
+        assert leader.metric("corral_jobs_recovered_total") == 5
+        assert leader.metric("corral_jobs_poisoned_total") == 0
+    finally:
+        cluster.close()
