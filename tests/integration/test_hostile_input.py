@@ -329,7 +329,7 @@ def _assert_one_clear_line(code: int, err: str, needle: str) -> None:
     (["node", "--node-id", "bad id!"], {}, "node_id"),
     (["node", "--log-level", "loud"], {}, "--log-level"),
     (["node"], {"CORRAL_SCHEDULER": "maybe"}, "env CORRAL_SCHEDULER: expected true/false"),
-    (["node", "--redis-url", "redis://u:pw@127.0.0.1:1/0", "--redis-password", "pw2"], {}, "not both"),
+    (["node", "--redis-url", "redis://u:pw@127.0.0.1:1/0", "--redis-password", "pw2"], {}, "given more than once"),
     (["node", "--redis-sentinels", "127.0.0.1:26379"], {}, "redis_sentinel_master"),
     (["node", "--http-host", "0.0.0.0"], {}, "embedded Redis"),
     (["enqueue", "x", "--params", "not json"], {}, "--params is not valid JSON"),
@@ -354,7 +354,7 @@ def test_cli_bad_input_exits_2_with_one_line(argv: list[str], env: dict[str, str
 @pytest.mark.parametrize(("toml", "needle"), [
     ("bogus = 1\n", "unknown key 'bogus'"),
     ("[redis]\npasswd = 'x'\n", "unknown key redis.passwd"),
-    ("[redis]\nurl = 5\n", "redis_url: expected a string"),
+    ("[redis]\nurl = 5\n", "redis.url: expected a string"),
     ("lease = 'abc'\n", "lease: expected a number"),
     ("queues = 7\n", "queues: expected a comma-separated list"),
     ("queues = ['a', '']\n", "queues: empty item"),
@@ -413,7 +413,7 @@ def test_cli_real_entry_point_bad_input(redis_url: str, tmp_path: Path) -> None:
         (["enqueue", "x", "--params", '{"a": ' + "[" * 300 + "]" * 300 + "}", "--redis-url", redis_url], {},
          "nested more than 200 levels"),
         (["enqueue", "x", "--queue", "a:b", "--redis-url", redis_url], {}, "queue name 'a:b'"),
-        (["enqueue", "x", "--in", "-5", "--redis-url", redis_url], {}, "delay must be a non-negative"),
+        (["enqueue", "x", "--in", "-5", "--redis-url", redis_url], {}, "--in must be >= 0 seconds"),
     ]
     procs = [(_corral(*argv, env=env), argv, needle) for argv, env, needle in cases]
     problems = []
