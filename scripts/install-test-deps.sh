@@ -2,8 +2,7 @@
 # Installs everything the test suite needs on a Debian 12 machine that already has Python 3.11
 # and Node 20: the servers the fixtures start (redis-server, redis-sentinel, ZooKeeper,
 # Prometheus), .venv from requirements/test.lock (Corral and its test extras), node-resque for the
-# interop tests, and (when
-# scripts/install-helm.sh exists) Helm for the chart tests.
+# interop tests, and (when scripts/install-helm.sh exists) Helm for the chart tests.
 #
 # Idempotent and non-interactive; meant to run as root (CI) and fast on a rerun: apt runs only
 # when a package is missing, the venv only when requirements/test.lock or pyproject.toml changed
