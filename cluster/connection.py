@@ -205,8 +205,7 @@ def sentinel_connection_kwargs(settings: RedisSettings, common: dict[str, Any] |
     """Connection options for the Sentinels themselves: timeouts, their own user and password
     (never the primary's), and TLS with the same CA/client files when `sentinel_tls`."""
     common = common if common is not None else _common(settings, None)
-    kw = {k: v for k, v in common.items() if k in ("socket_timeout", "socket_connect_timeout", "decode_responses",
-                                                     "encoding_errors")}
+    kw = {k: v for k, v in common.items() if k in ("socket_timeout", "socket_connect_timeout")}
     if settings.sentinel_password is not None:
         kw["password"] = settings.sentinel_password
     if settings.sentinel_username is not None:

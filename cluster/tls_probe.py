@@ -116,10 +116,25 @@ def probe_plain_port_speaks_tls(host: str, port: int, timeout: float = 1.0) -> b
         return False
 
 
-async def explain_tls_failure(settings: RedisSettings, handshake_timeout: float = 3.0) -> str | None:
-    """After a failed connect with `settings`: what failed at the TLS layer, or None. Only for a
-    URL that names the server (a Sentinel-managed primary's address is not known here)."""
-    if settings.sentinels or not settings.url.startswith(("redis://", "rediss://")):
+def _not_tls_related(error: BaseException | None) -> bool:
+    """The server answered (an error reply, still loading), or nothing listens: TLS worked or was
+    never reached, and a probe would only add noise to the server's log."""
+    from redis.exceptions import BusyLoadingError, ResponseError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (ResponseError, BusyLoadingError, ConnectionRefusedError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+async def explain_tls_failure(settings: RedisSettings, error: BaseException | None = None,
+                              handshake_timeout: float = 3.0) -> str | None:
+    """After a failed connect with `settings` (`error`: what the client raised): what failed at
+    the TLS layer, or None. Only for a URL that names the server (a Sentinel-managed primary's
+    address is not known here)."""
+    if settings.sentinels or not settings.url.startswith(("redis://", "rediss://")) or _not_tls_related(error):
         return None
     parts = urlsplit(settings.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379

@@ -165,7 +165,7 @@ async def _with_client(args: argparse.Namespace, fn: Any) -> Any:
         raise
     except Exception as e:
         shown = settings.shown()
-        if tls_problem := await explain_tls_failure(settings):
+        if tls_problem := await explain_tls_failure(settings, e):
             raise Fail(f"cannot reach Redis at {shown}: {tls_problem}") from None
         if sentinel := await explain_sentinel_failure(settings):
             raise Fail(f"cannot reach Redis at {shown}: {sentinel.reason}") from None

@@ -99,7 +99,7 @@ class Node:
                 if "WRONGPASS" in str(e) or "NOAUTH" in str(e) or "NOPERM" in str(e):
                     raise RedisUnavailable(self.settings.shown(), f"authentication refused: {e}") from None
                 # A TLS misconfiguration does not heal by retrying: say what failed, in our words.
-                if tls_problem := await explain_tls_failure(self.settings):
+                if tls_problem := await explain_tls_failure(self.settings, e):
                     raise RedisUnavailable(self.settings.shown(), tls_problem) from None
                 # Nor do refused Sentinel credentials; a Sentinel without a primary yet may.
                 final = self.clock.monotonic() > deadline

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a Debian 12 machine that already has Python 3.11
 # and Node 20: the servers the fixtures start (redis-server, redis-sentinel, ZooKeeper,
-# Prometheus), the package with its test extras, node-resque for the interop tests, and (when
-# scripts/install-helm.sh exists) Helm for the chart tests.
+# Prometheus), .venv from requirements/test.lock (Corral and its test extras), node-resque for the
+# interop tests, and (when scripts/install-helm.sh exists) Helm for the chart tests.
 #
 # Idempotent and non-interactive; meant to run as root (CI) and fast on a rerun: apt runs only
-# when a package is missing, pip only when pyproject.toml changed or the editable install
-# points elsewhere, npm only when tests/interop/package-lock.json changed.
+# when a package is missing, the venv only when requirements/test.lock or pyproject.toml changed
+# or the editable install points elsewhere (scripts/venv.sh), npm only when
+# tests/interop/package-lock.json changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)

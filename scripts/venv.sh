@@ -33,6 +33,21 @@ log "installing $lock into $venv (hashes required)"
 "$vpy" -m pip install "${flags[@]}" --require-hashes --no-deps -r "$lock"
 log "installing corral editable, without dependencies (they came from the lock)"
 "$vpy" -m pip install "${flags[@]}" --no-deps --no-build-isolation -e .
+# Sync, not just install: a package an older lock had (or someone pip-installed) goes, so the venv
+# holds exactly the lock (tests/unit/test_lock.py checks it).
+extra=$("$vpy" -I - "$lock" <<'PY'
+import importlib.metadata as md, re, sys
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+pinned = {norm(m.group(1)) for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", open(sys.argv[1]).read(), re.M)}
+print(" ".join(sorted({d.metadata["Name"] for d in md.distributions()
+                       if norm(d.metadata["Name"]) not in pinned | {"pip", "corral"}})))
+PY
+)
+if [ -n "$extra" ]; then
+  log "removing packages the lock does not pin: $extra"
+  # shellcheck disable=SC2086  # one word per package
+  "$vpy" -m pip uninstall "${flags[@]}" --yes $extra
+fi
 "$vpy" -m pip check >/dev/null
 rm -f .tools/stamps/venv-"$(basename "$lock")"-*
 touch "$stamp"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -183,7 +185,13 @@ REJECTED = [
     ("replicas-zero", {**REDIS, "replicaCount": 0}, "at '/replicaCount': minimum: got 0, want 1"),
     ("bad-election", {**REDIS, "corral.election": "etcd"},
      "at '/corral/election': value must be one of 'redis', 'zookeeper'"),
-    ("no-redis", {}, "at '/redis': 'anyOf' failed"),
+    ("no-redis", {}, "at '/redis': missing property 'set redis.url"),
+    ("password-in-url", {"redis.url": "redis://:s3cret@redis:6379/0"},
+     "redis.url holds a password, and values end up in the pod spec as plain text"),
+    ("keda-without-prometheus", {**REDIS, "keda.enabled": True},
+     "keda.prometheus.serverAddress is required with keda.enabled"),
+    ("sentinel-auth-without-sentinel", {**REDIS, "redis.sentinel.tls": True},
+     "apply to Sentinels: set redis.sentinel.enabled"),
     ("typo", {**REDIS, "replicas": 3}, "additional properties 'replicas' not allowed"),
     ("keda-min-zero", {**REDIS, "keda.enabled": True, "keda.minReplicaCount": 0},
      "at '/keda/minReplicaCount': minimum: got 0, want 1"),
@@ -229,8 +237,9 @@ def test_bad_values_are_rejected_with_a_clear_message(render, values: dict[str, 
 def test_missing_redis_message_names_every_alternative(render) -> None:
     with pytest.raises(HelmError) as err:
         render()
-    for path in ("/redis/url", "/redis/existingSecretUrlKey", "/redis/sentinel/enabled"):
-        assert path in err.value.stderr
+    for value in ("redis.url", "redis.existingSecret with redis.existingSecretUrlKey", "redis.sentinel.enabled"):
+        assert value in err.value.stderr, err.value.stderr
+    assert "anyOf" not in err.value.stderr, "the schema error names the values to set"
 
 
 def test_values_yaml_defaults_match_the_schema() -> None:
@@ -497,10 +506,23 @@ def test_sentinel_tls_and_password_from_secret(render) -> None:
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert vol["secret"]["secretName"] == "corral-redis-tls"
-    assert not of_kind(docs, "Secret"), "an existing Secret is used, none is created"
+    assert [d["metadata"]["name"] for d in of_kind(docs, "Secret")] == ["corral-keda-tls"], \
+        "existing Secrets are used; the chart's only Secret holds KEDA's tls=enable"
+    # the Sentinels' own password (bitnami/redis sentinel.auth: the Redis password) and TLS
+    assert env["CORRAL_REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == \
+        {"name": "corral-redis", "key": "redis-password"}
+    assert env["CORRAL_REDIS_SENTINEL_TLS"]["value"] == "true"
     trigger = one(docs, "ScaledObject")["spec"]["triggers"][0]
     assert trigger["type"] == "redis-sentinel"
     assert trigger["metadata"]["sentinelMaster"] == "mymaster"
+    assert "enableTLS" not in trigger["metadata"], "KEDA refuses enableTLS with tls/ca/cert/key auth"
+    auth = {r["parameter"]: (r["name"], r["key"])
+            for r in one(docs, "TriggerAuthentication")["spec"]["secretTargetRef"]}
+    assert auth == {"password": ("corral-redis", "redis-password"),
+                    "sentinelPassword": ("corral-redis", "redis-password"),
+                    "tls": ("corral-keda-tls", "tls"), "ca": ("corral-redis-tls", "ca.crt"),
+                    "cert": ("corral-redis-tls", "tls.crt"), "key": ("corral-redis-tls", "tls.key")}
+    assert one(docs, "Secret")["stringData"] == {"tls": "enable"}
     # with Sentinel, leader renewals wait for a replica (FAULTS F8b); corral.config can override it
     assert _toml(docs)["leader_wait_replicas"] == 1
     assert _toml(render("ci/sentinel-values.yaml", set_values={"corral.config": {"leader_wait_replicas": 0}})
@@ -534,7 +556,7 @@ def test_keda_scales_on_the_namespaced_queue_lists(render) -> None:
     so = one(docs, "ScaledObject")
     assert so["spec"]["scaleTargetRef"]["name"] == one(docs, "Deployment")["metadata"]["name"]
     assert so["spec"]["minReplicaCount"] == 2
-    triggers = so["spec"]["triggers"]
+    triggers = [t for t in so["spec"]["triggers"] if t["type"] != "prometheus"]
     assert [t["metadata"]["listName"] for t in triggers] == ["myapp:queue:critical",
                                                              "myapp:queue:default"]
     for t in triggers:
@@ -625,7 +647,8 @@ def test_monitors_scrape_the_http_port(render) -> None:
 def test_monitoring_objects_are_off_by_default(render) -> None:
     kinds = {d["kind"] for d in render("ci/default-values.yaml")}
     assert kinds.isdisjoint({"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject",
-                             "TriggerAuthentication", "HorizontalPodAutoscaler", "NetworkPolicy"})
+                             "TriggerAuthentication", "HorizontalPodAutoscaler"})
+    assert "NetworkPolicy" in kinds, "the NetworkPolicy is on by default"
 
 
 def test_network_policy(render) -> None:
@@ -746,3 +769,77 @@ def test_monitors_label_the_corral_cluster(render, values_file: str, kind: str, 
         monitor = one(render(values_file, set_values={"corral.namespace": ns}), kind)
         relabel = monitor["spec"][endpoints][0]["relabelings"]
         assert {"action": "replace", "targetLabel": "redis_namespace", "replacement": ns} in relabel, relabel
+
+
+def test_keda_scales_on_waiting_plus_busy(render, tmp_path: Path) -> None:
+    """A Prometheus trigger counts the release's busy workers plus the jobs waiting in its
+    queues, so a scale-down never goes below what is running; the query parses (promtool)."""
+    docs = render("ci/keda-values.yaml")
+    so = one(docs, "ScaledObject")
+    (prom,) = [t for t in so["spec"]["triggers"] if t["type"] == "prometheus"]
+    meta = prom["metadata"]
+    assert meta["serverAddress"] == "http://prometheus-operated.monitoring:9090"
+    assert meta["threshold"] == "6"  # the pod's worker slots: concurrency 2 x 3 queue entries
+    query = meta["query"]
+    assert 'corral_workers{state="busy", namespace="jobs", helm_release="corral"}' in query
+    assert 'corral_queue_length{namespace="jobs", redis_namespace="myapp", queue=~"critical|default"}' in query
+    assert query.count("or vector(0)") == 2, "no pods or no queue series yet still gives a number"
+    promtool = shutil.which("promtool")
+    if promtool:
+        rules = tmp_path / "keda.yml"
+        rules.write_text(yaml.safe_dump({"groups": [{"name": "keda", "rules": [{"record": "keda:q", "expr": query}]}]}))
+        subprocess.run([promtool, "check", "rules", str(rules)], check=True, capture_output=True)
+    # the labels the query selects on are the ones the chart's monitors put on every series
+    sm = one(render("ci/monitoring-values.yaml"), "ServiceMonitor")
+    targets = {r["targetLabel"] for r in sm["spec"]["endpoints"][0]["relabelings"]}
+    assert {"redis_namespace", "helm_release"} <= targets
+    desc = next(ln for ln in (CHART / "values.yaml").read_text().splitlines() if "@param keda.cooldownPeriod" in ln)
+    assert "only when scaling to 0" in desc
+
+
+def test_keda_auth_for_a_url_in_a_secret(render) -> None:
+    docs = render(set_values={"redis.existingSecret": "corral-redis", "redis.existingSecretUrlKey": "url",
+                              "keda.enabled": True, "keda.existingSecretAddressKey": "address",
+                              "keda.prometheus.serverAddress": "http://prometheus:9090"})
+    auth = {r["parameter"]: (r["name"], r["key"])
+            for r in one(docs, "TriggerAuthentication")["spec"]["secretTargetRef"]}
+    assert auth == {"address": ("corral-redis", "address")}
+    for t in one(docs, "ScaledObject")["spec"]["triggers"]:
+        if t["type"] == "redis":
+            assert "address" not in t["metadata"] and t["authenticationRef"]["name"] == "corral"
+
+
+def test_credentials_never_in_the_pod_spec(render) -> None:
+    """A URL with a password is refused; passwords travel only as secretKeyRefs."""
+    for values in ("ci/default-values.yaml", "ci/sentinel-values.yaml", "ci/keda-values.yaml"):
+        for e in node_container(render(values))["env"]:
+            if "PASSWORD" in e["name"] or (e["name"] == "CORRAL_REDIS_URL" and "@" in e.get("value", "")):
+                assert "secretKeyRef" in e.get("valueFrom", {}), (values, e)
+    docs = render(set_values={"redis.url": "redis://corral@redis:6379/0"})  # a user name alone is no secret
+    assert _env(node_container(docs))["CORRAL_REDIS_URL"]["value"] == "redis://corral@redis:6379/0"
+
+
+@pytest.mark.parametrize(("kube", "rendered"), [("1.25.0", False), ("1.30.0", True)])
+def test_pdb_lets_unhealthy_pods_be_evicted(render, kube: str, rendered: bool) -> None:
+    """AlwaysAllow: during a Redis outage every pod is NotReady, and a node drain must go on."""
+    pdb = one(render("ci/default-values.yaml", kube_version=kube), "PodDisruptionBudget")
+    assert pdb["spec"].get("unhealthyPodEvictionPolicy") == ("AlwaysAllow" if rendered else None)
+
+
+def test_network_policy_by_default_follows_the_connection_ports(render) -> None:
+    np = one(render("ci/default-values.yaml", set_values={"redis.url": "redis://redis:6380/0"}), "NetworkPolicy")
+    ports = {p["port"] for rule in np["spec"]["egress"] for p in rule["ports"]}
+    assert {53, 6380} <= ports
+    np = one(render("ci/sentinel-values.yaml", set_values={"redis.sentinel.hosts": ["s:26380"]}), "NetworkPolicy")
+    assert 26380 in {p["port"] for rule in np["spec"]["egress"] for p in rule["ports"]}
+    (ingress,) = np["spec"]["ingress"]
+    namespaces = [p["namespaceSelector"] for p in ingress["from"] if "namespaceSelector" in p]
+    assert namespaces == [{"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}]
+
+
+def test_helm_lint_strict_with_one_required_value(helm_bin: Path) -> None:
+    """The chart's defaults plus redis.url (the README's one required value) lint clean."""
+    run_helm(helm_bin, "lint", "--strict", str(CHART), "--set", "redis.url=redis://redis-master.redis.svc:6379/0")
+    bare = subprocess.run([str(helm_bin), "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert bare.returncode != 0 and "missing property 'set redis.url" in bare.stdout + bare.stderr, bare.stdout

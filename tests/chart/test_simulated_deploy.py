@@ -288,8 +288,12 @@ def test_rendered_pods_run_as_a_cluster(render, redis_factory, prometheus_factor
         groups = one(docs, "PrometheusRule")["spec"]["groups"]
         rules_file = tmp_path / "rendered-rules.yml"
         rules_file.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+        # the monitor's constant relabelings (redis_namespace, helm_release) as target labels
+        constant = {r["targetLabel"]: r["replacement"] for r in monitor.get("relabelings", [])
+                    if r.get("action") == "replace" and not r.get("sourceLabels")}
+        assert constant.get("redis_namespace") == pods[0].env["CORRAL_NAMESPACE"], constant
         prom = prometheus_factory(
-            [{"targets": [f"127.0.0.1:{pod.port}"], "labels": {"namespace": NAMESPACE, "pod": pod.name}}
+            [{"targets": [f"127.0.0.1:{pod.port}"], "labels": {"namespace": NAMESPACE, "pod": pod.name, **constant}}
              for pod in pods],
             rule_files=[rules_file], job=one(docs, "Service")["metadata"]["name"],
             metrics_path=monitor["path"])
@@ -317,6 +321,8 @@ def test_rendered_pods_run_as_a_cluster(render, redis_factory, prometheus_factor
         if any(r.get("record") == "corral:leaders:sum" for g in groups for r in g["rules"]):
             wait_until(lambda: prom.query_value("sum(corral:leaders:sum)") == 1.0, 20, 0.2,
                        message="recording rule corral:leaders:sum == 1")
+            cluster = f'corral:leaders:sum{{namespace="{NAMESPACE}", redis_namespace="{constant["redis_namespace"]}"}}'
+            assert prom.query_value(cluster) == 1.0, "one leader per Corral cluster (namespace, redis_namespace)"
         # Right after Prometheus starts, `absent(corral_is_leader)` may hold for one evaluation
         # (CorralNoLeader pending); once the nodes are scraped no leader alert may stay active.
         def leader_alerts() -> list[dict[str, Any]]:

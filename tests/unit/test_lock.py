@@ -80,7 +80,8 @@ def test_image_locks_are_cut_from_the_test_lock() -> None:
     for name in ("runtime.lock", "build.lock"):
         pins = read_lock(REQ / name)
         differ = {p: (v, tested.get(p)) for p, v in pins.items() if tested.get(p) != v}
-        assert not differ, f"{name} pins versions the suite did not test ({name}, test.lock): {differ}"
+        assert not differ, f"{name} pins versions the suite did not test ({name}, test.lock): {differ}; " \
+                           "rewrite it from test.lock: bash scripts/lock.sh"
     runtime = read_lock(REQ / "runtime.lock")
     for req in pyproject_requirements():
         assert canonicalize_name(req.name) in runtime, f"{req} missing from runtime.lock"

@@ -82,6 +82,10 @@ app.kubernetes.io/part-of: corral
 {{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecret }}{{ else }}{{ include "corral.fullname" . }}-redis{{ end }}
 {{- end }}
 
+{{- define "corral.sentinelSecretName" -}}
+{{- default .Values.redis.existingSecret .Values.redis.sentinel.existingSecret }}
+{{- end }}
+
 {{- define "corral.redisPasswordKey" -}}
 {{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretPasswordKey }}{{ else if .Values.redis.password }}redis-password{{ end }}
 {{- end }}
@@ -110,6 +114,18 @@ renders an object, so `helm template -s` of any one file still checks.
 {{- $v := .Values }}
 {{- if and (not $v.redis.url) (not $v.redis.existingSecretUrlKey) (not $v.redis.sentinel.enabled) }}
 {{- fail "redis: a Redis connection is required. Set redis.url (e.g. redis://redis-master:6379/0), or redis.existingSecret + redis.existingSecretUrlKey, or redis.sentinel.enabled with hosts and masterName. Without one every pod would start a private embedded Redis and elect itself." }}
+{{- end }}
+{{- with $v.redis.url }}
+{{- $u := urlParse . }}
+{{- if and $u.userinfo (contains ":" $u.userinfo) }}
+{{- fail "redis.url holds a password, and values end up in the pod spec as plain text: put the whole URL in a Secret (redis.existingSecret + redis.existingSecretUrlKey), or only the password (redis.existingSecret + redis.existingSecretPasswordKey) and keep redis.url without it" }}
+{{- end }}
+{{- end }}
+{{- if and $v.redis.sentinel.existingSecretPasswordKey (not (or $v.redis.sentinel.existingSecret $v.redis.existingSecret)) }}
+{{- fail "redis.sentinel.existingSecretPasswordKey needs redis.sentinel.existingSecret (or redis.existingSecret): the Secret holding that key" }}
+{{- end }}
+{{- if and (or $v.redis.sentinel.existingSecretPasswordKey $v.redis.sentinel.username $v.redis.sentinel.tls) (not $v.redis.sentinel.enabled) }}
+{{- fail "redis.sentinel.existingSecretPasswordKey, username and tls apply to Sentinels: set redis.sentinel.enabled" }}
 {{- end }}
 {{- if and $v.redis.existingSecretUrlKey (not $v.redis.existingSecret) }}
 {{- fail "redis.existingSecretUrlKey needs redis.existingSecret (the Secret holding that key)" }}
@@ -161,6 +177,9 @@ renders an object, so `helm template -s` of any one file still checks.
 {{- end }}
 {{- if eq (include "corral.imageTag" .) "latest" }}
 {{- fail "image.tag latest is not allowed: pin a version (or image.digest) so every pod runs the same code" }}
+{{- end }}
+{{- if and $v.keda.enabled (not $v.keda.prometheus.serverAddress) }}
+{{- fail "keda.prometheus.serverAddress is required with keda.enabled (e.g. http://prometheus-operated.monitoring:9090): KEDA scales on jobs waiting plus busy workers, read from Prometheus; on waiting jobs alone a scale-down stops pods in the middle of jobs" }}
 {{- end }}
 {{- end }}
 
@@ -248,6 +267,21 @@ node's flags (CORRAL_REDIS_URL = --redis-url, ...), so every `corral` command ru
   value: {{ join "," .Values.redis.sentinel.hosts | quote }}
 - name: CORRAL_REDIS_SENTINEL_MASTER
   value: {{ .Values.redis.sentinel.masterName | quote }}
+{{- with .Values.redis.sentinel.existingSecretPasswordKey }}
+- name: CORRAL_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "corral.sentinelSecretName" $ | quote }}
+      key: {{ . | quote }}
+{{- end }}
+{{- with .Values.redis.sentinel.username }}
+- name: CORRAL_REDIS_SENTINEL_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.redis.sentinel.tls }}
+- name: CORRAL_REDIS_SENTINEL_TLS
+  value: "true"
+{{- end }}
 {{- end }}
 {{- if .Values.redis.tls.enabled }}
 {{- if .Values.redis.tls.existingSecret }}
@@ -302,4 +336,69 @@ worker-only release and the release that leads) is one cluster.
 - action: replace
   targetLabel: redis_namespace
   replacement: {{ .Values.corral.namespace | quote }}
+- action: replace
+  targetLabel: helm_release
+  replacement: {{ .Release.Name | quote }}
+{{- end }}
+
+{{/*
+TCP ports the pods connect to: the Redis URL's (6379 by default), every Sentinel's, every
+ZooKeeper host's, and networkPolicy.egressPorts; one per line.
+*/}}
+{{- define "corral.egressPorts" -}}
+{{- $ports := list }}
+{{- with .Values.redis.url }}
+{{- $host := (urlParse .).host }}
+{{- $ports = append $ports (ternary (regexReplaceAll "^.*:" $host "") "6379" (regexMatch ":[0-9]+$" $host)) }}
+{{- end }}
+{{- if .Values.redis.sentinel.enabled }}
+{{- range .Values.redis.sentinel.hosts }}{{ $ports = append $ports (regexReplaceAll "^.*:" . "") }}{{ end }}
+{{- end }}
+{{- if eq .Values.corral.election "zookeeper" }}
+{{- range .Values.zookeeper.hosts }}{{ $ports = append $ports (regexReplaceAll "^.*:" . "") }}{{ end }}
+{{- end }}
+{{- range .Values.networkPolicy.egressPorts }}{{ $ports = append $ports (toString .) }}{{ end }}
+{{- range (uniq $ports) }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+KEDA TriggerAuthentication parameters (secretTargetRef entries), empty when there are none: the
+Redis password and, for a URL kept in a Secret, the address; the Sentinels' password; TLS
+(tls=enable from the chart's Secret, ca/cert/key from redis.tls.existingSecret).
+*/}}
+{{- define "corral.kedaAuthParams" -}}
+{{- $v := .Values }}
+{{- with include "corral.redisPasswordKey" . }}
+- parameter: password
+  name: {{ include "corral.redisSecretName" $ | quote }}
+  key: {{ . | quote }}
+{{- end }}
+{{- if and $v.keda.existingSecretAddressKey (not $v.keda.redisAddress) (not $v.redis.sentinel.enabled) }}
+- parameter: address
+  name: {{ $v.redis.existingSecret | quote }}
+  key: {{ $v.keda.existingSecretAddressKey | quote }}
+{{- end }}
+{{- if and $v.redis.sentinel.enabled $v.redis.sentinel.existingSecretPasswordKey }}
+- parameter: sentinelPassword
+  name: {{ include "corral.sentinelSecretName" . | quote }}
+  key: {{ $v.redis.sentinel.existingSecretPasswordKey | quote }}
+{{- end }}
+{{- if and $v.redis.tls.enabled $v.redis.tls.existingSecret }}
+- parameter: tls
+  name: {{ printf "%s-keda-tls" (include "corral.fullname" .) | quote }}
+  key: tls
+- parameter: ca
+  name: {{ $v.redis.tls.existingSecret | quote }}
+  key: {{ $v.redis.tls.caKey | quote }}
+{{- if $v.redis.tls.certKey }}
+- parameter: cert
+  name: {{ $v.redis.tls.existingSecret | quote }}
+  key: {{ $v.redis.tls.certKey | quote }}
+- parameter: key
+  name: {{ $v.redis.tls.existingSecret | quote }}
+  key: {{ $v.redis.tls.keyKey | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
