@@ -114,9 +114,10 @@ async def test_corral_workers_are_resque_shaped_and_come_back_after_a_foreign_cl
     # node-resque's forceCleanWorker (what its cleanOldWorkers calls) removes a live Corral worker:
     # the node puts it back at its next heartbeat
     victim = sorted(names)[0]
-    queue_ops(node_resque_dir, redis_url, [["forceCleanWorker", victim]])
-    assert f"{victim}:default" not in await _workers(r)
+    assert queue_ops(node_resque_dir, redis_url, [["forceCleanWorker", victim], ["workers"]])[1].get(victim) is None
     await wait_until_async(lambda: _contains(r, f"{victim}:default"), 5, message="the worker registered again")
+    wait_until(lambda: any(x.get("event") == "workers_re_registered" for x in node.log_records()), 5,
+               message="the node logged putting its worker back")
     await wait_until_async(lambda: _has(r, f"{NS}:worker:ping:{victim}"), 5, message="its ping back")
 
     # a graceful stop removes everything the workers wrote, stats included
