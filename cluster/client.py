@@ -345,7 +345,10 @@ class Client:
         """Remove worker records whose job started more than `age_seconds` ago and whose node is
         not a live member. Returns the removed workers and what they were working on."""
         removed: dict[str, Any] = {}
-        live = set(await self.live_members(age_seconds))
+        # every Corral member's workers are left alone: live ones re-register anyway, and a dead
+        # node's are the leader's recovery to remove together with its in-flight jobs
+        # (recover.lua skips a job whose worker record another cleaner removed)
+        live = set(await self.members())
         workers = await self.workers()
         now = self.clock.time()
         from .foreign import last_seen as foreign_last_seen

@@ -477,3 +477,18 @@ async def test_corral_node_killed_while_node_resque_leads_its_job_runs_once_more
 
 async def _no_member(r: Redis, node: NodeProcess) -> bool:
     return not any(node.owns(m) for m in await r.zrange(f"{NS}:corral:members", 0, -1))
+
+
+async def test_corral_clean_old_workers_leaves_a_dead_nodes_workers_to_recovery(
+        corral_nodes: Callable[..., list[NodeProcess]], records: Records, client: Client, r: Redis) -> None:
+    """Corral's own cleanup must not take a dead node's worker record away from recovery: the
+    record is what tells recovery a foreign cleaner did not handle the job."""
+    [victim] = corral_nodes(1, scheduler=False)
+    await client.enqueue("slow", {"seconds": 30, "tag": "kept"})
+    [started] = records.wait(1, kind="slow-start")
+    victim.kill()
+    await asyncio.sleep(1.1)
+    assert started["worker"] not in await client.clean_old_workers(0.5)
+    rec, term = await _recovery(r)
+    assert await rec.tick(term) == 1
+    assert await r.llen(f"{NS}:queue:default") == 1
