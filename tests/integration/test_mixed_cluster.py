@@ -211,11 +211,12 @@ async def _drained(r: Redis) -> bool:
 # -- Foreign workers are first-class ------------------------------------------------------------
 
 
-async def test_node_resque_worker_killed_mid_job_is_rerun_once_while_corral_leads(
-        node_scripts: Callable[..., NodeScript], node_cluster: NodeCluster,
+@pytest.mark.parametrize("policy", ["retry", "fail"])
+async def test_node_resque_worker_killed_mid_job_is_handled_once_while_corral_leads(
+        policy: str, node_scripts: Callable[..., NodeScript], node_cluster: NodeCluster,
         corral_nodes: Callable[..., list[NodeProcess]], records: Records, client: Client, r: Redis) -> None:
     # the Corral node serves another queue, so the node-resque worker surely takes the job
-    corral_nodes(1, queues="other", extra_args=["--foreign-stuck-timeout", "3", "--foreign-stuck-jobs", "retry"])
+    corral_nodes(1, queues="other", extra_args=["--foreign-stuck-timeout", "3", "--foreign-stuck-jobs", policy])
     node_cluster.wait_leader(15)
     worker = node_scripts("worker.js", {"queues": ["default"], "name": "nr-victim", "seconds": 60, "timeout": 200})
     worker.wait_event("started", 15)
@@ -227,13 +228,20 @@ async def test_node_resque_worker_killed_mid_job_is_rerun_once_while_corral_lead
     live = node_scripts("worker.js", {"queues": ["elsewhere"], "name": "nr-live", "seconds": 60, "timeout": 200})
     live.wait_event("started", 15)
 
-    # the leader re-enqueues the job; a Corral node on `default` then runs it
+    # the leader re-enqueues (or fails) the job; a Corral node on `default` then runs what is queued
     await wait_until_async(lambda: _lacks(r, "nr-victim:default"), 20, message="the dead worker removed")
     corral_nodes(1, queues="default")
-    records.wait(1, kind="slow-end", timeout=20)
+    if policy == "retry":
+        records.wait(1, kind="slow-end", timeout=20)
     await asyncio.sleep(3)  # a second clean or re-enqueue would show up within the stuck timeout
-    assert [x["params"]["tag"] for x in records.all("slow-start")] == ["victim"]
-    assert await client.failed_count() == 0
+    if policy == "retry":
+        assert [x["params"]["tag"] for x in records.all("slow-start")] == ["victim"]
+        assert await client.failed_count() == 0
+    else:
+        assert records.all("slow-start") == []
+        [entry] = await client.failed(0, 10)
+        assert entry["worker"] == "nr-victim" and entry["backtrace"][1] == "corral#foreignCleanWorker"
+        assert entry["payload"] == {"class": "slow", "queue": "default", "args": [{"seconds": 1, "tag": "victim"}]}
     assert await r.exists(f"{NS}:worker:ping:nr-victim", f"{NS}:worker:nr-victim:default") == 0
     assert "nr-live:elsewhere" in await _workers(r)
 
@@ -492,3 +500,28 @@ async def test_corral_clean_old_workers_leaves_a_dead_nodes_workers_to_recovery(
     rec, term = await _recovery(r)
     assert await rec.tick(term) == 1
     assert await r.llen(f"{NS}:queue:default") == 1
+
+
+async def test_foreign_duty_judges_each_client_by_its_own_signal(r: Redis) -> None:
+    """Ruby resque's records as Ruby writes them (no Ruby on the test machine): a worker whose
+    `workers:heartbeat` entry is stale is removed and its job failed; one with a fresh heartbeat
+    and an old job is kept; a pyres-style worker that writes no liveness at all is never judged."""
+    from cluster.foreign import ForeignWorkers
+    from cluster.membership import ruby_time
+
+    now = time.time()
+    job = {"queue": "default", "run_at": ruby_time(now - 7200),
+           "payload": {"class": "Report", "args": [{"id": 1}]}}
+    await r.sadd(f"{NS}:workers", "rb-dead:11:default", "rb-live:12:default", "pyhost:13:default")
+    await r.hset(f"{NS}:workers:heartbeat", mapping={"rb-dead:11:default": ruby_time(now - 600),
+                                                     "rb-live:12:default": ruby_time(now - 5)})
+    for wid in ("rb-dead:11:default", "rb-live:12:default", "pyhost:13:default"):
+        await r.set(f"{NS}:worker:{wid}", json.dumps(job))
+    _rec, term = await _recovery(r)  # sets the leader lock the duty's fenced script checks
+    duty = ForeignWorkers(redis=r, keys=Keys(NS), clock=SYSTEM_CLOCK, observer=Observer(), stuck_timeout=300)
+    assert await duty.tick(term) == 1
+    assert await _workers(r) == {"rb-live:12:default", "pyhost:13:default"}
+    assert await r.hkeys(f"{NS}:workers:heartbeat") == ["rb-live:12:default"]
+    [entry] = [json.loads(e) for e in await r.lrange(f"{NS}:failed", 0, -1)]
+    assert entry["worker"] == "rb-dead:11" and entry["payload"] == job["payload"]
+    assert await duty.tick(term) == 0  # exactly once
