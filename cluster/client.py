@@ -384,18 +384,23 @@ class Client:
         """Remove the records of workers that are gone; returns them with what they were working on.
 
         A worker of a live Corral node is never removed, whatever `age_seconds` (its liveness is
-        its node's heartbeat). Any other worker (a dead node's, node-resque's, Ruby's) is removed
+        its node's heartbeat), nor one of a dead node still listed as a member (recovery's to
+        remove, with its in-flight jobs). Any other worker (a dead node's, node-resque's, Ruby's) is removed
         when its own liveness ping, or the start of the job it records, is older than `age_seconds`
         (node-resque's rule), or when it has neither."""
         removed: dict[str, Any] = {}
         live = await self.live_worker_ids(dead_after)
+        # a dead member's workers are left too: the leader's recovery removes them together with
+        # its in-flight jobs (recover.lua skips a job whose worker record another cleaner removed)
+        members = set(await self.members())
         now = self.clock.time()
         from .foreign import last_seen as foreign_last_seen
+        from .membership import node_of_worker
         from .wire import parse_date
 
         for name, queues in (await self.workers()).items():
             wid = f"{name}:{queues}"
-            if wid in live:
+            if wid in live or node_of_worker(name) in members:
                 continue
             record = await self.working_on(name, queues)
             # a worker that writes its own liveness (node-resque ping, Ruby heartbeat) is judged by

@@ -15,9 +15,9 @@ resque layout (node-resque / Ruby resque read and write these):
     stat:processed[:<name>] / stat:failed[:<name>]
     failed                                  list of failed entries
     resque_scheduler_leader_lock            leader lock, value = term token
-    lock:<task>:<queue>:<args>              QueueLock
-    workerslock:<task>:<queue>:<args>       JobLock
-    resque-retry:<task>:<args>              Retry attempt counter
+    lock:<task>:<queue>:<args>              QueueLock, value = expiry second (node-resque's)
+    workerslock:<task>:<queue>:<args>       JobLock, value = "<expiry>:<node>:<execution>"
+    resque-retry:<task>:<argsKey>           Retry counter (node-resque's argsKey, -1 then +1 per failure)
 
 Corral only, under `corral:`:
 

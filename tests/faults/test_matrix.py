@@ -105,7 +105,7 @@ def test_f6_sigterm_leader_drains_and_hands_over(make_cell: MakeCell) -> None:
     with cell.client() as c:
         assert c.hlen(cell.keys.inflight(leader_id)) == 0
         assert leader_id not in c.zrange(cell.keys.members, 0, -1)
-        assert not [w for w in c.smembers(cell.keys.workers) if w.startswith(leader_id + "+")]
+        assert not [w for w in c.smembers(cell.keys.workers) if w.startswith(leader_id + ":")]
         assert not list(c.scan_iter(match=cell.keys.worker(leader_id + "*"))), "working-on records left"
 
 
@@ -162,7 +162,7 @@ def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
     def registered() -> float | None:
         with cell.client() as c:
             members = set(c.zrange(cell.keys.members, 0, -1))
-            workers = {w.partition("+")[0] for w in c.smembers(cell.keys.workers)}
+            workers = {w.partition(":")[0] for w in c.smembers(cell.keys.workers)}
         return time.time() if set(node_ids) <= members and set(node_ids) <= workers else None
 
     registered_at = wait_until(registered, 6.0, 0.02, message="every node registered again on the empty Redis",

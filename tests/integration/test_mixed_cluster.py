@@ -114,9 +114,10 @@ async def test_corral_workers_are_resque_shaped_and_come_back_after_a_foreign_cl
     # node-resque's forceCleanWorker (what its cleanOldWorkers calls) removes a live Corral worker:
     # the node puts it back at its next heartbeat
     victim = sorted(names)[0]
-    queue_ops(node_resque_dir, redis_url, [["forceCleanWorker", victim]])
-    assert f"{victim}:default" not in await _workers(r)
+    assert queue_ops(node_resque_dir, redis_url, [["forceCleanWorker", victim], ["workers"]])[1].get(victim) is None
     await wait_until_async(lambda: _contains(r, f"{victim}:default"), 5, message="the worker registered again")
+    wait_until(lambda: any(x.get("event") == "workers_re_registered" for x in node.log_records()), 5,
+               message="the node logged putting its worker back")
     await wait_until_async(lambda: _has(r, f"{NS}:worker:ping:{victim}"), 5, message="its ping back")
 
     # a graceful stop removes everything the workers wrote, stats included
@@ -210,11 +211,12 @@ async def _drained(r: Redis) -> bool:
 # -- Foreign workers are first-class ------------------------------------------------------------
 
 
-async def test_node_resque_worker_killed_mid_job_is_rerun_once_while_corral_leads(
-        node_scripts: Callable[..., NodeScript], node_cluster: NodeCluster,
+@pytest.mark.parametrize("policy", ["retry", "fail"])
+async def test_node_resque_worker_killed_mid_job_is_handled_once_while_corral_leads(
+        policy: str, node_scripts: Callable[..., NodeScript], node_cluster: NodeCluster,
         corral_nodes: Callable[..., list[NodeProcess]], records: Records, client: Client, r: Redis) -> None:
     # the Corral node serves another queue, so the node-resque worker surely takes the job
-    corral_nodes(1, queues="other", extra_args=["--foreign-stuck-timeout", "3", "--foreign-stuck-jobs", "retry"])
+    corral_nodes(1, queues="other", extra_args=["--foreign-stuck-timeout", "3", "--foreign-stuck-jobs", policy])
     node_cluster.wait_leader(15)
     worker = node_scripts("worker.js", {"queues": ["default"], "name": "nr-victim", "seconds": 60, "timeout": 200})
     worker.wait_event("started", 15)
@@ -226,13 +228,20 @@ async def test_node_resque_worker_killed_mid_job_is_rerun_once_while_corral_lead
     live = node_scripts("worker.js", {"queues": ["elsewhere"], "name": "nr-live", "seconds": 60, "timeout": 200})
     live.wait_event("started", 15)
 
-    # the leader re-enqueues the job; a Corral node on `default` then runs it
+    # the leader re-enqueues (or fails) the job; a Corral node on `default` then runs what is queued
     await wait_until_async(lambda: _lacks(r, "nr-victim:default"), 20, message="the dead worker removed")
     corral_nodes(1, queues="default")
-    records.wait(1, kind="slow-end", timeout=20)
+    if policy == "retry":
+        records.wait(1, kind="slow-end", timeout=20)
     await asyncio.sleep(3)  # a second clean or re-enqueue would show up within the stuck timeout
-    assert [x["params"]["tag"] for x in records.all("slow-start")] == ["victim"]
-    assert await client.failed_count() == 0
+    if policy == "retry":
+        assert [x["params"]["tag"] for x in records.all("slow-start")] == ["victim"]
+        assert await client.failed_count() == 0
+    else:
+        assert records.all("slow-start") == []
+        [entry] = await client.failed(0, 10)
+        assert entry["worker"] == "nr-victim" and entry["backtrace"][1] == "corral#foreignCleanWorker"
+        assert entry["payload"] == {"class": "slow", "queue": "default", "args": [{"seconds": 1, "tag": "victim"}]}
     assert await r.exists(f"{NS}:worker:ping:nr-victim", f"{NS}:worker:nr-victim:default") == 0
     assert "nr-live:elsewhere" in await _workers(r)
 
@@ -476,3 +485,43 @@ async def test_corral_node_killed_while_node_resque_leads_its_job_runs_once_more
 
 async def _no_member(r: Redis, node: NodeProcess) -> bool:
     return not any(node.owns(m) for m in await r.zrange(f"{NS}:corral:members", 0, -1))
+
+
+async def test_corral_clean_old_workers_leaves_a_dead_nodes_workers_to_recovery(
+        corral_nodes: Callable[..., list[NodeProcess]], records: Records, client: Client, r: Redis) -> None:
+    """Corral's own cleanup must not take a dead node's worker record away from recovery: the
+    record is what tells recovery a foreign cleaner did not handle the job."""
+    [victim] = corral_nodes(1, scheduler=False)
+    await client.enqueue("slow", {"seconds": 30, "tag": "kept"})
+    [started] = records.wait(1, kind="slow-start")
+    victim.kill()
+    await asyncio.sleep(1.1)
+    assert started["worker"] not in await client.clean_old_workers(0.5)
+    rec, term = await _recovery(r)
+    assert await rec.tick(term) == 1
+    assert await r.llen(f"{NS}:queue:default") == 1
+
+
+async def test_foreign_duty_judges_each_client_by_its_own_signal(r: Redis) -> None:
+    """Ruby resque's records as Ruby writes them (no Ruby on the test machine): a worker whose
+    `workers:heartbeat` entry is stale is removed and its job failed; one with a fresh heartbeat
+    and an old job is kept; a pyres-style worker that writes no liveness at all is never judged."""
+    from cluster.foreign import ForeignWorkers
+    from cluster.membership import ruby_time
+
+    now = time.time()
+    job = {"queue": "default", "run_at": ruby_time(now - 7200),
+           "payload": {"class": "Report", "args": [{"id": 1}]}}
+    await r.sadd(f"{NS}:workers", "rb-dead:11:default", "rb-live:12:default", "pyhost:13:default")
+    await r.hset(f"{NS}:workers:heartbeat", mapping={"rb-dead:11:default": ruby_time(now - 600),
+                                                     "rb-live:12:default": ruby_time(now - 5)})
+    for wid in ("rb-dead:11:default", "rb-live:12:default", "pyhost:13:default"):
+        await r.set(f"{NS}:worker:{wid}", json.dumps(job))
+    _rec, term = await _recovery(r)  # sets the leader lock the duty's fenced script checks
+    duty = ForeignWorkers(redis=r, keys=Keys(NS), clock=SYSTEM_CLOCK, observer=Observer(), stuck_timeout=300)
+    assert await duty.tick(term) == 1
+    assert await _workers(r) == {"rb-live:12:default", "pyhost:13:default"}
+    assert await r.hkeys(f"{NS}:workers:heartbeat") == ["rb-live:12:default"]
+    [entry] = [json.loads(e) for e in await r.lrange(f"{NS}:failed", 0, -1)]
+    assert entry["worker"] == "rb-dead:11" and entry["payload"] == job["payload"]
+    assert await duty.tick(term) == 0  # exactly once
