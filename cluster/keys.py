@@ -13,7 +13,7 @@ resque layout (node-resque / Ruby resque read and write these):
     worker:ping:<name>                      node-resque liveness ping {time, name, queues}
     stat:processed[:<name>] / stat:failed[:<name>]
     failed                                  list of failed entries
-    resque_scheduler_leader_lock            leader lock, value = term token
+    resque_scheduler_leader_lock            delayed-promotion lock (node-resque's), value = holder's token or name
     lock:<task>:<queue>:<args>              QueueLock
     workerslock:<task>:<queue>:<args>       JobLock
     resque-retry:<task>:<args>              Retry attempt counter
@@ -23,6 +23,7 @@ Corral only, under `corral:`:
     corral:epoch                 int, one per leader term, never decreases
     corral:epoch_run             Redis run_id the epoch record was last checked against (a new run: lock-delay)
     corral:leader                hash {node, epoch, since, token} of the current term
+    corral:leader_lock           Corral's leader lock (periodic, recovery), value = term token
     corral:members               zset node id -> last heartbeat (Redis time, ms)
     corral:node:<id>             hash {info, workers}
     corral:inflight:<id>         hash <slot> -> payload, <slot>:q -> queue, <slot>:e -> exec id
@@ -56,6 +57,7 @@ class Keys:
         self.epoch = self.corral("epoch")
         self.epoch_run = self.corral("epoch_run")
         self.leader = self.corral("leader")
+        self.corral_lock = self.corral("leader_lock")
         self.members = self.corral("members")
         self.recovered = self.corral("recovered")
         self.promoting = self.corral("promoting")

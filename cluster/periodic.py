@@ -122,7 +122,7 @@ class PeriodicEnqueuer:
             payload = encode_job(t.name, t.queue, [{}])
             res = await fenced(
                 self.scripts, "periodic_claim",
-                [self.keys.leader_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
+                [self.keys.corral_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
                  self.keys.queue(t.queue), self.keys.qtimes(t.queue), self.keys.members],
                 [repr(slot), payload, t.queue, self.keys.wake_channel, t.overlap, t.name, self.keys.namespace + ":"],
                 term, self.observer, self.audit,

@@ -336,7 +336,7 @@ def test_f11_redis_stall(make_cell: MakeCell) -> None:
     cell.redis_server.resume()
     time.sleep(0.5)
     with cell.client() as c:
-        lock = c.get(cell.keys.leader_lock)  # who holds the lock half a second after the resume
+        lock = c.get(cell.keys.corral_lock)  # who holds the lock half a second after the resume
     holder = cell.cluster.owner_of(str(lock).rsplit("/", 2)[0]) if lock else None
     holder_leads = holder.is_leader() if holder is not None else None
     first = cell.first_record(epoch, cfg.lease + 3.0, after=t_resume)
