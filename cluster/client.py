@@ -483,17 +483,25 @@ class Client:
         return info["node"] if info else None
 
     async def leader_info(self) -> dict[str, Any] | None:
+        """Corral's leader (its lock and `corral:leader`); with no Corral leader, whoever holds
+        node-resque's lock (a node-resque scheduler's name). `scheduler` names the holder of
+        node-resque's lock: who promotes delayed jobs."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.leader_lock)
+            pipe.get(self.keys.corral_lock)
             pipe.hgetall(self.keys.leader)
+            pipe.pttl(self.keys.corral_lock)
+            pipe.get(self.keys.leader_lock)
             pipe.pttl(self.keys.leader_lock)
-            token, info, pttl = await pipe.execute()
+            token, info, pttl, resque, resque_pttl = await pipe.execute()
+        if token is None:
+            token, pttl = resque, resque_pttl
         if token is None or token.startswith(LOCK_DELAY_PREFIX):  # a new Redis run's lock-delay: no leader yet
             return None
+        scheduler = None if resque is None else (info.get("node") if info and info.get("token") == resque else resque)
         if info and info.get("token") == token:
             return {"node": info["node"], "epoch": int(info["epoch"]), "since": float(info["since"]),
-                    "ttl_ms": int(pttl)}
-        return {"node": token, "epoch": None, "since": None, "ttl_ms": int(pttl)}
+                    "ttl_ms": int(pttl), "scheduler": scheduler}
+        return {"node": token, "epoch": None, "since": None, "ttl_ms": int(pttl), "scheduler": scheduler}
 
     async def members(self) -> dict[str, float]:
         """Node id -> heartbeat age in seconds (Redis clock), every registered node."""

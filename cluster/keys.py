@@ -14,7 +14,7 @@ resque layout (node-resque / Ruby resque read and write these):
     workers:heartbeat                       Ruby resque liveness: hash "<name>:<queues>" -> ISO 8601 time
     stat:processed[:<name>] / stat:failed[:<name>]
     failed                                  list of failed entries
-    resque_scheduler_leader_lock            leader lock, value = term token
+    resque_scheduler_leader_lock            delayed-promotion lock (node-resque's), value = holder's token or name
     lock:<task>:<queue>:<args>              QueueLock, value = expiry second (node-resque's)
     workerslock:<task>:<queue>:<args>       JobLock, value = "<expiry>:<node>:<execution>"
     resque-retry:<task>:<argsKey>           Retry counter (node-resque's argsKey, -1 then +1 per failure)
@@ -24,6 +24,7 @@ Corral only, under `corral:`:
     corral:epoch                 int, one per leader term, never decreases
     corral:epoch_run             Redis run_id the epoch record was last checked against (a new run: lock-delay)
     corral:leader                hash {node, epoch, since, token} of the current term
+    corral:leader_lock           Corral's leader lock (periodic, recovery), value = term token
     corral:members               zset node id -> last heartbeat (Redis time, ms)
     corral:node:<id>             hash {info, workers}
     corral:inflight:<id>         hash <slot> -> payload, <slot>:q -> queue, <slot>:e -> exec id
@@ -65,6 +66,7 @@ class Keys:
         self.epoch = self.corral("epoch")
         self.epoch_run = self.corral("epoch_run")
         self.leader = self.corral("leader")
+        self.corral_lock = self.corral("leader_lock")
         self.members = self.corral("members")
         self.recovered = self.corral("recovered")
         self.promoting = self.corral("promoting")

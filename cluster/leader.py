@@ -1,10 +1,12 @@
 """Leader duties as named loops inside one term, and the fenced call they all use.
 
     async def lead(term):            # given to the elector
-        await LeaderDuties([scheduler, periodic, recovery]).run(term)
+        await LeaderDuties([Promotion(scheduler), periodic, recovery]).run(term)
 
 Each duty has its own interval, logs and continues on error; `LeaseLost` (the term ended, or
-a script answered STALE) cancels all of them before any further write.
+a script answered STALE) cancels all of them before any further write. Delayed promotion is the
+exception (`Promotion`): it runs in a scope of the term, only while node-resque's lock holds the
+term's token too; losing that lock (a node-resque scheduler took it) ends the scope, not the term.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .aio import REDIS_FAILURES
+from .aio import REDIS_FAILURES, wait_event
 from .election.base import Term
 from .errors import LeaseLost
 from .observe import Observer
@@ -70,3 +72,51 @@ class LeaderDuties:
                 raise LeaseLost(f"{duty.name}: term ended")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
+
+
+class Promotion:
+    """Runs `duty` (the delayed-job scheduler) in a scope of the term while the term also holds
+    node-resque's lock (`term.promotes`, kept by the elector's renewals). A STALE from its fenced
+    scripts (another scheduler holds the lock now) or the lock seen taken ends only the scope;
+    the duty starts again in a new scope once the lock is ours again."""
+
+    def __init__(self, duty: Duty) -> None:
+        self.duty = duty
+        self.name = duty.name
+
+    async def run(self, term: Term) -> None:
+        while not term.lost.is_set():
+            if not term.promotes.is_set():
+                await _first(term.promotes.wait(), term.lost.wait())
+                continue
+            scope = term.scope()
+            watch = asyncio.create_task(self._end_with(term, scope), name="promotion-scope")
+            try:
+                await self.duty.run(scope)
+            except LeaseLost:
+                if term.lost.is_set():
+                    raise
+                term.promotes.clear()  # refused as stale: another scheduler holds the lock
+                log.info("%s: delayed promotion paused: another scheduler holds the resque lock", self.name,
+                         extra={"epoch": term.epoch, "event": "promotion_paused"})
+            finally:
+                scope.lost.set()
+                watch.cancel()
+            if not term.lost.is_set():
+                await wait_event(term.lost, 0.05)  # no busy loop when the duty returns at once
+
+    @staticmethod
+    async def _end_with(term: Term, scope: Term) -> None:
+        """The scope ends when the term does, or when a renewal finds the resque lock taken."""
+        while not term.lost.is_set() and term.promotes.is_set():
+            await wait_event(term.lost, 0.05)
+        scope.lost.set()
+
+
+async def _first(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

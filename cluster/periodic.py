@@ -150,7 +150,7 @@ class PeriodicEnqueuer:
             sent = self.clock.monotonic()
             res = await fenced(
                 self.scripts, "periodic_claim",
-                [self.keys.leader_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
+                [self.keys.corral_lock, self.keys.audit, self.keys.periodic(t.name), self.keys.queues,
                  self.keys.queue(t.queue), self.keys.qtimes(t.queue), self.keys.members],
                 [repr(slot), payload, t.queue, self.keys.wake_channel, t.overlap, t.name, self.keys.namespace + ":",
                  repr(period(t, slot))],

@@ -150,7 +150,7 @@ class Recovery:
         now = self.clock.time()
         res = await fenced(
             self.scripts, "recover",
-            [self.keys.leader_lock, self.keys.audit, self.keys.members, self.keys.inflight(node), self.keys.node(node),
+            [self.keys.corral_lock, self.keys.audit, self.keys.members, self.keys.inflight(node), self.keys.node(node),
              self.keys.workers, self.keys.recovered, self.keys.failed, self.keys.queues, *extra],
             [node, int(self.dead_after * 1000), self.max_recoveries, self.keys.namespace + ":", js_date(now),
              self.keys.wake_channel, observed, reason, *members],

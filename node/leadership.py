@@ -1,5 +1,7 @@
 """The leader side of a node, built from its config: the elector and the three fenced duties
-(scheduler, periodic enqueuer, recovery), each on Redis clients of its own.
+(scheduler, periodic enqueuer, recovery), each on Redis clients of its own. Delayed promotion runs
+only while the term also holds node-resque's lock (`Promotion`); periodic and recovery run for the
+whole term, fenced by Corral's own lock, whatever scheduler holds node-resque's.
 
 Two hosts use it: `Node` when it leads in its own process (`leader_process = false`, library and
 in-process test use), and the leader process (`node/leader_child.py`), the default for `corral
@@ -18,7 +20,7 @@ from cluster.election.base import Term
 from cluster.election.redis import RedisElector
 from cluster.foreign import ForeignWorkers
 from cluster.keys import Keys
-from cluster.leader import LeaderDuties
+from cluster.leader import LeaderDuties, Promotion
 from cluster.observe import Observer
 from cluster.periodic import PeriodicEnqueuer
 from cluster.recovery import Recovery
@@ -65,9 +67,12 @@ class Leadership:
                                         config=cfg.election_config(), clock=clock, observer=observer)
 
     async def lead(self, term: Term) -> None:
-        duties: list[Any] = [self.scheduler, self.periodic, self.recovery]
+        # Delayed promotion and the cleanup of other resque clients' stale workers are the resque
+        # scheduler's duties (node-resque's scheduler does both): they run while this term also
+        # holds node-resque's lock. Periodic tasks and recovery of Corral nodes are Corral's own.
+        duties: list[Any] = [Promotion(self.scheduler), self.periodic, self.recovery]
         if self.foreign is not None:
-            duties.append(self.foreign)
+            duties.append(Promotion(self.foreign))
         await LeaderDuties(duties).run(term)
 
     async def run(self) -> None:

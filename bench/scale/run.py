@@ -651,7 +651,8 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
     fetch_sha = await r.script_load(src["fetch"])
     hb_sha = await r.script_load(src["heartbeat"])
     await r.set("bench:lock", "tok")
-    await r.set("resque:resque_scheduler_leader_lock", "someone/1/abcd")
+    await r.set("bench:resque-lock", "tok")
+    await r.set("resque:corral:leader_lock", "someone/1/abcd")
     fetch_keys = ["resque:corral:inflight:x", "resque:worker:x+0:default", "resque:worker:x+0:default:started",
                   "resque:stat:processed", "resque:stat:processed:x+0", "resque:stat:failed",
                   "resque:stat:failed:x+0", "resque:failed", "resque:corral:recovered", "resque:corral:idle:default",
@@ -662,10 +663,12 @@ async def sc_redis_benchmark(h: Harness, repeats: int, quiet: float) -> dict[str
     cases: dict[str, list[str]] = {
         "SET (redis-benchmark -t set)": ["-t", "set"],
         "GET (redis-benchmark -t get)": ["-t", "get"],
-        "EVALSHA renew.lua (GET + PEXPIRE)": ["EVALSHA", renew_sha, "1", "bench:lock", "tok", "5000"],
-        "EVALSHA acquire.lua, lock held (INFO server + GET + PTTL)": ["EVALSHA", acquire_sha, "4",
-                                                         "resque:resque_scheduler_leader_lock", "resque:corral:epoch",
+        "EVALSHA renew.lua (GET + PEXPIRE, both locks)": ["EVALSHA", renew_sha, "2", "bench:lock", "bench:resque-lock",
+                                                          "tok", "5000"],
+        "EVALSHA acquire.lua, lock held (INFO server + GET + PTTL)": ["EVALSHA", acquire_sha, "5",
+                                                         "resque:corral:leader_lock", "resque:corral:epoch",
                                                          "resque:corral:leader", "resque:corral:epoch_run",
+                                                         "resque:resque_scheduler_leader_lock",
                                                          "n", "r", "5000", "0", "3500"],
         "EVALSHA fetch.lua, empty queue (idle poll: 1 LPOP)": ["EVALSHA", fetch_sha, str(len(fetch_keys)),
                                                                *fetch_keys, *fetch_args],

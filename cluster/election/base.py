@@ -88,9 +88,21 @@ class Term:
     deadline: float
     clock: Clock
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    # set while node-resque's lock (delayed promotion) holds this term's token too
+    promotes: asyncio.Event = field(default_factory=asyncio.Event)
+    parent: Term | None = None  # a scope inside a term (promotion) ends with it, not the reverse
 
     def valid(self) -> bool:
-        return not self.lost.is_set() and self.clock.monotonic() < self.deadline
+        if self.lost.is_set():
+            return False
+        if self.parent is not None:
+            return self.parent.valid()
+        return self.clock.monotonic() < self.deadline
+
+    def scope(self) -> Term:
+        """A part of this term (delayed promotion) that can end alone: its STALE ends it, not the term."""
+        return Term(node=self.node, token=self.token, epoch=self.epoch, since=self.since, deadline=self.deadline,
+                    clock=self.clock, parent=self)
 
     def fenced_args(self, audit: bool) -> list[Any]:
         return [self.token, "1" if audit else "0", self.epoch]

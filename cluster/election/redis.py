@@ -1,8 +1,12 @@
 """Leader election on a Redis lock, fenced by a per-term token.
 
 Why this shape:
-- Key `resque_scheduler_leader_lock` is node-resque's, so a node-resque scheduler and Corral on
-  one namespace never both promote delayed jobs: whoever holds it, the other stays follower.
+- Two locks, two roles (docs/DESIGN.md "Mixed clusters: roles"): Corral's own lock
+  `corral:leader_lock` elects the leader of Corral's duties (periodic, recovery); node-resque's
+  `resque_scheduler_leader_lock` goes with delayed promotion. Corral's leader takes the resque
+  lock whenever it is free (in acquire and in every renew), so a node-resque scheduler and Corral
+  on one namespace never both promote, and a node-resque scheduler holding it stops only
+  Corral's promotion (a scope of the term, `Term.promotes`), never its other duties.
 - Acquire is one `SET NX PX` with a token never used before (`<node>/<epoch>/<random>`), and the
   epoch (`corral:epoch`) grows by one per term. No lock ever exists without a TTL.
 - Renew is compare-and-PEXPIRE in Lua, sent every `renew_period` on a dedicated connection with
@@ -90,8 +94,8 @@ class RedisElector(ElectorBase):
         try:
             res = await within(
                 self.config.renew_timeout * 2,
-                self.scripts.run("acquire", [self.keys.leader_lock, self.keys.epoch, self.keys.leader,
-                                             self.keys.epoch_run],
+                self.scripts.run("acquire", [self.keys.corral_lock, self.keys.epoch, self.keys.leader,
+                                             self.keys.epoch_run, self.keys.leader_lock],
                                  [self.node_id, suffix, self.config.lease_ms, since, self.config.deadline_ms]),
             )
         except REDIS_FAILURES as e:
@@ -107,6 +111,8 @@ class RedisElector(ElectorBase):
             epoch, token = int(res[1]), str(res[2])
             term = Term(node=self.node_id, token=token, epoch=epoch, since=since,
                         deadline=sent + self.config.lease - self.config.margin, clock=self.clock)
+            if len(res) > 3 and int(res[3]):
+                term.promotes.set()
             if self.config.wait_replicas and not await self._confirm_new_term(term):
                 return None
             return term
@@ -164,14 +170,16 @@ class RedisElector(ElectorBase):
         """Compare-and-PEXPIRE: "ok", "lost" (the lock holds another token), or "unconfirmed"
         (renewed, but fewer than `wait_replicas` replicas acknowledged it in time)."""
         cfg = self.config
+        locks = [self.keys.corral_lock, self.keys.leader_lock]
         if not cfg.wait_replicas:
-            ok = await self.scripts.run("renew", [self.keys.leader_lock], [term.token, cfg.lease_ms])
+            ok = await self.scripts.run("renew", locks, [term.token, cfg.lease_ms])
+            _promotes(term, ok)
             return "ok" if ok else "lost"
         wait_ms = max(1, int(cfg.renew_timeout * 800))  # leave a fifth of the timeout for the replies
         for attempt in (1, 2):
             try:
                 async with self.eredis.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(self.scripts.sha("renew"), 1, self.keys.leader_lock, term.token, cfg.lease_ms)
+                    pipe.evalsha(self.scripts.sha("renew"), 2, *locks, term.token, cfg.lease_ms)
                     pipe.execute_command("WAIT", cfg.wait_replicas, wait_ms)
                     ok, acked = await pipe.execute()
                 break
@@ -181,6 +189,7 @@ class RedisElector(ElectorBase):
                 await self.eredis.script_load(source("renew"))
         if not ok:
             return "lost"
+        _promotes(term, ok)
         return "ok" if int(acked) >= cfg.wait_replicas else "unconfirmed"
 
     async def _confirm_new_term(self, term: Term) -> bool:
@@ -196,7 +205,7 @@ class RedisElector(ElectorBase):
                     self.config.wait_replicas, extra={"epoch": term.epoch, "event": "leader_unconfirmed"})
         with contextlib.suppress(*REDIS_FAILURES):
             await within(self.config.renew_timeout * 2,
-                         self.scripts.run("release", [self.keys.leader_lock, self.keys.leader],
+                         self.scripts.run("release", [self.keys.corral_lock, self.keys.leader, self.keys.leader_lock],
                                           [term.token, self.keys.released_channel]))
         self._set_follower(None, term.epoch)
         return False
@@ -259,7 +268,7 @@ class RedisElector(ElectorBase):
         try:
             await within(
                 self.config.renew_timeout * 2,
-                self.scripts.run("release", [self.keys.leader_lock, self.keys.leader],
+                self.scripts.run("release", [self.keys.corral_lock, self.keys.leader, self.keys.leader_lock],
                                  [term.token, self.keys.released_channel]),
             )
             log.info("election: released leadership", extra={"epoch": term.epoch, "event": "leader_released"})
@@ -268,3 +277,12 @@ class RedisElector(ElectorBase):
 
     def stop(self) -> None:
         self._stopping = True
+
+
+def _promotes(term: Term, renewed: int) -> None:
+    """renew.lua's 2: node-resque's lock holds our token too (delayed promotion is ours); 1: another
+    scheduler (node-resque) holds it, so our promotion scope stops until it is free again."""
+    if int(renewed) == 2:
+        term.promotes.set()
+    else:
+        term.promotes.clear()

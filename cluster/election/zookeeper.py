@@ -8,8 +8,10 @@ Why this shape:
 - The epoch of a term is the `czxid` of the winning lock node: zxids grow across the whole
   ensemble, and every term uses a node created for it, so epochs strictly increase.
 - The writes still happen in Redis, so Redis still fences them: the winner installs its token
-  (`<node>/<epoch>/<random>`) as `resque_scheduler_leader_lock` with `install_term.lua`, which
-  refuses a term older than the newest installed (`corral:zk_epoch`). Every leader script then
+  (`<node>/<epoch>/<random>`) as Corral's lock `corral:leader_lock` with `install_term.lua`,
+  which refuses a term older than the newest installed (`corral:zk_epoch`), and also takes
+  node-resque's `resque_scheduler_leader_lock` (delayed promotion) unless another scheduler holds
+  it, as the Redis backend does. Every leader script then
   compares the token exactly as with the Redis backend; installing a newer term overwrites the
   lock, so a deposed leader's next write is refused as STALE even before its lease runs out.
 - The leader re-runs install_term every `renew_period` and keeps the Redis backend's deadline:
@@ -294,9 +296,14 @@ class ZooKeeperElector(ElectorBase):
     async def _install(self, term: Term, limit: float) -> int:
         res = await within(
             limit,
-            self.scripts.run("install_term", [self.keys.leader_lock, self.keys.corral("zk_epoch"), self.keys.leader],
+            self.scripts.run("install_term", [self.keys.corral_lock, self.keys.corral("zk_epoch"), self.keys.leader,
+                                              self.keys.leader_lock],
                              [self.node_id, term.token, term.epoch, self.config.lease_ms, term.since]),
         )
+        if int(res) == 2:  # node-resque's lock holds our token: delayed promotion is ours
+            term.promotes.set()
+        elif int(res) == 1:
+            term.promotes.clear()
         return int(res)
 
     async def _follow(self) -> None:
@@ -312,7 +319,7 @@ class ZooKeeperElector(ElectorBase):
         since: float | None = None
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.get(self.keys.leader_lock)
+                pipe.get(self.keys.corral_lock)
                 pipe.hgetall(self.keys.leader)
                 token, info = await within(self.config.renew_timeout * 2, pipe.execute())
             if token is not None:
@@ -376,7 +383,7 @@ class ZooKeeperElector(ElectorBase):
         try:
             res = await within(
                 self.config.renew_timeout * 2,
-                self.scripts.run("release", [self.keys.leader_lock, self.keys.leader],
+                self.scripts.run("release", [self.keys.corral_lock, self.keys.leader, self.keys.leader_lock],
                                  [term.token, self.keys.released_channel]),
             )
             return bool(res)

@@ -1,9 +1,12 @@
--- Try to become leader: SET NX PX with a token never used before, and start a new epoch.
--- KEYS[1] resque_scheduler_leader_lock   KEYS[2] corral:epoch   KEYS[3] corral:leader hash
+-- Try to become Corral's leader: SET NX PX of Corral's lock with a token never used before, and
+-- start a new epoch; the new leader also takes node-resque's lock (delayed promotion) if it is free.
+-- KEYS[1] corral:leader_lock   KEYS[2] corral:epoch   KEYS[3] corral:leader hash
 -- KEYS[4] corral:epoch_run (the Redis run_id the epoch record was last checked against)
+-- KEYS[5] resque_scheduler_leader_lock
 -- ARGV[1] node id   ARGV[2] random suffix   ARGV[3] lease ms   ARGV[4] since (epoch seconds)
 -- ARGV[5] lease - margin, ms: the longest an old leader may still act after its last renew was sent
--- returns {1, epoch, token} when acquired, {0, pttl, holder} otherwise
+-- returns {1, epoch, token, 1 if it took the resque lock too else 0} when acquired,
+-- {0, pttl, holder} otherwise
 --
 -- A new Redis run (a restart, a restore from RDB/AOF, a failed-over primary: its run_id differs
 -- from the one stored, or the epoch record is gone) cannot prove that the previous lease is over:
@@ -57,4 +60,6 @@ local token = ARGV[1] .. '/' .. epoch .. '/' .. ARGV[2]
 redis.call('SET', KEYS[1], token, 'PX', ARGV[3])
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'node', ARGV[1], 'epoch', epoch, 'since', ARGV[4], 'token', token)
-return {1, epoch, token}
+local promotes = 0
+if redis.call('SET', KEYS[5], token, 'NX', 'PX', ARGV[3]) then promotes = 1 end
+return {1, epoch, token, promotes}

@@ -59,6 +59,7 @@ from tests.faults.checker import (
     check,
     parse_audit,
 )
+from tests.faults.hostlag import HostLag
 from tests.support import wait_until
 from tests.support.nodes import NodeCluster, NodeProcess
 from tests.support.proxy import TcpProxy
@@ -414,6 +415,7 @@ class Cell:
         self.report: Report | None = None
         self.problems: list[str] = []
         self.claims: list[LeaderEvent] = []  # answers "I lead" seen by `resume_probing`
+        self.hostlag: HostLag | None = None  # how late this host wakes a process (lateness bounds)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -438,6 +440,7 @@ class Cell:
             self.server.env = {**os.environ, **cfg.redis_env}
         self.server.start()
         self.collector = AuditCollector(self.server, self.keys.audit, cfg.audit_interval).start()
+        self.hostlag = HostLag(self.workdir / "hostlag.txt").start()
         self.nodes = NodeCluster(self.workdir / "nodes", redis_url=self.server.url)
         for i in range(1, cfg.nodes + 1):
             self.add_node(f"n{i}")
@@ -482,6 +485,8 @@ class Cell:
                 p.stop()
         if self.collector is not None:
             self.collector.stop()
+        if self.hostlag is not None:
+            self.hostlag.stop()
         if self.nodes is not None:
             self.nodes.close()
         for proxy in self.zk_proxies.values():
@@ -548,6 +553,11 @@ class Cell:
         found = wait_until(find, timeout, 0.02, message=f"a leader write with an epoch above {newer_than}")
         assert found is not None
         return found
+
+    def lateness_allowance(self, window: tuple[float, float], p: float = 99) -> float:
+        """What the host added to any process's wake-ups in `window` (wall time) at percentile `p`:
+        add it to a lateness bound tuned on a quiet machine (see tests/faults/hostlag.py)."""
+        return self.hostlag.percentile(p, window) if self.hostlag is not None else 0.0
 
     def fault(self, fault: Fault) -> Fault:
         self.faults.append(fault)

@@ -13,7 +13,8 @@ Without the nemesis the load comes in cycles (`cycle` seconds, default 30): the 
 then rests `idle` seconds (default 12, longer than the longest delay, 10 s, plus the longest job,
 5 s, less the 2 s settle below). That gives F16 what it measures:
 - lateness in idle stretches: periodic slots and delayed seconds due from 2 s after the producer
-  stopped to the end of the stretch (p99 <= 25 ms);
+  stopped to the end of the stretch (p99 <= 25 ms + how late the host woke any process there at
+  p99, measured beside the run: tests/faults/hostlag.py; ~0 on a quiet machine);
 - quiet samples at the end of each stretch, when every queue, delayed second and in-flight list
   is empty: Redis key count and node RSS there must be flat after the first cycle (warm-up).
   Samples every 10 s under load are printed too, but they move with the load.
@@ -173,6 +174,7 @@ class SoakResult:
     idle_lateness: list[float] = field(default_factory=list)
     leadership_changes: int = 0
     load_average: float = 0.0
+    host_lag_p99: float = 0.0  # how late the host woke any process in the idle stretches, p99
 
     @property
     def replay(self) -> str:
@@ -190,8 +192,8 @@ class SoakResult:
             lat = self.idle_lateness
             lines.append(f"lateness in {len(self.idle_windows)} idle stretches: n={len(lat)} "
                          f"p50={percentile(lat, 50) * 1000:.1f}ms p99={percentile(lat, 99) * 1000:.1f}ms "
-                         f"max={max(lat) * 1000:.1f}ms (1-min load average {self.load_average:.1f} on "
-                         f"{os.cpu_count()} CPUs)")
+                         f"max={max(lat) * 1000:.1f}ms (host wake-up lag p99 {self.host_lag_p99 * 1000:.1f}ms, "
+                         f"1-min load average {self.load_average:.1f} on {os.cpu_count()} CPUs)")
         quiet = self.samples.quiet()
         if quiet:
             lines.append("quiet samples (end of each idle stretch): keys "
@@ -289,12 +291,17 @@ def _quiet_run_problems(cell: Cell, result: SoakResult) -> list[str]:
             w = check(History(audit=audit, lateness_window=window))
             result.idle_lateness += w.lateness
     lat = result.idle_lateness
+    # what the host itself added to every process's wake-ups in those stretches (tests/faults/hostlag.py)
+    host = [x for w in result.idle_windows if w[1] > w[0] and cell.hostlag is not None
+            for x in cell.hostlag.samples(w)]
+    result.host_lag_p99 = percentile(host, 99) if host else 0.0
     if not lat:
         result.notes.append("idle lateness (no periodic slot or delayed second fell in an idle stretch)")
-    elif percentile(lat, 99) > LATENESS_P99:
+    elif percentile(lat, 99) > LATENESS_P99 + result.host_lag_p99:
         problems.append(f"lateness in idle stretches p99 {percentile(lat, 99) * 1000:.1f} ms > "
-                        f"{LATENESS_P99 * 1000:.0f} ms (1-min load average {result.load_average:.1f} on "
-                        f"{os.cpu_count()} CPUs: was anything else running?)")
+                        f"{LATENESS_P99 * 1000:.0f} ms + {result.host_lag_p99 * 1000:.1f} ms the host added to every "
+                        f"process's wake-ups at p99 (1-min load average {result.load_average:.1f} on "
+                        f"{os.cpu_count()} CPUs)")
     quiet = result.samples.quiet()[1:]  # the first stretch ends the warm-up
     if len(quiet) < 2:
         result.notes.append(f"key count and RSS flatness ({len(quiet)} quiet samples after the warm-up; "

@@ -332,7 +332,7 @@ def test_f11_redis_stall(make_cell: MakeCell) -> None:
     cell.redis_server.resume()
     time.sleep(0.5)
     with cell.client() as c:
-        lock = c.get(cell.keys.leader_lock)  # who holds the lock half a second after the resume
+        lock = c.get(cell.keys.corral_lock)  # who holds the lock half a second after the resume
     holder = cell.cluster.owner_of(str(lock).rsplit("/", 2)[0]) if lock else None
     holder_leads = holder.is_leader() if holder is not None else None
     first = cell.first_record(epoch, cfg.lease + 3.0, after=t_resume)
@@ -501,20 +501,27 @@ def test_f18_idle_lateness(make_cell: MakeCell) -> None:
     report = cell.finish(Bounds(), lateness_window=(due[0], due[-1]))
     claims = [(r.detail.rpartition("@")[0], _slot(r.detail), r.t - _slot(r.detail)) for r in cell.audit()
               if r.op == "periodic" and due[0] <= _slot(r.detail) <= due[-1]]
-    # The bug's signature: a slot claimed at least one loop wake-up (one beat period) late; in an
-    # idle cluster nothing else holds the loop for 100 ms.
-    bug = {(task, slot) for task, slot, late in claims if late >= 0.0995}
+    # What the host itself added to every process's wake-ups meanwhile (a loaded CI machine): the
+    # bounds below are the FAULTS bounds plus that, measured beside the cell (tests/faults/hostlag.py).
+    window = (due[0], due[-1] + 1.0)
+    host_p99 = cell.lateness_allowance(window)
+    host_max = cell.hostlag.worst(window) if cell.hostlag is not None else 0.0
+    # The bug's signature: a slot claimed at least one loop wake-up (one beat period) late beyond
+    # the host's worst wake-up; in an idle cluster nothing else holds the loop for 100 ms.
+    bug = {(task, slot) for task, slot, late in claims if late - host_max >= 0.0995}
     missed_wake = [f"{task}@{slot:.1f} +{late * 1000:.0f}ms" for task, slot, late in claims if (task, slot) in bug]
     lat = report.promote_lateness + [late for task, slot, late in claims if (task, slot) not in bug]
     load = os.getloadavg()[0]  # FAULTS §5: lateness is measured only while nothing else runs
     figures("F18", load_average_1min=load, promotions=len(report.promote_lateness), slots=len(claims),
             p50_ms=percentile(lat, 50) * 1000,
             p99_ms=percentile(lat, 99) * 1000, max_ms=max(lat) * 1000,
-            promote_max_ms=max(report.promote_lateness) * 1000, one_period_late=len(missed_wake))
+            promote_max_ms=max(report.promote_lateness) * 1000, one_period_late=len(missed_wake),
+            host_wakeup_lag_p99_ms=host_p99 * 1000, host_wakeup_lag_max_ms=host_max * 1000)
     assert len(report.promote_lateness) == len(due)
-    busy = f" (1-min load average {load:.1f} on {os.cpu_count()} CPUs: was anything else running?)"
-    assert percentile(lat, 99) <= 0.025, f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms" + busy
-    assert max(lat) <= 0.1, f"lateness max {max(lat) * 1000:.1f} ms" + busy
+    busy = (f" (the host woke processes up to {host_p99 * 1000:.1f} ms late at p99, {host_max * 1000:.1f} ms at "
+            f"worst; 1-min load average {load:.1f} on {os.cpu_count()} CPUs)")
+    assert percentile(lat, 99) <= 0.025 + host_p99, f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms" + busy
+    assert max(lat) <= 0.1 + host_max, f"lateness max {max(lat) * 1000:.1f} ms" + busy
     if missed_wake:
         raise ProductBug(f"{len(missed_wake)} of {len(claims)} slots claimed one period late: {missed_wake[:6]}. "
                          f"{BUG_SLOT_ONE_PERIOD_LATE}")

@@ -68,7 +68,8 @@ def test_f10_latency_on_every_link(make_cell: MakeCell) -> None:  # noqa: F811
     75 +- 50 ms (round trip +150 +- 100 ms, below the 0.5 s renew timeout) for 30 s while a
     producer (direct to Redis) enqueues immediate and delayed jobs and the 1 s `tick` runs.
     Pass: 0 leadership changes, overlap <= 0, the checker's invariants, lateness p99 <= 400 ms
-    for what fell due during the fault and <= 25 ms for a quiet 9 s window after it."""
+    for what fell due during the fault and <= 25 ms (plus the host's own wake-up lag, measured beside
+    the cell: tests/faults/hostlag.py) for a quiet 9 s window after it."""
     cell = make_cell("F10", CellConfig(proxied=True, concurrency=2))
     leader = cell.leader()
     epoch = cell.epoch(leader)
@@ -116,8 +117,10 @@ def test_f10_latency_on_every_link(make_cell: MakeCell) -> None:  # noqa: F811
     assert percentile(lat_during, 99) <= 0.4, f"lateness p99 during the fault {percentile(lat_during, 99) * 1000:.0f} ms"
     assert len(after.promote_lateness) == len(due)
     load = os.getloadavg()[0]
-    assert percentile(lat_after, 99) <= 0.025, (f"lateness p99 after the fault {percentile(lat_after, 99) * 1000:.1f} ms"
-                                                f" (1-min load average {load:.1f} on {os.cpu_count()} CPUs)")
+    host_p99 = cell.lateness_allowance((due[0], due[-1] + 1.0))  # what a loaded host added (tests/faults/hostlag.py)
+    assert percentile(lat_after, 99) <= 0.025 + host_p99, (
+        f"lateness p99 after the fault {percentile(lat_after, 99) * 1000:.1f} ms (the host woke processes up to "
+        f"{host_p99 * 1000:.1f} ms late at p99; 1-min load average {load:.1f} on {os.cpu_count()} CPUs)")
 
 
 # ---- F13b: every worker thread of every node spins a pure-Python CPU loop -------------------------

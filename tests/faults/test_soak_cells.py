@@ -8,7 +8,8 @@ times lognormal with a median of ~80 ms and a tail to 5 s), the checker at the e
 - F16: no faults; the load comes in 30 s cycles ending with 12 s of rest. Asserted: the
   checker's invariants (0 lost, 0 duplicated, 0 unexpected, 0 accepted stale writes, 0 duplicate
   slots, no missed catch-up slots, no flaps), 0 leadership changes, lateness p99 <= 25 ms in the
-  idle stretches, and Redis key count and each node's RSS flat (quiet samples at the end of
+  idle stretches (plus the host's own wake-up lag there, tests/faults/hostlag.py), and Redis key
+  count and each node's RSS flat (quiet samples at the end of
   each stretch, after the first) - see soak.py for the slack allowed.
 - F17: a seeded fault every 20-60 s (kill -9 / SIGTERM / SIGSTOP the leader, kill -9 a worker,
   SIGSTOP redis-server 8 s, SIGKILL + restart redis-server), continuous load. Asserted: every

@@ -89,7 +89,7 @@ async def test_a_leader_that_missed_an_empty_restart_stops_before_anyone_else_le
     t_up = time.monotonic()
     admin = await _admin(own_redis)
     try:  # meanwhile the lock holds the lock-delay placeholder, and nobody is reported leading
-        held = await wait_until_async(lambda: admin.get(group.keys.leader_lock), 3.0, 0.01,
+        held = await wait_until_async(lambda: admin.get(group.keys.corral_lock), 3.0, 0.01,
                                       message="the lock-delay placeholder")
         assert str(held).startswith(LOCK_DELAY_PREFIX), held
         assert await Client(admin, group.namespace).leader() is None
@@ -150,14 +150,14 @@ async def test_a_new_run_keeps_a_restored_lock_until_its_holders_latest_deadline
     made to live until the latest deadline its holder can have: lease - margin after the run started."""
     admin = await _admin(own_redis)
     try:
-        await admin.set(group.keys.leader_lock, "gone/7/ab", px=60_000)
+        await admin.set(group.keys.corral_lock, "gone/7/ab", px=60_000)
         await admin.save()
         own_redis.kill()
         t_spawn = time.monotonic()  # the new run starts after this
         own_redis.start()
         await admin.aclose()
         admin = await _admin(own_redis)
-        await admin.pexpire(group.keys.leader_lock, 100)  # as if restored 0.1 s before expiry
+        await admin.pexpire(group.keys.corral_lock, 100)  # as if restored 0.1 s before expiry
         cand = await group.add()
         await group.wait_leader(LOCK_DELAY + CFG.lease + 1.0)
         waited = cand.terms[-1].start - t_spawn

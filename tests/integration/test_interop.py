@@ -402,35 +402,40 @@ async def test_jobs_enqueued_by_corral_run_on_node_resque_worker(
     assert leader.is_leader()
 
 
-async def test_node_resque_scheduler_holding_the_lock_keeps_corral_nodes_followers(
+async def test_node_resque_scheduler_holding_the_lock_promotes_and_corral_leads_its_own_duties(
         node_scripts: Callable[..., NodeScript], corral_nodes: Callable[..., list[NodeProcess]],
         node_cluster: NodeCluster, records: Records, client: Client, r: Redis) -> None:
+    # Roles (docs/DESIGN.md "Mixed clusters: roles"): node-resque's lock goes with delayed
+    # promotion, Corral's own lock with Corral's duties (tests/integration/test_election_mixed.py).
     sched = node_scripts("scheduler.js", {"name": "nr-leader", "seconds": 60, "timeout": 100})
     sched.wait_event("leader", 10)
     assert await r.get(f"{NS}:resque_scheduler_leader_lock") == "nr-leader"
 
     nodes = corral_nodes(2)
-    wait_until(lambda: all(n.leader()["leader"] == "nr-leader" for n in nodes), 10,
-               message="Corral nodes to see node-resque's scheduler as the leader")
-    deadline = time.monotonic() + 3.0  # several Corral retry periods
+    corral = node_cluster.wait_leader(10)
+    deadline = time.monotonic() + 3.0  # several Corral renew periods: node-resque keeps its lock
     while time.monotonic() < deadline:
-        for n in nodes:
-            view = n.leader()
-            assert view["is_leader"] is False and view["leader"] == "nr-leader", view
+        assert [n for n in nodes if n.leader()["is_leader"]] == [corral]
+        assert await r.get(f"{NS}:resque_scheduler_leader_lock") == "nr-leader"
         await asyncio.sleep(0.1)
-    assert await client.leader() == "nr-leader"
+    info = await client.leader_info()
+    assert info is not None and info["node"] == corral.reported_id and info["scheduler"] == "nr-leader"
 
     # node-resque promotes the delayed job; a Corral worker runs it
     await client.enqueue_in(0.5, "record", {"promoted_by": "node-resque"})
     [done] = records.wait(1)
     assert done["params"] == {"promoted_by": "node-resque"}
-    assert [e["job"]["args"] for e in sched.seen("transferredJob")] == [[{"promoted_by": "node-resque"}]]
+    # the job can run before scheduler.js's line about it is read
+    transferred = wait_until(lambda: sched.seen("transferredJob"), 5, message="node-resque's transferredJob")
+    assert [e["job"]["args"] for e in transferred] == [[{"promoted_by": "node-resque"}]]
 
-    # node-resque's scheduler stops (releases its lock): a Corral node takes over
+    # node-resque's scheduler stops (releases its lock): Corral's leader takes it over
     end = [e for e in sched.finish() if e["event"] == "end"][-1]
     assert end["leader"] == 1 and end["lock"] == "nr-leader"
-    new = node_cluster.wait_leader(10)
-    assert await client.leader() == new.reported_id
+    deadline = time.monotonic() + 3.0
+    while (await client.leader_info() or {}).get("scheduler") != corral.reported_id:
+        assert time.monotonic() < deadline, "Corral's leader did not take node-resque's lock"
+        await asyncio.sleep(0.05)
 
 
 # -- byte matching: del, delDelayed, scheduledAt ------------------------------------------------
