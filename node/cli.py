@@ -306,9 +306,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _checked_run(node: Any, cfg: NodeConfig, url: str | None, node_id: str) -> int:
+async def _checked_run(node: Any, cfg: NodeConfig, url: str | None, node_id: str, warnings: list[str]) -> int:
     """Check the Redis user's permissions (node/acl.py), then run the node. A Redis that does not
-    answer yet, or refuses the credentials, is left to the node's own connect, which reports it."""
+    answer yet, or refuses the credentials, is left to the node's own connect, which reports it in
+    one line; `warnings` (secrets on the command line) are logged once Redis accepted the user."""
+    import logging
+
     from cluster.connection import close_redis, make_redis
     from cluster.keys import Keys
 
@@ -317,6 +320,8 @@ async def _checked_run(node: Any, cfg: NodeConfig, url: str | None, node_id: str
     redis = make_redis(cfg.redis_settings(url))
     try:
         await check_permissions(redis, Keys(cfg.namespace), node_id)
+        for warning in warnings:
+            logging.getLogger("corral.config").warning(warning, extra={"event": "secret_on_command_line"})
     except REDIS_FAILURES:
         pass
     finally:
@@ -357,8 +362,6 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     for name in environ_options():
         logging.getLogger("corral.config").warning("ignoring unknown environment variable %s", name)
-    for warning in visible_secrets(flags):
-        logging.getLogger("corral.config").warning(warning, extra={"event": "secret_on_command_line"})
     embedded = None
     url = cfg.redis_url
     if url is None and not cfg.redis_sentinels:
@@ -370,7 +373,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         import uvloop
 
         try:
-            return int(uvloop.run(_checked_run(node, cfg, url, node_id)))
+            return int(uvloop.run(_checked_run(node, cfg, url, node_id, visible_secrets(flags))))
         except NoPermissionError as e:  # the ACL changed after the boot check, or a path it misses
             raise Fail(f"Redis refused a command: {describe_error(e)} (the ACL a node needs: docs/REDIS_ACL.md)") \
                 from None
