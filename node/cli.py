@@ -290,7 +290,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not Path(args.tasks_dir).is_dir():
         raise Fail(f"tasks dir {args.tasks_dir!r} not found (run from the repository root, or pass --tasks-dir)")
     data = Path(args.data_dir)
-    (data / "logs").mkdir(parents=True, exist_ok=True)
+    (data / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)  # node logs name tasks and queues: private
     redis = EmbeddedRedis(data / "redis").start()
     procs: list[subprocess.Popen[bytes]] = []
     ports = [args.http_port + i for i in range(args.nodes)]
@@ -303,7 +303,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         for i, port in enumerate(ports):
-            log = open(data / "logs" / f"node{i + 1}.log", "ab")
+            log = os.fdopen(os.open(data / "logs" / f"node{i + 1}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                    0o600), "ab")
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "node", "node", "--redis-url", redis.url, "--http-port", str(port),
                  "--node-id", f"node{i + 1}", "--tasks-dir", args.tasks_dir, "--queues", args.queues,
