@@ -34,6 +34,7 @@ from cluster.wire import js_date
 from .cli_checks import (
     UP_STATE,
     Fail,
+    OneLineParser,
     checked_run,
     checked_time,
     client_config,
@@ -77,7 +78,7 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="corral", description="Corral: resque-compatible background jobs on many nodes")
+    p = OneLineParser(prog="corral", description="Corral: resque-compatible background jobs on many nodes")
     sub = p.add_subparsers(dest="command", required=True)
     node = sub.add_parser("node", help="run one node: workers, HTTP endpoints, leader candidacy")
     add_node_options(node)

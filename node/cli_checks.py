@@ -13,7 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.exceptions import NoPermissionError, ResponseError
 
@@ -31,6 +31,13 @@ UP_STATE = Path(".data") / "up.json"
 
 class Fail(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (`corral: error: ...; see --help`), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:
