@@ -115,7 +115,8 @@ def _one(kind: str, given: dict[str, str | None], shown: str) -> str | None:
     """One value that may be given in several places: all that are given must agree."""
     values = {where: v for where, v in given.items() if v is not None}
     if len(set(values.values())) > 1:
-        raise ConfigError(f"the Redis {kind} is given more than once ({' and '.join(values)} of {shown}); give it once")
+        raise ConfigError(f"the Redis {kind} is given more than once ({' and '.join(values)} of {shown}): "
+                          f"give it once, either in redis_url or in redis_{kind}, not both")
     return next(iter(values.values()), None)
 
 

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import math
 import os
 import signal
 import subprocess
@@ -26,25 +25,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import NoPermissionError
 
 from cluster.aio import REDIS_FAILURES
 from cluster.client import Client
 from cluster.clock import SYSTEM_CLOCK
-from cluster.connection import redact_url
 from cluster.errors import ConfigError, CorralError
-from cluster.sentinel_probe import explain_sentinel_failure
-from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_date
 
-from .config import BY_NAME, CONNECTION_OPTIONS, OPTIONS, NodeConfig, Number, Option, env_name, environ_options
-from .logs import describe_error
-
-UP_STATE = Path(".data") / "up.json"
-
-
-class Fail(Exception):
-    """A user error: printed as one line, exit status 2."""
+from .cli_checks import (
+    UP_STATE,
+    Fail,
+    OneLineParser,
+    checked_run,
+    checked_time,
+    client_config,
+    permission_failure,
+    positive_int,
+    redis_failure,
+    visible_secrets,
+    with_client,
+)
+from .config import BY_NAME, CONNECTION_OPTIONS, OPTIONS, NodeConfig, Option, env_name, environ_options
+from .config_numbers import Number
 
 
 def _flag(name: str) -> str:
@@ -76,18 +79,8 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
         _add_option(p, BY_NAME[name])
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="corral", description="Corral: resque-compatible background jobs on many nodes")
+    p = OneLineParser(prog="corral", description="Corral: resque-compatible background jobs on many nodes")
     sub = p.add_subparsers(dest="command", required=True)
     node = sub.add_parser("node", help="run one node: workers, HTTP endpoints, leader candidacy")
     add_node_options(node)
@@ -116,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     fsub = failed.add_subparsers(dest="action", required=True)
     fl = fsub.add_parser("list")
     fl.add_argument("--json", action="store_true")
-    fl.add_argument("--limit", type=_positive_int, default=100, help="newest entries to show (>= 1)")
+    fl.add_argument("--limit", type=positive_int, default=100, help="newest entries to show (>= 1)")
     _connection_args(fl)
     for action in ("retry", "remove"):
         fa = fsub.add_parser(action)
@@ -130,73 +123,6 @@ def parser() -> argparse.ArgumentParser:
     gt.add_argument("name")
     gt.add_argument("--tasks-dir", default=os.environ.get("CORRAL_TASKS_DIR", "tasks"))
     return p
-
-
-def client_config(args: argparse.Namespace) -> NodeConfig:
-    """Connection settings of a client command: flags, CORRAL_* env and --config, as for the node."""
-    flags = {k: v for k, v in vars(args).items() if k in CONNECTION_OPTIONS}
-    cfg = NodeConfig.from_sources(flags, os.environ, getattr(args, "config", None), only=CONNECTION_OPTIONS)
-    if cfg.redis_url is None and not cfg.redis_sentinels:
-        url = json.loads(UP_STATE.read_text()).get("redis_url") if UP_STATE.exists() else None
-        if not url:
-            raise Fail("no Redis to talk to: pass --redis-url (or CORRAL_REDIS_URL, or a --config file), "
-                       "or start `corral up` here")
-        cfg = dataclasses.replace(cfg, redis_url=url)
-    return cfg
-
-
-def redis_failure(e: BaseException, shown: str) -> Fail:
-    """One line for a Redis error during a command, with the server's own message."""
-    if isinstance(e, NoPermissionError):
-        return Fail(f"Redis at {shown} refused a command: {describe_error(e)} "
-                    "(the ACL Corral needs: docs/REDIS_ACL.md)")
-    if isinstance(e, ResponseError):
-        return Fail(f"Redis at {shown} refused the command: {describe_error(e)}")
-    return Fail(f"Redis at {shown} failed: {describe_error(e)}")
-
-
-async def _with_client(args: argparse.Namespace, fn: Any) -> Any:
-    cfg = client_config(args)
-    settings = cfg.redis_settings()
-    shown = settings.redacted_url()
-    try:
-        client = await Client.connect(settings.url, cfg.namespace, settings=settings)
-    except CorralError:
-        raise
-    except Exception as e:
-        shown = settings.shown()
-        if tls_problem := await explain_tls_failure(settings, e):
-            raise Fail(f"cannot reach Redis at {shown}: {tls_problem}") from None
-        if sentinel := await explain_sentinel_failure(settings):
-            raise Fail(f"cannot reach Redis at {shown}: {sentinel.reason}") from None
-        raise Fail(f"cannot reach Redis at {shown}: {describe_error(e).replace(settings.url, shown)}") from None
-    try:
-        return await fn(client)
-    except REDIS_FAILURES as e:
-        raise redis_failure(e, shown) from None
-    finally:
-        await client.close()
-
-
-# `--at` beyond this is a mistake (an epoch in milliseconds is ~50,000 years ahead), not a plan
-HORIZON_SECONDS = 10 * 366 * 86400
-
-
-def checked_time(flag: str, value: float, now: float) -> float:
-    """A `--at` epoch or `--in` delay checked before anything is written."""
-    if not math.isfinite(value):
-        raise Fail(f"{flag} must be a finite number of seconds, got {value!r}")
-    at = value if flag == "--at" else now + value
-    if flag == "--in" and value < 0:
-        raise Fail(f"--in must be >= 0 seconds, got {value!r}")
-    if flag == "--at" and value < 0:
-        raise Fail(f"--at must be epoch seconds (>= 0), got {value!r}")
-    if at - now > HORIZON_SECONDS:
-        hint = ""
-        if flag == "--at" and value / 1000 - now <= HORIZON_SECONDS:
-            hint = f"; it looks like milliseconds: epoch seconds would be {value / 1000:.0f} ({js_date(value / 1000)})"
-        raise Fail(f"{flag} {value:g} is more than 10 years ahead{hint}")
-    return value
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -229,7 +155,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         q = args.queue if args.queue is not None else (t.queue if t is not None else "default")
         return f"enqueued {args.task} on {q}" if ok else f"{args.task}: refused by a plugin lock"
 
-    print(asyncio.run(_with_client(args, go)))
+    print(asyncio.run(with_client(args, go)))
     return 0
 
 
@@ -252,7 +178,7 @@ async def gather_status(client: Client) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    st = asyncio.run(_with_client(args, gather_status))
+    st = asyncio.run(with_client(args, gather_status))
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
         return 0
@@ -310,7 +236,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
         print(f"{'retried' if args.action == 'retry' else 'removed'} {n}")
         return 0
 
-    return int(asyncio.run(_with_client(args, go)))
+    return int(asyncio.run(with_client(args, go)))
 
 
 # ---- corral tasks -----------------------------------------------------------------------------
@@ -387,7 +313,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
               + (f"; {len(out['conflicts'])} defined differently by live nodes" if out["conflicts"] else ""))
         return 0
 
-    return int(asyncio.run(_with_client(args, go)))
+    return int(asyncio.run(with_client(args, go)))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -396,37 +322,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     path = generate_task(args.tasks_dir, args.name)
     print(f"wrote {path}")
     return 0
-
-
-async def _checked_run(node: Any, cfg: NodeConfig, url: str | None, node_id: str) -> int:
-    """Check the Redis user's permissions (node/acl.py), then run the node. A Redis that does not
-    answer yet, or refuses the credentials, is left to the node's own connect, which reports it."""
-    from cluster.connection import close_redis, make_redis
-    from cluster.keys import Keys
-
-    from .acl import check_permissions
-
-    redis = make_redis(cfg.redis_settings(url))
-    try:
-        await check_permissions(redis, Keys(cfg.namespace), node_id)
-    except REDIS_FAILURES:
-        pass
-    finally:
-        await close_redis(redis)
-    return int(await node.run())
-
-
-def visible_secrets(flags: dict[str, Any]) -> list[str]:
-    """Warnings for secrets given as flags: every user of the machine reads them in `ps`."""
-    out = []
-    if flags.get("redis_password"):
-        out.append("--redis-password is visible in `ps` to every user of this machine: "
-                   "use CORRAL_REDIS_PASSWORD or --redis-password-file")
-    url = flags.get("redis_url")
-    if url and redact_url(str(url)) != url:
-        out.append("--redis-url carries a password, visible in `ps` to every user of this machine: "
-                   "use CORRAL_REDIS_PASSWORD or --redis-password-file")
-    return out
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -449,8 +344,6 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     for name in environ_options():
         logging.getLogger("corral.config").warning("ignoring unknown environment variable %s", name)
-    for warning in visible_secrets(flags):
-        logging.getLogger("corral.config").warning(warning, extra={"event": "secret_on_command_line"})
     if len(registry) == 0:
         # An image without task files must not take other nodes' jobs only to fail them (TaskNotFound).
         cfg = dataclasses.replace(cfg, queues=())
@@ -468,19 +361,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         import uvloop
 
         try:
-            return int(uvloop.run(_checked_run(node, cfg, url, node_id)))
-        except NoPermissionError as e:  # the ACL changed after the boot check, or a path it misses
-            raise Fail(f"Redis refused a command: {describe_error(e)} (the ACL a node needs: docs/REDIS_ACL.md)") \
-                from None
-        except BaseExceptionGroup as eg:
-            denied = eg.subgroup(NoPermissionError)
-            if denied is None:
-                raise
-            first = denied.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise Fail(f"Redis refused a command: {describe_error(first)} "
-                       "(the ACL a node needs: docs/REDIS_ACL.md)") from None
+            return int(uvloop.run(checked_run(node, cfg, url, node_id, visible_secrets(flags))))
+        except (NoPermissionError, BaseExceptionGroup) as e:  # the ACL changed after the boot check
+            raise permission_failure(e) from None
     finally:
         if embedded is not None:
             embedded.stop()
@@ -499,7 +382,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not Path(args.tasks_dir).is_dir():
         raise Fail(f"tasks dir {args.tasks_dir!r} not found (run from the repository root, or pass --tasks-dir)")
     data = Path(args.data_dir)
-    (data / "logs").mkdir(parents=True, exist_ok=True)
+    (data / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)  # node logs name tasks and queues: private
     redis = EmbeddedRedis(data / "redis").start()
     procs: list[subprocess.Popen[bytes]] = []
     ports = [args.http_port + i for i in range(args.nodes)]
@@ -512,7 +395,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         for i, port in enumerate(ports):
-            log = open(data / "logs" / f"node{i + 1}.log", "ab")
+            log = os.fdopen(os.open(data / "logs" / f"node{i + 1}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                    0o600), "ab")
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "node", "node", "--redis-url", redis.url, "--http-port", str(port),
                  "--node-id", f"node{i + 1}", "--tasks-dir", args.tasks_dir, "--queues", args.queues,

@@ -115,7 +115,7 @@ def test_redis_errors_during_a_command_are_one_line(redis_factory: Callable[...,
         assert out.returncode == 2 and "WRONGTYPE" in out.stderr, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
     out = corral("failed", "list", "--limit", "0", "--redis-url", url)
-    assert out.returncode == 2 and "must be >= 1" in out.stderr
+    assert out.returncode == 2 and "must be >= 1" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_client_commands_read_env_and_config_as_the_node(redis_factory: Callable[..., RedisServer],
@@ -142,3 +142,34 @@ def test_client_commands_read_env_and_config_as_the_node(redis_factory: Callable
     assert listing.returncode == 0 and "0 failed" in listing.stdout, listing.stderr
     wrong = corral("status", "--redis-url", url.replace("/2", f"/2?password={password}x"))
     assert wrong.returncode == 2 and password not in wrong.stderr and "password=***" in wrong.stderr, wrong.stderr
+
+
+def test_bad_numbers_stop_the_node_and_sigterm_ends_an_idle_node(redis_url: str, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for flag, value in [("--poll-interval", "nan"), ("--dead-after", "nan"), ("--concurrency", "1.9")]:
+        out = corral("node", "--redis-url", redis_url, "--tasks-dir", str(empty), flag, value)
+        assert out.returncode == 2 and flag in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    # an idle node with no tasks at all: SIGTERM ends it within its shutdown timeout
+    e = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    p = subprocess.Popen([sys.executable, "-m", "node", "node", "--redis-url", redis_url, "--tasks-dir", str(empty),
+                          "--http-port", "0", "--shutdown-timeout", "2", "--poll-interval", "0.001"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=e)
+    try:
+        assert p.stderr is not None
+        for line in p.stderr:
+            if "node_started" in line:
+                break
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        p.wait(15)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+    assert p.returncode == 0 and took < 2 + 2, f"exit {p.returncode} after {took:.1f}s"

@@ -4,13 +4,17 @@
   (`?db=` wins over the path, as in redis-py); a node never runs another database's job.
 - `?password=` in the URL authenticates the fast path too; the password never shows in the
   node's start log line or in the redacted URL.
+- A password given as a flag (visible in `ps`) is warned about once the node connected; one from
+  `--redis-password-file` (or `CORRAL_REDIS_PASSWORD`) is not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -19,6 +23,7 @@ from cluster.client import Client
 from cluster.connection import RedisSettings, make_redis
 from cluster.rawconn import FastScript, RawPool
 from tests.support.inproc import NodeFactory, wait_for
+from tests.support.nodes import NodeCluster, NodeProcess
 from tests.support.servers import RedisServer
 
 TASKS = '''
@@ -88,3 +93,26 @@ async def test_the_start_log_line_shows_no_password(redis_factory: Callable[...,
     started = [r for r in caplog.records if getattr(r, "event", None) == "node_started"]
     assert started and "password=***" in str(vars(started[0]))
     assert all(PASSWORD not in r.getMessage() + str(vars(r)) for r in caplog.records)
+
+
+def test_a_password_on_the_command_line_is_warned_about(redis_factory: Callable[..., RedisServer],
+                                                        node_cluster: NodeCluster, tmp_path: Path) -> None:
+    server = redis_factory(requirepass=PASSWORD)
+    url = f"redis://127.0.0.1:{server.port}/0"
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(PASSWORD + "\n")
+    flag = node_cluster.add("flag", redis_url=url, tasks_dir=tasks, extra_args=["--redis-password", PASSWORD])
+    by_file = node_cluster.add("file", redis_url=url, tasks_dir=tasks,
+                               extra_args=["--redis-password-file", str(pw_file)])
+    for n in (flag, by_file):
+        n.wait_ready(30)
+        n.sigterm()
+        n.wait_exit(20)
+
+    def events(n: NodeProcess) -> list[str]:
+        return [json.loads(ln).get("event", "") for ln in n.log_path.read_text().splitlines() if ln.startswith("{")]
+
+    assert "secret_on_command_line" in events(flag)
+    assert "secret_on_command_line" not in events(by_file) and "node_started" in events(by_file)
