@@ -37,11 +37,12 @@ def load_file(path: Path) -> list[Task]:
         except TaskDefinitionError as e:
             del sys.modules[name]
             raise TaskDefinitionError(str(path), e.field, str(e).split(": ", 2)[-1]) from None
-        except Exception as e:
+        except (Exception, SystemExit, KeyboardInterrupt) as e:  # a task file cannot exit the node
             del sys.modules[name]
             where = traceback.extract_tb(e.__traceback__)[-1]
-            raise ConfigError(f"{path}:{where.lineno}: error while loading task file: "
-                              f"{type(e).__name__}: {e}") from None
+            what = f"{type(e).__name__}({', '.join(map(repr, e.args))})" if isinstance(e, SystemExit) else \
+                f"{type(e).__name__}: {e}"
+            raise ConfigError(f"{path}:{where.lineno}: error while loading task file: {what}") from None
     tasks = []
     for value in vars(module).values():
         if isinstance(value, Task):

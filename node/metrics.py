@@ -31,7 +31,7 @@ METRIC_NAMES: frozenset[str] = frozenset({
     "corral_periodic_lateness_seconds",
     "corral_workers", "corral_jobs_recovered_total", "corral_jobs_poisoned_total", "corral_redis_errors_total",
     "corral_stale_leader_writes_total", "corral_node_info", "corral_node_heartbeat_age_seconds",
-    "corral_cluster_gauges_age_seconds",
+    "corral_cluster_gauges_age_seconds", "corral_task_threads",
 })
 
 
@@ -137,6 +137,14 @@ class NodeMetrics(Observer):
         """Read busy/idle at scrape time instead of setting two gauges twice per job."""
         self.workers.labels("busy").set_function(busy)
         self.workers.labels("idle").set_function(lambda: total - busy())
+
+    def watch_task_threads(self, threads: Any) -> None:
+        """`corral_task_threads{state}`: busy, timed_out (still running a job that already failed
+        with JobTimeout or was pushed back: not free), idle; read at scrape time."""
+        g = Gauge("corral_task_threads", "Threads for sync tasks by state", ["state"], registry=self.registry)
+        g.labels("busy").set_function(lambda: threads.busy)
+        g.labels("timed_out").set_function(lambda: threads.timed_out)
+        g.labels("idle").set_function(lambda: threads.idle)
 
     def leader_changed(self, is_leader: bool, epoch: int) -> None:
         self.is_leader.set(1 if is_leader else 0)
