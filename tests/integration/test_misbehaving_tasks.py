@@ -396,6 +396,8 @@ def test_sigterm_past_the_grace_never_runs_a_pushed_back_job_twice_at_once(tmp_p
         assert not [r for r in mine if r["kind"] == "end"], "node a's copy was stopped, never completed"
         assert [r["kind"] for r in theirs if r["kind"] != "tick"] == ["start", "end"], "node b ran it once"
         overlap = max(r["t"] for r in mine) - min(r["t"] for r in theirs)
+        print(f"\nSIGTERM past the grace: node a exited after {exited_after:.2f} s; its copy's last sign of life "
+              f"{-overlap * 1000:.0f} ms before node b's copy started")
         assert overlap < 0.1, f"node a's copy ran {overlap:.3f} s after node b's copy started"
         assert exited_after < 2 + 3, f"node a exited {exited_after:.1f} s after SIGTERM (grace 2 s)"
         assert a.returncode == 0
