@@ -103,7 +103,7 @@ class _Worker:
     def __init__(self, ctx: Any, tasks_dir: str, nice: int) -> None:
         self.conn, child = multiprocessing.Pipe()
         self.proc = ctx.Process(target=_child_main, args=(child, tasks_dir, os.getpid(), nice),
-                                name="corral-cpu", daemon=True)
+                                name="corral-cpu")  # not a daemon: a task may start processes of its own
         self.proc.start()
         child.close()
 
