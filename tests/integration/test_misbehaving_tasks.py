@@ -45,6 +45,13 @@ async def cancelself(params, ctx):
     await asyncio.sleep(1)
 
 
+def cancel_in_thread(params, ctx):
+    raise asyncio.CancelledError()
+
+
+cancelsync = Task(name="cancelsync", run=cancel_in_thread)
+
+
 @task(name="retrying")
 async def retrying(params, ctx):
     await ctx.client.redis.rpush("attempts", ctx.attempt)
@@ -118,15 +125,15 @@ async def test_a_task_raising_cancelled_error_fails_its_job_and_the_slot_goes_on
         inproc_node: NodeFactory, client: Client) -> None:
     # issue 12: one such job stopped all slots of 2 nodes; 0 of 10 later good jobs ran; healthz 200
     nodes = [await inproc_node(TASKS, concurrency=2) for _ in range(2)]
-    for name in ("cancelme", "cancelself", "cancelme", "cancelself"):
+    for name in ("cancelme", "cancelself", "cancelsync", "cancelme", "cancelself"):
         await client.enqueue(name, {})
-    await wait_for(lambda: _count_failed(client, 4), timeout=10, what="4 cancelled jobs failed")
+    await wait_for(lambda: _count_failed(client, 5), timeout=10, what="5 cancelled jobs failed")
     for i in range(10):
         await client.enqueue("echo", {"i": i})
     await wait_for(lambda: _count_results(client, 10), timeout=10, what="10 good jobs ran after them")
     failed = await _failed_by_task(client)
-    assert sorted(failed) == ["cancelme", "cancelself"]
-    for e in failed["cancelme"] + failed["cancelself"]:
+    assert sorted(failed) == ["cancelme", "cancelself", "cancelsync"]
+    for e in failed["cancelme"] + failed["cancelself"] + failed["cancelsync"]:
         assert e["exception"] == "JobCancelled"
         assert "CancelledError" in e["error"] and "not stopping" in e["error"]
     for node in nodes:
