@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cluster.observe import Observer
@@ -31,7 +31,7 @@ METRIC_NAMES: frozenset[str] = frozenset({
     "corral_periodic_lateness_seconds",
     "corral_workers", "corral_jobs_recovered_total", "corral_jobs_poisoned_total", "corral_redis_errors_total",
     "corral_stale_leader_writes_total", "corral_node_info", "corral_node_heartbeat_age_seconds",
-    "corral_cluster_gauges_age_seconds", "corral_task_threads",
+    "corral_cluster_gauges_age_seconds", "corral_task_threads", "corral_task_processes_replaced_total",
 })
 
 
@@ -61,6 +61,18 @@ class ClusterGauges(Collector):
         yield GaugeMetricFamily("corral_delayed_jobs", "Delayed jobs not yet due (cluster-wide)", value=self.delayed)
         yield GaugeMetricFamily("corral_failed_jobs", "Entries in the failed list (cluster-wide)", value=self.failed)
         yield GaugeMetricFamily("corral_cluster_members", "Live nodes seen in Redis (cluster-wide)", value=self.members)
+
+
+class _ProcessesReplaced(Collector):
+    def __init__(self, processes: Any) -> None:
+        self.processes = processes
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        c = CounterMetricFamily("corral_task_processes_replaced",
+                                "cpu_bound worker processes replaced, by reason", labels=["reason"])
+        for reason, n in sorted(self.processes.replaced.items()):
+            c.add_metric([reason], n)
+        yield c
 
 
 class NodeMetrics(Observer):
@@ -145,6 +157,11 @@ class NodeMetrics(Observer):
         g.labels("busy").set_function(lambda: threads.busy)
         g.labels("timed_out").set_function(lambda: threads.timed_out)
         g.labels("idle").set_function(lambda: threads.idle)
+
+    def watch_task_processes(self, processes: Any) -> None:
+        """`corral_task_processes_replaced_total{reason}`: cpu_bound worker processes killed at a
+        job's timeout, died under a job, or killed at shutdown; read at scrape time."""
+        self.registry.register(_ProcessesReplaced(processes))
 
     def leader_changed(self, is_leader: bool, epoch: int) -> None:
         self.is_leader.set(1 if is_leader else 0)

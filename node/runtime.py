@@ -117,6 +117,7 @@ class Node:
         self.executor = Executor(threads=cfg.threads, processes=cfg.processes, tasks_dir=cfg.tasks_dir,
                                  nice=cfg.task_nice)
         self.metrics.watch_task_threads(self.executor.threads)
+        self.metrics.watch_task_processes(self.executor.processes)
         self.pool = WorkerPool(redis=self.redis, keys=self.keys, registry=self.registry, executor=self.executor,
                                client=self.client, node_id=self.node_id, queue_specs=cfg.queues,
                                concurrency=cfg.concurrency, clock=self.clock, observer=self.metrics,

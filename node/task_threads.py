@@ -2,8 +2,9 @@
 
 A sync task whose `timeout` passes fails with `JobTimeout`, but its thread runs on until the
 function returns. Such a thread is counted as `timed_out`, never as free: the pool starts another
-thread for new jobs, up to `size` timed-out threads (so at most 2 x `size` threads exist); past
-that, new jobs wait for a thread. A job's clock starts only when its function is running in a
+thread so that `size` jobs can still run, within 2 x `size` threads in all: past `size` timed-out
+threads fewer jobs run at once, and with 2 x `size` new jobs wait for one of them to end (without
+a clock: their timeout has not started). A job's clock starts only when its function is running in a
 thread, so a job that never ran never fails `JobTimeout`. Threads are daemons: a node that exits
 (SIGTERM past its grace) does not wait for them, and a job it pushed back dies with the process.
 

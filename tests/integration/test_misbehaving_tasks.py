@@ -256,6 +256,8 @@ async def test_cpu_bound_task_is_killed_at_its_timeout_and_its_process_replaced(
     await client.enqueue("whoami", {"file": str(who2)})
     await wait_for(lambda: _stat(client, "processed", 2), timeout=30, what="a job after the death ran")
     assert node.executor.processes.replaced == {"timeout": 1, "died": 1, "shutdown": 0}
+    for reason, n in (("timeout", 1), ("died", 1)):
+        assert node.metrics_registry.get_sample_value("corral_task_processes_replaced_total", {"reason": reason}) == n
 
 
 # ---- real node processes ---------------------------------------------------------------------
