@@ -5,7 +5,9 @@ one heavy task never blocks the loop, its heartbeats or its HTTP endpoints.
 Task code is confined: `SystemExit` and `KeyboardInterrupt` raised by a task (on the loop, in a
 thread or in a process) become `TaskEscaped`, a failure of that job, instead of stopping the node.
 A timeout starts when the task's code starts (a job waiting for a thread or a process has no
-clock); a timed-out thread runs on, counted as `timed_out`; a timed-out process is killed.
+clock); a timed-out thread runs on, counted as `timed_out`; a timed-out process is killed; a
+timed-out coroutine is cancelled, and one that ignores the cancellation for `CANCEL_GRACE` is
+abandoned (it runs on, counted in `abandoned`) so that its slot and its job go on.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,9 @@ from cluster.task import JobContext, Task, call_run
 
 from .task_processes import TaskEscaped, TaskProcesses
 from .task_threads import TaskThreads
+
+log = logging.getLogger("corral.executor")
+CANCEL_GRACE = 1.0  # seconds a cancelled coroutine gets to wind down before it is abandoned
 
 __all__ = ["Executor", "TaskEscaped"]
 
@@ -44,17 +50,22 @@ def _guarded_sync(fn: Callable[..., Any], params: dict[str, Any], ctx: JobContex
         raise TaskEscaped(type(e).__name__, _describe(e)) from e
 
 
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # the job's outcome was decided without it: not "never retrieved"
+
+
 class Executor:
     def __init__(self, *, threads: int, processes: int, tasks_dir: str, nice: int = 0) -> None:
         self.nice = nice
         self.threads = TaskThreads(threads, nice)
         self.processes = TaskProcesses(processes or (os.cpu_count() or 1), str(Path(tasks_dir).resolve()), nice)
+        self.abandoned: set[asyncio.Task[Any]] = set()  # coroutines that ignored their cancellation
 
     async def run(self, t: Task, params: dict[str, Any], ctx: JobContext) -> Any:
         if t.is_async:
             if t.timeout:
-                async with asyncio.timeout(t.timeout):
-                    return await _guarded_async(t, params, ctx)
+                return await self._run_async_bounded(t, params, ctx)
             return await _guarded_async(t, params, ctx)
         if t.cpu_bound:
             meta = {"payload": ctx.job.raw, "queue": ctx.queue, "worker": ctx.worker, "node_id": ctx.node_id,
@@ -63,10 +74,41 @@ class Executor:
         call = functools.partial(contextvars.copy_context().run, _guarded_sync, t.run, params, ctx)
         return await self.threads.run(call, t.timeout, t.name)
 
+    async def _run_async_bounded(self, t: Task, params: dict[str, Any], ctx: JobContext) -> Any:
+        """The coroutine runs in a task of its own, so that a job whose code swallows the
+        cancellation (`except BaseException`, a bare `except:`) still ends at its timeout."""
+        inner = asyncio.get_running_loop().create_task(_guarded_async(t, params, ctx), name=f"job:{t.name}")
+        try:
+            async with asyncio.timeout(t.timeout):
+                return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if not inner.done():  # the node cancelled this job (shutdown): its code stops too
+                self._stop(inner, t.name, 0.0)
+            raise
+        except TimeoutError:
+            await self._stop_and_wait(inner, t.name)
+            raise
+
+    async def _stop_and_wait(self, inner: asyncio.Task[Any], name: str) -> None:
+        inner.cancel()
+        await asyncio.wait({inner}, timeout=CANCEL_GRACE)
+        self._stop(inner, name, CANCEL_GRACE)
+
+    def _stop(self, inner: asyncio.Task[Any], name: str, waited: float) -> None:
+        if not inner.done():
+            inner.cancel()
+            self.abandoned.add(inner)
+            inner.add_done_callback(self.abandoned.discard)
+            if waited:
+                log.warning("a timed-out coroutine ignored its cancellation for %.1f s; abandoned (it runs on)",
+                            waited, extra={"event": "coroutine_abandoned", "task": name})
+        inner.add_done_callback(_consume)
+
     @property
     def unstoppable(self) -> int:
-        """Task threads still running code (Python cannot stop them; they end with the process)."""
-        return self.threads.running
+        """Task code still running that was given up on: threads (Python cannot stop them) and
+        coroutines that ignored their cancellation. Both end with the process."""
+        return self.threads.running + len(self.abandoned)
 
     def shutdown(self) -> None:
         self.threads.shutdown()

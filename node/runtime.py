@@ -196,7 +196,7 @@ class Node:
                     ready.set()
                 await self.stop_event.wait()
                 await self._shutdown()
-                if self.exit_process and self.executor.threads.running:
+                if self.exit_process and self.executor.unstoppable:
                     self._exit_now()
                 for t in background:
                     t.cancel()
@@ -223,10 +223,10 @@ class Node:
         except REDIS_FAILURES as e:
             left = -1
             log.warning("node: deregister failed: %r", e)
-        running = self.executor.threads.running
+        running = self.executor.unstoppable
         if running:
-            log.warning("node: %d task thread(s) still run code of jobs given up on (pushed back, or timed out); "
-                        "Python cannot stop a thread: they end when this process exits", running,
+            log.warning("node: %d task thread(s) or coroutine(s) still run code of jobs given up on (pushed back, "
+                        "or timed out); they end when this process exits", running,
                         extra={"event": "threads_abandoned", "threads": running})
         log.info("node: stopped", extra={"event": "node_stopped", "pushed_back": pushed, "inflight_left": left,
                                           "seconds": round(self.clock.monotonic() - t0, 3)})
@@ -236,8 +236,9 @@ class Node:
         Leadership is released, jobs are pushed back and the node deregistered by now; `cpu_bound`
         workers are killed here, the leader process gets SIGTERM from the kernel (PDEATHSIG)."""
         self.executor.processes.shutdown()
-        log.warning("node: exiting now; the task threads still running end with this process",
-                    extra={"event": "node_exit", "threads": self.executor.threads.running})
+        log.warning("node: exiting now; the task code still running ends with this process",
+                    extra={"event": "node_exit", "threads": self.executor.threads.running,
+                           "coroutines": len(self.executor.abandoned)})
         for h in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 h.flush()
@@ -362,7 +363,8 @@ class Node:
         node = {"id": self.node_id, "is_leader": self._leader_view()["is_leader"], "workers": workers,
                 "queues": list(self.cfg.queues), "uptime_seconds": round(self.clock.monotonic() - self.started_mono, 3),
                 "version": version(), "http_port": self.http_port,
-                "task_threads": self.executor.threads.snapshot(), "task_processes": self.executor.processes.snapshot()}
+                "task_threads": self.executor.threads.snapshot(), "task_processes": self.executor.processes.snapshot(),
+                "task_coroutines_abandoned": len(self.executor.abandoned)}
         if isinstance(self.elector, LeaderProcess):
             proc = self.elector.proc
             node["leader_process"] = {"pid": proc.pid if proc is not None else None,

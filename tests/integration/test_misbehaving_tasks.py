@@ -45,6 +45,16 @@ async def cancelself(params, ctx):
     await asyncio.sleep(1)
 
 
+@task(name="stubborn", timeout=0.3)
+async def stubborn(params, ctx):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not Path(params["release"]).exists():
+        try:
+            await asyncio.sleep(0.02)
+        except BaseException:  # swallows the timeout's cancellation, as a bare `except:` does
+            pass
+
+
 def cancel_in_thread(params, ctx):
     raise asyncio.CancelledError()
 
@@ -142,6 +152,24 @@ async def test_a_task_raising_cancelled_error_fails_its_job_and_the_slot_goes_on
         assert code == 200 and body["ok"]
         assert await client.redis.hlen(client.keys.inflight(node.node_id)) == 0
     assert await client.length("default") == 0
+
+
+async def test_an_async_task_that_swallows_its_cancellation_still_ends_at_its_timeout(
+        inproc_node: NodeFactory, client: Client, tmp_path: Path) -> None:
+    node = await inproc_node(TASKS, concurrency=1)
+    release = tmp_path / "release"
+    try:
+        await client.enqueue("stubborn", {"release": str(release)})
+        await client.enqueue("echo", {"after": "stubborn"})
+        await wait_for(lambda: _count_results(client, 1), timeout=10, what="the next job ran on the only slot")
+        (entry,) = await client.failed(0, -1)
+        assert entry["exception"] == "JobTimeout"
+        assert len(node.executor.abandoned) == 1
+        status = json.loads((await asyncio.to_thread(http_get, f"http://127.0.0.1:{node.http_port}/status"))[1])
+        assert status["node"]["task_coroutines_abandoned"] == 1
+    finally:
+        release.touch()
+    await wait_for(lambda: _true(not node.executor.abandoned), timeout=5, what="the abandoned coroutine ended")
 
 
 async def test_a_crashed_slot_is_restarted_and_a_crash_loop_fails_healthz(
