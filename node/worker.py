@@ -297,6 +297,10 @@ class Slot:
         assert self._holding is not None
         pool = self.pool
         queue, payload, job_exec = self._holding
+        if self.job_task is None and pool.stopping:  # restarted during the shutdown: never started, give it back
+            self._release()
+            await self._push_back(queue, job_exec)
+            return False
         if self.job_task is None:
             self.idle = False
             pool.busy += 1
