@@ -16,10 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cluster.client import Client
 from node.worker import Slot
 from tests.support import REPO_ROOT, http_get, wait_until
 from tests.support.inproc import NodeFactory, wait_for
+from tests.support.jobtasks import TASKS as JOB_TASKS
 from tests.support.jobtasks import read_log
 from tests.support.nodes import NodeCluster
 
@@ -440,6 +443,38 @@ def test_sigterm_past_the_grace_never_runs_a_pushed_back_job_twice_at_once(tmp_p
         assert a.returncode == 0
         events = [r.get("event") for r in a.log_records()]
         assert "job_pushed_back" in events and "node_exit" in events
+    finally:
+        cluster.close()
+
+
+@pytest.mark.xfail(reason="issue 12, left for the owner of cluster/scripts/recover.lua: recoveries are counted per "
+                          "payload bytes (corral:recovered, sha1), so identical copies in flight count each other",
+                   strict=False)
+def test_identical_payloads_in_flight_on_a_killed_node_are_all_recovered(tmp_path: Path, redis_url: str) -> None:
+    # issue 12: 5 identical payloads in flight on one node, kill -9: 4 recovered, 1 marked poison
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "jobs.py").write_text(JOB_TASKS)
+    logs = tmp_path / "joblog"
+    logs.mkdir()
+    cluster = NodeCluster(tmp_path, redis_url=redis_url, tasks_dir=tasks, env={"JOBLOG_DIR": str(logs)},
+                          extra_args=["--heartbeat-interval", "0.3", "--dead-after", "1.5"])
+    try:
+        cluster.add("lead", scheduler=True, queues="other").wait_ready(20)
+        cluster.wait_leader(15)
+        victim = cluster.add("victim", scheduler=False, concurrency=5)
+        victim.wait_ready(20)
+        _enqueue(redis_url, [("work", {"id": "same", "s": 5})] * 5)
+        wait_until(lambda: sum(r["kind"] == "start" and r["pid"] == victim.pid for r in read_log(logs)) == 5, 10,
+                   message="5 identical jobs running on the victim")
+        victim.kill()
+        survivor = cluster.add("survivor", scheduler=False, concurrency=5)
+        survivor.wait_ready(20)
+        failed = lambda: _sync_client_call(redis_url, lambda c: c.failed_count())  # noqa: E731
+        wait_until(lambda: failed() > 0 or sum(r["kind"] == "start" and r["pid"] == survivor.pid
+                                               for r in read_log(logs)) == 5, 20, message="recovery")
+        assert failed() == 0, "no identical copy was taken for a poison pill"
+        assert sum(r["kind"] == "start" and r["pid"] == survivor.pid for r in read_log(logs)) == 5
     finally:
         cluster.close()
 
