@@ -357,7 +357,10 @@ def cmd_node(args: argparse.Namespace) -> int:
         url = embedded.url
         logging.getLogger("corral.node").info("started embedded Redis", extra={"url": url})
     try:
-        node = Node(cfg, registry, redis_url=url, node_id=node_id, leader_process=cfg.leader_process)
+        # exit_process: a job pushed back at the shutdown deadline must not run on in a task thread
+        # (with the embedded Redis, the normal exit path stops the server first)
+        node = Node(cfg, registry, redis_url=url, node_id=node_id, leader_process=cfg.leader_process,
+                    exit_process=embedded is None)
         import uvloop
 
         try:

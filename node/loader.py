@@ -48,11 +48,12 @@ def load_file(path: Path) -> list[Task]:
         except TaskDefinitionError as e:
             del sys.modules[name]
             raise TaskDefinitionError(str(path), e.field, str(e).split(": ", 2)[-1], line=line_in(path, e)) from None
-        except Exception as e:
+        except (Exception, SystemExit, KeyboardInterrupt) as e:  # a task file cannot exit the node
             del sys.modules[name]
             line = line_in(path, e)
-            raise ConfigError(f"{path}{'' if line is None else f':{line}'}: error while loading task file: "
-                              f"{type(e).__name__}: {e}") from None
+            what = f"{type(e).__name__}({', '.join(map(repr, e.args))})" if isinstance(e, SystemExit) else \
+                f"{type(e).__name__}: {e}"
+            raise ConfigError(f"{path}{'' if line is None else f':{line}'}: error while loading task file: {what}") from None
     tasks = []
     for value in vars(module).values():
         if isinstance(value, Task):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cluster.activequeues import ActiveQueues
@@ -35,7 +35,7 @@ METRIC_NAMES: frozenset[str] = frozenset({
     "corral_workers", "corral_jobs_recovered_total", "corral_jobs_poisoned_total", "corral_redis_errors_total",
     "corral_stale_leader_writes_total", "corral_node_info", "corral_node_heartbeat_age_seconds",
     "corral_cluster_gauges_age_seconds", "corral_leader_candidate", "corral_acks_refused_total",
-    "corral_bad_keys_total", "corral_queues",
+    "corral_bad_keys_total", "corral_queues", "corral_task_threads", "corral_task_processes_replaced_total",
 })
 
 
@@ -107,6 +107,18 @@ async def read_queue_stats(scripts: Scripts, active: ActiveQueues, bad: BadKeys)
     lengths = {q: int(n) for q, n in zip(names, res[1], strict=True)}
     heads = {q: str(h) for q, h in zip(names, res[2], strict=True) if h}
     return lengths, heads
+
+
+class _ProcessesReplaced(Collector):
+    def __init__(self, processes: Any) -> None:
+        self.processes = processes
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        c = CounterMetricFamily("corral_task_processes_replaced",
+                                "cpu_bound worker processes replaced, by reason", labels=["reason"])
+        for reason, n in sorted(self.processes.replaced.items()):
+            c.add_metric([reason], n)
+        yield c
 
 
 class NodeMetrics(Observer):
@@ -195,6 +207,19 @@ class NodeMetrics(Observer):
         """Read busy/idle at scrape time instead of setting two gauges twice per job."""
         self.workers.labels("busy").set_function(busy)
         self.workers.labels("idle").set_function(lambda: total - busy())
+
+    def watch_task_threads(self, threads: Any) -> None:
+        """`corral_task_threads{state}`: busy, timed_out (still running a job that already failed
+        with JobTimeout or was pushed back: not free), idle; read at scrape time."""
+        g = Gauge("corral_task_threads", "Threads for sync tasks by state", ["state"], registry=self.registry)
+        g.labels("busy").set_function(lambda: threads.busy)
+        g.labels("timed_out").set_function(lambda: threads.timed_out)
+        g.labels("idle").set_function(lambda: threads.idle)
+
+    def watch_task_processes(self, processes: Any) -> None:
+        """`corral_task_processes_replaced_total{reason}`: cpu_bound worker processes killed at a
+        job's timeout, died under a job, or killed at shutdown; read at scrape time."""
+        self.registry.register(_ProcessesReplaced(processes))
 
     def leader_changed(self, is_leader: bool, epoch: int) -> None:
         self.is_leader.set(1 if is_leader else 0)

@@ -3,7 +3,9 @@
 Shutdown order on SIGTERM/SIGINT (FAULTS.md): release leadership first (compare-and-delete +
 publish, so a successor takes over in milliseconds), stop fetching, let running jobs finish
 within `shutdown_timeout`, push back what could not finish (one atomic script per job),
-deregister, exit.
+deregister, exit. A pushed-back job still running in a task thread (Python cannot stop a thread)
+ends with the process: task threads are daemons, so `corral node` exits right after the push
+back instead of running the old copy next to the one another node picks up.
 """
 
 from __future__ import annotations
@@ -62,11 +64,16 @@ def version() -> str:
 class Node:
     def __init__(self, cfg: NodeConfig, registry: Registry, *, redis_url: str | None = None,
                  node_id: str | None = None, clock: Clock | None = None, install_signals: bool = True,
-                 leader_process: bool = False) -> None:
+                 leader_process: bool = False, exit_process: bool = False) -> None:
         """`leader_process`: run the election and the leader duties in a child process (what
         `corral node` does, by `cfg.leader_process`); it loads the tasks from `cfg.tasks_dir`, so
         only use it when `registry` came from there. Off, they run on this loop (library use,
-        in-process tests with their own clock)."""
+        in-process tests with their own clock).
+
+        `exit_process`: this node owns its process (`corral node`): when a task thread still runs
+        a job after the shutdown pushed it back, end the process at once (`os._exit`) right after
+        the push back and the deregistration, so that copy stops before another node's copy
+        starts. Off (a host program), `run()` returns and those threads run on in the host."""
         self.cfg = cfg
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
@@ -81,6 +88,7 @@ class Node:
         self.loop_lag = 0.0
         self.install_signals = install_signals
         self.leader_process = leader_process
+        self.exit_process = exit_process
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -121,6 +129,8 @@ class Node:
         self.client = Client(self.redis, cfg.namespace, registry=self.registry, clock=self.clock)
         self.executor = Executor(threads=cfg.threads, processes=cfg.pool_processes(), tasks_dir=cfg.tasks_dir,
                                  nice=cfg.task_nice)
+        self.metrics.watch_task_threads(self.executor.threads)
+        self.metrics.watch_task_processes(self.executor.processes)
         self.pool = WorkerPool(redis=self.redis, keys=self.keys, registry=self.registry, executor=self.executor,
                                client=self.client, node_id=self.node_id, queue_specs=cfg.queues,
                                concurrency=cfg.concurrency, clock=self.clock, observer=self.metrics,
@@ -220,6 +230,8 @@ class Node:
                     ready.set()
                 await self.stop_event.wait()
                 await self._shutdown()
+                if self.exit_process and self.executor.unstoppable:
+                    self._exit_now()
                 for t in background:
                     t.cancel()
         finally:
@@ -247,8 +259,26 @@ class Node:
         except REDIS_FAILURES as e:
             left = -1
             log.warning("node: deregister failed: %r", e)
+        running = self.executor.unstoppable
+        if running:
+            log.warning("node: %d task thread(s) or coroutine(s) still run code of jobs given up on (pushed back, "
+                        "or timed out); they end when this process exits", running,
+                        extra={"event": "threads_abandoned", "threads": running})
         log.info("node: stopped", extra={"event": "node_stopped", "pushed_back": pushed, "inflight_left": left,
                                           "seconds": round(self.clock.monotonic() - t0, 3)})
+
+    def _exit_now(self) -> None:
+        """End the process without waiting for task threads (they cannot be stopped otherwise).
+        Leadership is released, jobs are pushed back and the node deregistered by now; `cpu_bound`
+        workers are killed here, the leader process gets SIGTERM from the kernel (PDEATHSIG)."""
+        self.executor.processes.shutdown()
+        log.warning("node: exiting now; the task code still running ends with this process",
+                    extra={"event": "node_exit", "threads": self.executor.threads.running,
+                           "coroutines": len(self.executor.abandoned)})
+        for h in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                h.flush()
+        os._exit(0)
 
     # ---- background ----------------------------------------------------------------------------
 
@@ -363,6 +393,9 @@ class Node:
         term = e.term if e is not None else None
         if term is not None and self.clock.monotonic() > term.deadline + self.cfg.lease_margin:
             return json_response(503, {"ok": False, "reason": "this node believes it leads past its lease"})
+        problem = self.pool.health_problem()
+        if problem is not None:
+            return json_response(503, {"ok": False, "reason": problem})
         return json_response(200, {"ok": True, "loop_lag_seconds": round(self.loop_lag, 4)})
 
     async def h_readyz(self) -> Response:
@@ -387,10 +420,12 @@ class Node:
             if s.current is not None:
                 job = {**job_view(s.current, self.cfg.status_payloads),  # params only if asked, never secrets
                        "running_seconds": round(self.clock.time() - s.current["started"], 3)}
-            workers.append({"name": s.name, "queues": s.spec, "busy": not s.idle, "job": job})
+            workers.append({"name": s.name, "queues": s.spec, "busy": not s.idle, "job": job, "restarts": s.restarts})
         node = {"id": self.node_id, "is_leader": self._leader_view()["is_leader"], "workers": workers,
                 "queues": list(self.cfg.queues), "uptime_seconds": round(self.clock.monotonic() - self.started_mono, 3),
-                "version": version(), "http_port": self.http_port}
+                "version": version(), "http_port": self.http_port,
+                "task_threads": self.executor.threads.snapshot(), "task_processes": self.executor.processes.snapshot(),
+                "task_coroutines_abandoned": len(self.executor.abandoned)}
         if isinstance(self.elector, LeaderProcess):
             proc = self.elector.proc
             node["leader_process"] = {"pid": proc.pid if proc is not None else None,

@@ -4,6 +4,11 @@ Steady state costs one Redis round trip per job: the ack of a job and the fetch 
 one Lua script (`fetch.lua`), which also records the fetched job in the node's in-flight hash.
 An idle slot waits for a `corral:wake` message naming one of its queues (Corral producers publish
 one per enqueue) or for `poll_interval` (producers that do not publish), whichever comes first.
+
+A job's task is confined: whatever it raises (an exception, `CancelledError`, `SystemExit`) fails
+that job and the slot goes on; only the node's own shutdown cancels a job (then pushed back).
+Each slot runs under a supervisor that restarts it if it ever ends or crashes; a slot that keeps
+crashing makes `/healthz` fail (`WorkerPool.health_problem`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import os
 import traceback
 from collections.abc import Sequence
@@ -24,7 +30,7 @@ from redis.asyncio import Redis
 from cluster.activequeues import ActiveQueues
 from cluster.aio import REDIS_FAILURES, wait_event
 from cluster.badkeys import BadKeys
-from cluster.client import Client
+from cluster.client import Client, bucket
 from cluster.clock import Clock
 from cluster.errors import JobDecodeError, Retry, TaskNotFound
 from cluster.keys import Keys
@@ -34,15 +40,34 @@ from cluster.plugins import PluginContext
 from cluster.rawconn import FastScript
 from cluster.scripts import Scripts
 from cluster.task import JobContext, Registry
-from cluster.wire import decode_job, encode_failed, js_date
+from cluster.wire import Job, decode_job, encode_failed, encode_job, js_date
 
-from .executor import Executor
+from .executor import Executor, TaskEscaped
 
 log = logging.getLogger("corral.worker")
 
 
 class JobTimeout(Exception):
     pass
+
+
+class JobCancelled(Exception):
+    """The task raised CancelledError (or its job task was cancelled) while this node was not
+    stopping: a failure of that job, not a shutdown."""
+
+
+ATTEMPT_FIELD = "corral_attempt"  # extra payload field of a job re-run by Retry: its attempt number
+CRASH_LOOP = 3  # consecutive crashes of one slot that make /healthz fail
+
+
+def attempt_of(job: Job) -> int:
+    n = job.extra.get(ATTEMPT_FIELD)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
+
+
+def with_attempt(task: str, queue: str, args: list[Any], attempt: int) -> str:
+    """The job's bytes (node-resque's) plus `"corral_attempt":n`; other resque clients ignore it."""
+    return encode_job(task, queue, args)[:-1] + f',"{ATTEMPT_FIELD}":{attempt}}}'
 
 
 @dataclass
@@ -125,7 +150,40 @@ class WorkerPool:
     def start(self, tg: asyncio.TaskGroup) -> None:
         self.report()
         for s in self.slots:
-            self._tasks.append(tg.create_task(s.run(), name=f"slot-{s.index}"))
+            self._tasks.append(tg.create_task(self._supervise(s), name=f"slot-{s.index}"))
+
+    async def _supervise(self, s: Slot) -> None:
+        """Run a slot for the node's life: a slot that ends or crashes is restarted (it resumes the
+        job it held, or the ack it owed), never left dead."""
+        while True:
+            try:
+                await s.run()
+                if self.stopping:
+                    return
+                why = "ended on its own"
+            except Exception as e:  # a bug or an unforeseen failure: never a silent dead slot
+                why = f"{type(e).__name__}: {e}"
+                log.error("worker: slot crashed; restarting it", exc_info=e, extra={
+                    "event": "slot_crashed", "worker": s.name, "error": why})
+            s.crashes += 1
+            s.restarts += 1
+            s.last_crash = why
+            if self.stopping and s.crashes > CRASH_LOOP:
+                return
+            await asyncio.sleep(min(0.1 * 2 ** (s.crashes - 1), 5.0))
+            log.warning("worker: slot restarted", extra={"event": "slot_restarted", "worker": s.name,
+                                                           "restarts": s.restarts})
+
+    def health_problem(self) -> str | None:
+        """Why this node's workers are not healthy (for /healthz), or None."""
+        for s in self.slots:
+            if s.crashes >= CRASH_LOOP:
+                return f"worker slot {s.name} crashed {s.crashes} times in a row (last: {s.last_crash})"
+        if not self.stopping:
+            for t in self._tasks:
+                if t.done():
+                    return f"worker {t.get_name()} is not running"
+        return None
 
     async def stop(self, grace: float) -> int:
         """Stop fetching, let running jobs finish within `grace`, push back the rest. Returns pushed back."""
@@ -137,6 +195,7 @@ class WorkerPool:
         _done, pending = await asyncio.wait(self._tasks, timeout=grace)
         for s in self.slots:
             if s.job_task is not None and not s.job_task.done():
+                s.node_cancel = True  # the node's own shutdown: the slot pushes the job back
                 s.job_task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=max(5.0, grace))
@@ -155,8 +214,16 @@ class Slot:
         self.parked = False  # waiting for a wake-up or the poll (filed in corral:idle:<spec>)
         self.current: dict[str, Any] | None = None
         self.job_task: asyncio.Task[Outcome] | None = None
+        self.node_cancel = False  # set when the node cancels the running job (shutdown past the grace)
         self.pushed_back = 0
+        self.crashes = 0  # consecutive, reset by a good round trip to Redis
+        self.restarts = 0
+        self.last_crash = ""
         self._exec_seq = itertools.count(1)
+        self._exec_id = self._next_exec()
+        # state kept across a restart by the supervisor: the ack this slot owes, the job it holds
+        self._ack: tuple[str, Outcome] | None = None
+        self._holding: tuple[str, str, str] | None = None
         self.enqueued_ms: float | None = None
         self.acking: tuple[str, str] | None = None  # (queue, payload) of the job the next fetch acks
         self._ack_retried = False
@@ -196,21 +263,21 @@ class Slot:
 
     async def run(self) -> None:
         pool = self.pool
-        ack: tuple[str, Outcome] | None = None
         backoff = 0.05
-        exec_id = self._next_exec()
+        if self._holding is not None and not await self._finish_held():  # restarted while holding a job
+            return
         while True:
             fetch = not pool.stopping
-            if not fetch and ack is None:
+            if not fetch and self._ack is None:
                 return
             try:
                 # a retry after a lost reply reuses the execution id: fetch.lua then hands back the
                 # job the first call recorded instead of popping (and orphaning) another
-                status, queue, payload, _ = await self._fetch(ack, fetch, exec_id)
+                status, queue, payload, _ = await self._fetch(self._ack, fetch, self._exec_id)
             except REDIS_FAILURES as e:
                 pool.observer.redis_error("worker")
                 log.warning("worker: Redis error, retrying: %r", e, extra={"worker": self.name})
-                self._ack_retried = ack is not None  # the lost call may have applied the ack already
+                self._ack_retried = self._ack is not None  # the lost call may have applied the ack already
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -221,8 +288,9 @@ class Slot:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
-            ack = None
-            job_exec, exec_id = exec_id, self._next_exec()
+            self.crashes = 0
+            self._ack = None
+            job_exec, self._exec_id = self._exec_id, self._next_exec()
             if queue is None or payload is None:
                 if pool.stopping:
                     return
@@ -233,33 +301,66 @@ class Slot:
                 finally:
                     self.parked = False
                 continue
-            self.idle = False
-            pool.busy += 1
+            self._holding = (queue, payload, job_exec)
             if self.left:  # more waiting behind this job: wake one more idle slot (a burst ramps up)
                 pool.on_wake(queue)
+            if not await self._finish_held():
+                return
+
+    async def _finish_held(self) -> bool:
+        """Run the held job (or keep waiting for it after a restart) and owe its ack. False when
+        the node's shutdown cancelled it: it was pushed back and this slot ends."""
+        assert self._holding is not None
+        pool = self.pool
+        queue, payload, job_exec = self._holding
+        if self.job_task is None and pool.stopping:  # restarted during the shutdown: never started, give it back
+            self._release()
+            await self._push_back(queue, job_exec)
+            return False
+        if self.job_task is None:
+            self.idle = False
+            pool.busy += 1
             self.current = {"queue": queue, "payload": payload, "execution_id": job_exec,
                             "started": pool.clock.time()}
-            self.job_task = asyncio.create_task(self.perform(queue, payload, job_exec))
-            try:
-                outcome = await asyncio.shield(self.job_task)
-            except asyncio.CancelledError:
-                if self.job_task.done() and not self.job_task.cancelled():
-                    outcome = self.job_task.result()
-                else:
-                    await self._push_back(queue, job_exec)
-                    return
-            except Exception as e:  # a hostile job or a failing hook fails the job, never the node
-                outcome = self._crashed(queue, payload, e)
-            finally:
-                self.idle = True
-                pool.busy -= 1
-                self.current = None
-            if self.job_task.cancelled():
+            self.job_task = asyncio.create_task(self._perform_confined(queue, payload, job_exec))
+        job_task = self.job_task
+        try:
+            outcome = await asyncio.shield(job_task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if job_task.done() and not job_task.cancelled():
+                outcome = job_task.result()  # it finished as the cancellation came: ack it
+            elif not self.node_cancel and not pool.stopping and (me is None or me.cancelling() == 0):
+                # the job's own task got cancelled (not by this node): a failure of that job
+                outcome = self._crashed(queue, payload, JobCancelled("the job was cancelled outside its task"))
+            else:  # the node is stopping: give the job back (stop() cancelled it, or our TaskGroup ended)
+                if not job_task.done():
+                    self.node_cancel = True
+                    job_task.cancel()
+                self._release()
                 await self._push_back(queue, job_exec)
-                return
-            self.job_task = None
-            ack = (job_exec, outcome)
-            self.acking = (queue, payload)
+                return False
+        except Exception as e:  # a hostile job or a failing hook fails the job, never the node
+            outcome = self._crashed(queue, payload, e)
+        self._release()
+        self._ack = (job_exec, outcome)
+        self.acking = (queue, payload)
+        return True
+
+    def _release(self) -> None:
+        self._holding = None
+        self.job_task = None
+        self.node_cancel = False
+        if not self.idle:
+            self.idle = True
+            self.pool.busy -= 1
+        self.current = None
+
+    async def _perform_confined(self, queue: str, payload: str, exec_id: str) -> Outcome:
+        try:
+            return await self.perform(queue, payload, exec_id)
+        except (SystemExit, KeyboardInterrupt) as e:  # from a plugin hook: task code is confined already
+            return self._crashed(queue, payload, e)
 
     def _report_refused_ack(self, ack: tuple[str, Outcome], *, retried: bool) -> None:
         """The leader recovered this job while we ran it (this node was declared dead: frozen,
@@ -298,7 +399,7 @@ class Slot:
                 log.warning("worker: push back failed (attempt %d): %r", attempt + 1, e)
                 await asyncio.sleep(0.2)
 
-    def _crashed(self, queue: str, payload: str, exc: Exception) -> Outcome:
+    def _crashed(self, queue: str, payload: str, exc: BaseException) -> Outcome:
         self.pool.observer.job_finished(queue, "unknown", 0.0, False)
         log.error("worker: job failed outside its task", exc_info=exc, extra={
             "event": "job_failure", "queue": queue, "worker": self.name, "error": f"{type(exc).__name__}: {exc}"})
@@ -309,6 +410,18 @@ class Slot:
                      "exception": type(exc).__name__, "error": repr(exc)[:1000], "backtrace": None,
                      "failed_at": js_date(self.pool.clock.time())}
             return Outcome("fail", json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+
+    async def _run_again(self, delay: float, job: Job, queue: str, attempt: int) -> None:
+        """Schedule the job again in `delay` seconds, carrying its next attempt number (a Retry
+        signal or the Retry plugin). Enqueue hooks run when the leader promotes it."""
+        pool = self.pool
+        k = pool.keys
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"Retry delay must be a non-negative number of seconds, got {delay!r}")
+        ts = bucket(pool.clock.time() + delay)
+        payload = with_attempt(job.task, queue, job.args, attempt)
+        await pool.scripts.run("enqueue_at", [k.delayed_schedule, k.delayed(ts), k.timestamps(payload)],
+                               [ts, payload, k.delayed_member(ts), k.delayed_channel])
 
     def _entry(self, queue: str, payload: str, exc_name: str, error: str, backtrace: list[str] | None) -> str:
         return encode_failed(worker=self.name, queue=queue, payload_raw=payload, exception=exc_name,
@@ -341,8 +454,9 @@ class Slot:
         jlog = logging.LoggerAdapter(logging.getLogger(f"corral.task.{job.task}"),
                                      {"task": job.task, "queue": queue, "worker": self.name})
         retry_counter = pctx.state.get("retry")
+        attempt = max(attempt_of(job), int(retry_counter or 0) + 1)  # Retry re-runs, and Retry plugin retries
         ctx = JobContext(job=job, queue=queue, worker=self.name, node_id=pool.node_id, execution_id=exec_id,
-                         client=pool.client, log=jlog, attempt=int(retry_counter or 0) + 1)
+                         client=pool.client, log=jlog, attempt=attempt)
         wait = None if self.enqueued_ms is None else clock.time() - self.enqueued_ms / 1000
         pool.observer.job_started(queue, job.task, wait)
         log.debug("worker: working job", extra={"event": "job_start", "task": job.task, "queue": queue,
@@ -356,13 +470,20 @@ class Slot:
             retry_signal = r
         except TimeoutError:
             error = JobTimeout(f"task {job.task!r} exceeded its timeout of {t.timeout}s")
+        except TaskEscaped as e:
+            error = e
         except asyncio.CancelledError:
-            raise
-        except Exception as e:
+            if self.node_cancel:  # the node's shutdown: the slot pushes the job back
+                raise
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                me.uncancel()  # the task cancelled itself: a failure, the slot goes on
+            error = JobCancelled(f"task {job.task!r} raised CancelledError; this node was not stopping")
+        except BaseException as e:  # whatever a task raises fails its job, never the node
             error = e
         duration = clock.monotonic() - start
         if retry_signal is not None:
-            await pool.client.enqueue_in(retry_signal.delay, job.task, queue=queue, raw_args=job.args)
+            await self._run_again(retry_signal.delay, job, queue, attempt + 1)
             pool.observer.job_retried(queue, job.task)
             log.info("worker: job asked to retry", extra={"event": "job_retry", "task": job.task, "queue": queue,
                                                            "delay": retry_signal.delay})
@@ -375,7 +496,7 @@ class Slot:
                 log.exception("worker: plugin %s after_perform failed", p.name)
                 pctx.error = pctx.error or e
         if pctx.retry_in is not None and pctx.error is not None:
-            await pool.client.enqueue_in(pctx.retry_in, job.task, queue=queue, raw_args=job.args)
+            await self._run_again(pctx.retry_in, job, queue, attempt + 1)
             pool.observer.job_retried(queue, job.task)
             pool.observer.job_finished(queue, job.task, duration, False)
             log.warning("worker: job failed, retry scheduled", extra={
@@ -390,8 +511,8 @@ class Slot:
             log.error("worker: job failed", extra={"event": "job_failure", "task": job.task, "queue": queue,
                                                     "error": f"{type(err).__name__}: {err}",
                                                     "duration_ms": round(duration * 1000, 2)})
-            return Outcome("fail", self._entry(queue, payload, type(err).__name__, str(err) or type(err).__name__,
-                                               lines))
+            name = err.kind if isinstance(err, TaskEscaped) else type(err).__name__
+            return Outcome("fail", self._entry(queue, payload, name, str(err) or type(err).__name__, lines))
         pool.observer.job_finished(queue, job.task, duration, True)
         log.info("worker: job success", extra={"event": "job_success", "task": job.task, "queue": queue,
                                                 "worker": self.name, "duration_ms": round(duration * 1000, 2)})
