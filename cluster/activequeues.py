@@ -1,7 +1,8 @@
-"""The queue list of `*` workers: the non-empty queues, read in one script per poll interval.
+"""The queue list of `*` workers: the non-empty queues, read in one script per poll interval
+(`queue_stats.lua`, mode "active").
 
 Fetching from every name in `queues` made each fetch of a `*` slot pay for every empty queue
-(5,000 empty names: draining 5.6x slower). `active_queues.lua` returns only the non-empty ones;
+(5,000 empty names: draining 5.6x slower). The script returns only the non-empty ones;
 a producer's wake-up naming a queue not listed adds it at once (`add`), so a job on a queue that
 was empty at the last read does not wait for the next one.
 
@@ -57,12 +58,12 @@ class ActiveQueues:
             if self.read_at is not None and loop.time() - self.read_at < 0.01:
                 return self.names  # another slot read it while this one waited for the lock
             t0 = loop.time()
-            res = await self.scripts.run("active_queues", [self.keys.queues], [self.keys.queue_prefix()])
-            if res[2]:
-                self.bad.report(self.keys.queues, str(res[2]), where="worker", expected="set")
-                res = await self.scripts.run("active_queues", [self.keys.queues],
-                                             [self.keys.queue_prefix(), *await self.scan_names()])
-            self.bad.report_lines(res[1], where="worker")
+            prefixes = [self.keys.queue_prefix(), self.keys.qtimes(""), "active"]
+            res = await self.scripts.run("queue_stats", [self.keys.queues], prefixes)
+            if res[4]:
+                self.bad.report(self.keys.queues, str(res[4]), where="worker", expected="set")
+                res = await self.scripts.run("queue_stats", [self.keys.queues], [*prefixes, *await self.scan_names()])
+            self.bad.report_lines(res[3], where="worker")
             self.names = [str(q) for q in res[0]]
             self.read_at = loop.time()
             self.read_cost = self.read_at - t0

@@ -27,8 +27,10 @@ Corral only, under `corral:`:
     corral:leader_lock           Corral's leader lock (periodic, recovery), value = term token
     corral:members               zset node id -> last heartbeat (Redis time, ms)
     corral:node:<id>             hash {info, workers}
-    corral:inflight:<id>         hash <slot> -> payload, <slot>:q -> queue, <slot>:e -> exec id
-    corral:recovered             hash sha1(payload) -> times recovered from a dead node
+    corral:inflight:<id>         hash <slot> -> payload, <slot>:q -> queue, <slot>:e -> exec id,
+                                 <slot>:r -> times this copy was recovered before
+    corral:recovered             hash sha1(payload) -> "n,n,...": recovery counts of requeued copies
+                                 (newest first; the fetch that pops a copy takes its count)
     corral:periodic:<task>       hash {last, paused}
     corral:promoting             list of promoted jobs waiting for their enqueue plugins
     corral:audit                 stream of fenced leader writes (when auditing is on)

@@ -97,11 +97,11 @@ async def read_queue_stats(scripts: Scripts, active: ActiveQueues, bad: BadKeys)
     """(length of every queue in `queues`, qtimes head of every non-empty one), in one script;
     if `queues` is not a set, the names the `*` workers found by SCAN."""
     keys = active.keys
-    res = await scripts.run("queue_stats", [keys.queues], [keys.queue_prefix(), keys.qtimes("")])
+    prefixes = [keys.queue_prefix(), keys.qtimes(""), "all"]
+    res = await scripts.run("queue_stats", [keys.queues], prefixes)
     if res[4]:
         bad.report(keys.queues, str(res[4]), where="metrics", expected="set")
-        res = await scripts.run("queue_stats", [keys.queues],
-                                [keys.queue_prefix(), keys.qtimes(""), *await active.scan_names()])
+        res = await scripts.run("queue_stats", [keys.queues], [*prefixes, *await active.scan_names()])
     bad.report_lines(res[3], where="metrics")
     names = [str(q) for q in res[0]]
     lengths = {q: int(n) for q, n in zip(names, res[1], strict=True)}

@@ -15,7 +15,7 @@ for _, m in ipairs(members) do
   if type(n) == 'number' then out[1] = out[1] + n end
   if type(n) == 'number' and redis.call('LLEN', list) == 0 then
     redis.call('DEL', list)
-    redis.call('ZREM', KEYS[2], ts)
+    redis.pcall('ZREM', KEYS[2], ts)
   end
   table.insert(out, ts)
 end

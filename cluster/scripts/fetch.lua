@@ -74,7 +74,10 @@ if ARGV[2] ~= '' then
   end
 end
 if ARGV[6] ~= '1' then return {ack, false, false, false, 0, badkeys(), false} end
-if not redis.call('ZSCORE', KEYS[11], ARGV[11]) then
+local member = redis.pcall('ZSCORE', KEYS[11], ARGV[11])
+if type(member) == 'table' and member['err'] then
+  report(KEYS[11])  -- no membership to check against: fetch (recovery would not find the job either way)
+elseif not member then
   return {ack, false, false, false, 0, badkeys(), 'NOTMEMBER'}
 end
 local function park()

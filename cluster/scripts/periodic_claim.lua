@@ -54,7 +54,7 @@ redis.call('RPUSH', KEYS[5], ARGV[5])
 redis.pcall('RPUSH', KEYS[6], '1:' .. math.floor(slot * 1000))
 redis.call('PUBLISH', ARGV[7], ARGV[6])
 if ARGV[2] == '1' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'op', 'periodic', 'epoch', ARGV[3], 'token', ARGV[1],
+  redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'op', 'periodic', 'epoch', ARGV[3], 'token', ARGV[1],
     'redis_time_us', t[1] * 1000000 + t[2], 'detail', ARGV[9] .. '@' .. ARGV[4])
 end
 return {'OK', snow, healed}

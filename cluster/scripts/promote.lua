@@ -104,7 +104,7 @@ for _, ts in ipairs(due) do
 end
 for q, _ in pairs(woken) do redis.call('PUBLISH', ARGV[7], q) end
 if ARGV[2] == '1' and (moved + staged) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'op', 'promote', 'epoch', ARGV[3], 'token', ARGV[1],
+  redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'op', 'promote', 'epoch', ARGV[3], 'token', ARGV[1],
     'redis_time_us', t[1] * 1000000 + t[2], 'detail', table.concat(buckets, ','))
 end
 -- the next second after now: a due second still listed (a bucket that could not be emptied) is

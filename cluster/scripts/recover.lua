@@ -122,7 +122,7 @@ for i = 10, #KEYS do
   end
 end
 if ARGV[2] == '1' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'op', 'recover', 'epoch', ARGV[3], 'token', ARGV[1],
+  redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'op', 'recover', 'epoch', ARGV[3], 'token', ARGV[1],
     'redis_time_us', t[1] * 1000000 + t[2], 'detail', ARGV[4] .. ':' .. recovered .. ':' .. poisoned)
 end
 if #bad == 0 then bad = false else bad = table.concat(bad, '\n') end

@@ -162,3 +162,33 @@ async def test_redis_clock_follows_redis_and_not_the_process_wall_clock(client: 
     clock.observe(1000.0, base.mono, base.mono)  # Redis' clock stepped: taken whatever the round trip
     assert abs(clock.time() - 1000.0) < 1e-6
     await asyncio.sleep(0)
+
+
+async def test_a_live_node_whose_heartbeats_look_old_is_not_declared_dead(inproc_node: NodeFactory,
+                                                                         client: Client) -> None:
+    """Redis' clock stepped forward an hour: every heartbeat written before the step looks an hour
+    old. A node that keeps heartbeating is alive: only a heartbeat the leader saw unchanged for a
+    heartbeat round counts. Before: recovered at once (a spurious recovery, its jobs run twice)."""
+    payload = encode_job("mark", "parked", [{"id": "live"}])
+    await _ghost(client, "live-1", [payload], score_ms=await _redis_ms(client) - 3_600_000)
+    node = await inproc_node(TASKS, **FAST)
+    stop = asyncio.Event()
+
+    async def heartbeat() -> None:
+        step = 0
+        while not stop.is_set():
+            step += 1
+            await client.redis.zadd(K.members, {"live-1": await _redis_ms(client) - 3_600_000 + step})
+            await asyncio.sleep(0.25)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        await asyncio.sleep(3 * node.cfg.dead_after)
+        assert await client.redis.hlen(K.inflight("live-1")) == 3, "a live node's job was recovered"
+        assert await client.redis.llen(K.queue("parked")) == 0
+    finally:
+        stop.set()
+        await beating
+    t0 = time.monotonic()  # and once it stops heartbeating, it is recovered
+    await wait_for(lambda: _parked(client, 1), 15, what="recovered once its heartbeat stopped")
+    assert time.monotonic() - t0 <= node.cfg.dead_after + 3.0
