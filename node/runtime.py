@@ -136,6 +136,19 @@ class Node:
         self.notifier = Notifier(self.redis, channels)
         self.http = HttpServer({"/metrics": self.h_metrics, "/healthz": self.h_healthz, "/readyz": self.h_readyz,
                                 "/leader": self.h_leader, "/status": self.h_status}, cfg.http_host, cfg.http_port)
+        self._mount_dashboard()
+
+    def _mount_dashboard(self) -> None:
+        """The web dashboard at /ui/ (node/ui, docs/UI.md); its history sampler runs in `run`."""
+        self.dashboard = None
+        if self.cfg.ui:
+            from .ui import Dashboard
+
+            self.dashboard = Dashboard(self.client, registry=self.registry, metrics=self.metrics_registry,
+                                       token=self.cfg.dashboard_token(), payloads=self.cfg.status_payloads,
+                                       node_id=self.node_id, version=version(), dead_after=self.cfg.dead_after,
+                                       backend=self.cfg.election)
+            self.http.mount("/ui/", self.dashboard.handle)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -178,6 +191,10 @@ class Node:
                 background.append(tg.create_task(self.notifier.run(), name="notifier"))
                 background.append(tg.create_task(self._refresh_gauges(), name="gauges"))
                 background.append(tg.create_task(self._watch_loop(), name="loop-lag"))
+                if self.dashboard is not None:
+                    from .ui import HistoryRecorder
+
+                    background.append(tg.create_task(HistoryRecorder(self.redis, self.keys).run(), name="ui-history"))
                 # in-process: the Leadership runs its elector; else the LeaderProcess supervises the child
                 leader_side = self.leadership or self.elector
                 if leader_side is not None:
