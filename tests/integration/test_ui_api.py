@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -248,7 +249,7 @@ def test_ten_readers_share_one_read_per_period(node_cluster: NodeCluster, tmp_pa
             while time.monotonic() < stop:
                 ui_get(node.http_port, "overview")
                 time.sleep(0.05)
-        except BaseException as e:  # noqa: BLE001 (reported below)
+        except BaseException as e:  # reported below
             errors.append(e)
 
     t0 = time.monotonic()
@@ -270,7 +271,7 @@ def test_history_one_sample_per_bucket_whatever_the_node_count(node_cluster: Nod
     rows = r.zrange("resque:corral:history", 0, -1, withscores=True)
     buckets = [int(m.split(":")[0]) for m, _s in rows]
     assert len(set(buckets)) == len(buckets), rows  # three nodes, still one sample per bucket
-    assert all(b2 - b1 == 1 for b1, b2 in zip(buckets, buckets[1:], strict=False)), buckets
+    assert all(b2 - b1 == 1 for b1, b2 in itertools.pairwise(buckets)), buckets
     o = ui_get(nodes[2].http_port, "overview")
     assert len(o["history"]) == len(rows) - 1 and all(p[1] is not None and p[1] >= 0 for p in o["history"])
     # a restart loses nothing: the history lives in Redis

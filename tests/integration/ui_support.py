@@ -19,7 +19,7 @@ HOSTILE_FAILED_TASK = "<img/src=x/onerror=document.title='pwned'>"
 FAST = ["--heartbeat-interval", "0.5", "--dead-after", "3", "--poll-interval", "0.05", "--lease", "3",
         "--renew-period", "0.5", "--renew-timeout", "0.3", "--lease-margin", "1"]
 
-TASKS = '''
+TASKS_TEMPLATE = '''
 import json
 from cluster import Task, task
 
@@ -47,9 +47,10 @@ async def _tick(params, ctx):
 
 
 tick = Task(name="tick", run=_tick, queue="work", frequency=1.0)
-hostile = Task(name=%r, run=_tick, queue="work", frequency=3600.0, description="<i>hostile</i> name")
+hostile = Task(name=HOSTILE, run=_tick, queue="work", frequency=3600.0, description="<i>hostile</i> name")
 nightly = Task(name="nightly", run=_tick, queue="work", cron="0 3 * * *", timezone="Europe/Paris")
-''' % (HOSTILE_TASK,)
+'''
+TASKS = TASKS_TEMPLATE.replace("name=HOSTILE", f"name={HOSTILE_TASK!r}")
 
 
 def write_tasks(tmp_path: Path) -> Path:

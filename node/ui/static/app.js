@@ -133,12 +133,12 @@ function niceMax(v) {
 }
 
 function chart(points, now) {
-  const W = 600, H = 180, L = 44, R = 8, T = 8, B = 22;
+  const W = 800, H = 200, L = 44, R = 8, T = 8, B = 22;
   const t0 = now - 3600;
   const max = niceMax(Math.max(0, ...points.flatMap((p) => [p[1] || 0, p[2] || 0])));
   const x = (t) => L + ((t - t0) / 3600) * (W - L - R);
   const y = (v) => T + (1 - v / max) * (H - T - B);
-  const s = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
+  const s = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img",
     "aria-label": "jobs processed and failed per second over the last hour" });
   for (const f of [0, 0.5, 1]) {
     s.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(max * f), y2: y(max * f) }));
@@ -154,7 +154,12 @@ function chart(points, now) {
   for (const [idx, cls] of [[1, "p"], [2, "f"]]) {
     let run = [];
     const flush = () => {
-      if (run.length) s.append(svg("polyline", { class: cls, points: run.join(" ") }));
+      if (run.length === 1) {
+        const [cx, cy] = run[0].split(",");
+        s.append(svg("circle", { class: cls, cx, cy, r: 2.5 }));
+      } else if (run.length) {
+        s.append(svg("polyline", { class: cls, points: run.join(" ") }));
+      }
       run = [];
     };
     for (const p of points) {
@@ -357,6 +362,7 @@ function go(hash) {
 
 async function refresh() {
   clearTimeout(state.timer);
+  const hash = location.hash;
   const r = route();
   const key = `${r.name}/${r.args.join("/")}`;
   const main = document.getElementById("main");
@@ -380,6 +386,7 @@ async function refresh() {
       if (focused) restoreFocus(main, focused);
       state.lastKey = key;
     }
+    main.dataset.hash = hash;  // what is shown (tests wait on it)
     for (const a of document.querySelectorAll("nav a")) {
       if (a.getAttribute("href") === `#/${r.name === "overview" ? "" : r.name}`) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
