@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -176,7 +175,7 @@ class Dashboard:
         async def build() -> dict[str, Any]:
             tasks = self._periodic_tasks()
             state = await self.client.periodic_state([t.name for t in tasks])
-            now = time.time()
+            now = self.client.clock.time()
             rows = []
             for t in tasks:
                 st = state.get(t.name, {"last": None, "paused": False})

@@ -278,3 +278,36 @@ def test_history_one_sample_per_bucket_whatever_the_node_count(node_cluster: Nod
     nodes[2].kill()
     nodes[2].start().wait_ready(20)
     assert len(ui_get(nodes[2].http_port, "overview")["history"]) >= len(rows) - 1
+
+
+def test_corral_web_serves_the_dashboard_without_a_worker(node_cluster: NodeCluster, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    from tests.support import REPO_ROOT, free_port
+    from tests.support.servers import ManagedProcess
+
+    (node,) = _node(node_cluster, tmp_path)
+    r = _r(node_cluster)
+    r.rpush("resque:failed", _failed_entry("record", "work", "x", {"n": 1}))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env.update(PYTHONPATH=str(REPO_ROOT), CORRAL_UI_TOKEN=TOKEN)
+    web = ManagedProcess([sys.executable, "-m", "node", "web", "--redis-url", node_cluster.redis_url,
+                          "--http-port", str(port), "--tasks-dir", str(write_tasks(tmp_path)), "--log-format", "json"],
+                         tmp_path / "web.log", cwd=tmp_path, env=env)
+    web.spawn()
+    try:
+        o = wait_until(lambda: ui_get(port, "overview"), 20, 0.1, ignore=(OSError, AssertionError),
+                       message="corral web to serve the overview")
+        # it shows the cluster but is not a member and runs no worker
+        assert [n["id"] for n in o["nodes"]] == [node.reported_id] and o["failed"] == 1
+        assert not any(w["name"].startswith("web-") for w in o["workers"])
+        assert {t["task"] for t in ui_get(port, "periodic")["tasks"]} >= {"tick", "nightly"}
+        entry = ui_get(port, "failed")["entries"][0]
+        status, _b = ui_post(port, "failed.remove", {"id": entry["id"], "position": entry["position"]})
+        assert status == 200 and r.llen("resque:failed") == 0
+        status, _h, body = ui_request(port, "/metrics")
+        assert status == 200 and b'corral_ui_actions_total{action="failed.remove",outcome="ok"} 1.0' in body
+    finally:
+        web.kill()
