@@ -82,6 +82,13 @@ class HistoryReader:
         self.step = step
         self.samples: list[tuple[float, int, int, int]] = []  # (time, bucket, processed, failed)
 
+    def due(self, now: float) -> bool:
+        """Can a sample newer than the newest held exist yet? Samples are one per aligned bucket,
+        so not before the next bucket boundary: between two, a refresh skips the read."""
+        if not self.samples:
+            return True
+        return now >= (self.samples[-1][1] + 1) * self.step
+
     def query(self) -> tuple[str, str, str]:
         """The ZRANGEBYSCORE bounds to read next (exclusive of the newest sample held)."""
         lo = f"({self.samples[-1][0]!r}" if self.samples else "-inf"

@@ -100,10 +100,13 @@ class Overview:
         self.backend = backend
         self.history = HistoryReader(keys)
         self.node_info: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.last_time = 0.0  # Redis time of the last read, and when (monotonic) it was read
+        self.last_mono = time.monotonic()
 
     async def build(self) -> dict[str, Any]:
         k = self.keys
         key, lo, hi = self.history.query()
+        read_history = self.history.due(self.last_time + (time.monotonic() - self.last_mono))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.get(k.leader_lock)
@@ -114,9 +117,11 @@ class Overview:
             pipe.llen(k.failed)
             pipe.mget([k.stat_processed, k.stat_failed])
             pipe.srandmember(k.workers, MAX_WORKERS)
-            pipe.zrangebyscore(key, lo, hi, withscores=True)
-            (t, token, leader, members, queue_set, tss, failed, stats, workers, hist) = await pipe.execute()
+            if read_history:
+                pipe.zrangebyscore(key, lo, hi, withscores=True)
+            (t, token, leader, members, queue_set, tss, failed, stats, workers, *hist) = await pipe.execute()
         now = int(t[0]) + int(t[1]) / 1e6
+        self.last_time, self.last_mono = now, time.monotonic()
         queues = sorted(map(str, queue_set))[:MAX_QUEUES]
         worker_ids = sorted(map(str, workers))
         mono = time.monotonic()
@@ -141,7 +146,7 @@ class Overview:
             except ValueError:
                 info = {}
             self.node_info[m] = (mono, info if isinstance(info, dict) else {})
-        self.history.add(list(hist), now)
+        self.history.add(list(hist[0]) if hist else [], now)
         live = {str(m) for m, _s in members}
         for gone in set(self.node_info) - live:
             del self.node_info[gone]
