@@ -32,6 +32,7 @@ METRIC_NAMES: frozenset[str] = frozenset({
     "corral_workers", "corral_jobs_recovered_total", "corral_jobs_poisoned_total", "corral_redis_errors_total",
     "corral_stale_leader_writes_total", "corral_node_info", "corral_node_heartbeat_age_seconds",
     "corral_cluster_gauges_age_seconds",
+    "corral_ui_actions_total",  # node/ui/api.py: the dashboard's actions
 })
 
 

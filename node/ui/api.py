@@ -85,6 +85,8 @@ class Dashboard:
 
     async def handle(self, req: Request) -> Response:
         path = req.path
+        if req.method not in ("GET", "HEAD", "POST") or (req.method == "POST" and not path.startswith("/ui/api/")):
+            return json_response(405, {"error": "the dashboard's pages are GET; actions are POST /ui/api/actions/<name>"})
         if path in ("/ui", "/ui/", "/ui/index.html"):
             ctype, body = self.static["index.html"]
             return 200, ctype, body

@@ -117,9 +117,11 @@ class Overview:
             pipe.llen(k.failed)
             pipe.mget([k.stat_processed, k.stat_failed])
             pipe.srandmember(k.workers, MAX_WORKERS)
+            pipe.hlen(k.recovered)
             if read_history:
                 pipe.zrangebyscore(key, lo, hi, withscores=True)
-            (t, token, leader, members, queue_set, tss, failed, stats, workers, *hist) = await pipe.execute()
+            (t, token, leader, members, queue_set, tss, failed, stats, workers, recovering,
+             *hist) = await pipe.execute()
         now = int(t[0]) + int(t[1]) / 1e6
         self.last_time, self.last_mono = now, time.monotonic()
         queues = sorted(map(str, queue_set))[:MAX_QUEUES]
@@ -190,6 +192,7 @@ class Overview:
             "delayed": sum(int(n) for n in res[nq:nq + nt]),
             "delayed_seconds": len(tss),
             "failed": int(failed),
+            "recovering": int(recovering),
             "processed_total": int(stats[0] or 0),
             "failed_total": int(stats[1] or 0),
             "workers": worker_rows,

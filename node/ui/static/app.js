@@ -203,7 +203,8 @@ const views = {
         h("div", {}, h("dt", {}, "Queued"), h("dd", { "data-k": "queued" }, fmtNum(o.queued), h("small", {}, `${o.queues.length} queues`))),
         h("div", {}, h("dt", {}, "Delayed"), h("dd", { "data-k": "delayed" }, fmtNum(o.delayed), h("small", {}, `${o.delayed_seconds} due seconds`))),
         h("div", {}, h("dt", {}, "Failed"), h("dd", { "data-k": "failed", class: o.failed ? "bad" : null }, fmtNum(o.failed), h("small", {}, `${fmtNum(o.failed_total)} ever`))),
-        h("div", {}, h("dt", {}, "Processed"), h("dd", { "data-k": "processed" }, fmtNum(o.processed_total), h("small", {}, "ever")))),
+        h("div", {}, h("dt", {}, "Processed"), h("dd", { "data-k": "processed" }, fmtNum(o.processed_total), h("small", {}, "ever"))),
+        h("div", {}, h("dt", {}, "Recovered"), h("dd", { "data-k": "recovering" }, fmtNum(o.recovering), h("small", {}, "from dead nodes, not finished yet")))),
       h("figure", {},
         chart(o.history, o.time),
         h("figcaption", {},
@@ -377,10 +378,10 @@ async function refresh() {
     const content = await views[r.name](r.args);
     const fresh = h("div", {}, content);
     // Replace only what changed, keeping focus and open <details> where the same element exists.
-    if (state.lastKey !== key || main.dataset.sig !== fresh.innerHTML + canAct()) {
+    if (state.lastKey !== key || main.dataset.sig !== fresh.textContent + canAct()) {
       const focused = document.activeElement && main.contains(document.activeElement) ? focusPath(document.activeElement) : null;
       const open = new Set([...main.querySelectorAll("details[open]")].map((d) => d.dataset.key));
-      main.dataset.sig = fresh.innerHTML + canAct();
+      main.dataset.sig = fresh.textContent + canAct();
       main.replaceChildren(...fresh.childNodes);
       for (const d of main.querySelectorAll("details")) if (open.has(d.dataset.key)) d.open = true;
       if (focused) restoreFocus(main, focused);
