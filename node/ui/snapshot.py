@@ -28,6 +28,7 @@ MAX_DELAYED_SECONDS = 1000
 MAX_WORKERS = 2000
 MAX_NODES = 500
 NODE_INFO_TTL = 30.0
+SLOW_TTL = 10.0
 
 
 def job_id(raw: str) -> str:
@@ -101,6 +102,10 @@ class Overview:
         self.history = HistoryReader(keys)
         self.node_info: dict[str, tuple[float, dict[str, Any]]] = {}
         self.last_time = 0.0  # Redis time of the last read, and when (monotonic) it was read
+        self.leader_token: str | None = None  # the lock's token when `leader_hash` was read
+        self.leader_hash: dict[str, Any] = {}
+        self.recovering = 0  # read every SLOW_TTL: it changes only when a node dies
+        self.slow_mono = float("-inf")
         self.last_mono = time.monotonic()
 
     async def build(self) -> dict[str, Any]:
@@ -110,18 +115,21 @@ class Overview:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.get(k.leader_lock)
-            pipe.hgetall(k.leader)
             pipe.zrange(k.members, 0, MAX_NODES - 1, withscores=True)
             pipe.smembers(k.queues)
             pipe.zrange(k.delayed_schedule, 0, MAX_DELAYED_SECONDS - 1)
             pipe.llen(k.failed)
             pipe.mget([k.stat_processed, k.stat_failed])
             pipe.srandmember(k.workers, MAX_WORKERS)
-            pipe.hlen(k.recovered)
+            read_slow = time.monotonic() - self.slow_mono >= SLOW_TTL
+            if read_slow:
+                pipe.hlen(k.recovered)
             if read_history:
                 pipe.zrangebyscore(key, lo, hi, withscores=True)
-            (t, token, leader, members, queue_set, tss, failed, stats, workers, recovering,
-             *hist) = await pipe.execute()
+            (t, token, members, queue_set, tss, failed, stats, workers, *rest) = await pipe.execute()
+        if read_slow:
+            self.recovering, self.slow_mono = int(rest.pop(0)), time.monotonic()
+        hist = rest
         now = int(t[0]) + int(t[1]) / 1e6
         self.last_time, self.last_mono = now, time.monotonic()
         queues = sorted(map(str, queue_set))[:MAX_QUEUES]
@@ -139,7 +147,15 @@ class Overview:
                 pipe.mget([k.worker(w) for w in worker_ids])
             for m in want_info:
                 pipe.hget(k.node(m), "info")
+            # the leader's record changes only with the term: read it when the lock's token does
+            new_term = token is not None and token != self.leader_token
+            if new_term:
+                pipe.hgetall(k.leader)
             res = await pipe.execute()
+        if new_term:
+            self.leader_hash = res.pop()
+            # a term whose record is not written yet is read again next time
+            self.leader_token = token if self.leader_hash.get("token") == token else None
         nq, nt = 2 * len(queues), len(tss)
         records = res[nq + nt] if worker_ids else []
         for m, raw in zip(want_info, res[nq + nt + (1 if worker_ids else 0):], strict=True):
@@ -164,6 +180,7 @@ class Overview:
                     oldest = None
             queue_rows.append({"name": q, "length": length, "oldest_age": oldest})
         leader_row = None
+        leader = self.leader_hash
         if token is not None:
             if leader and leader.get("token") == token:
                 leader_row = {"node": leader.get("node"), "epoch": int(leader.get("epoch") or 0),
@@ -192,7 +209,7 @@ class Overview:
             "delayed": sum(int(n) for n in res[nq:nq + nt]),
             "delayed_seconds": len(tss),
             "failed": int(failed),
-            "recovering": int(recovering),
+            "recovering": self.recovering,
             "processed_total": int(stats[0] or 0),
             "failed_total": int(stats[1] or 0),
             "workers": worker_rows,

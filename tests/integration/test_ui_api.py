@@ -313,3 +313,39 @@ def test_corral_web_serves_the_dashboard_without_a_worker(node_cluster: NodeClus
         assert status == 200 and b'corral_ui_actions_total{action="failed.remove",outcome="ok"} 1.0' in body
     finally:
         web.kill()
+
+
+def test_corral_up_prints_the_dashboard_url_and_a_working_token(tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.support import REPO_ROOT, free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "node", "up", "--nodes", "1", "--for", "20", "--http-port", str(port),
+                             "--tasks-dir", str(write_tasks(tmp_path)), "--data-dir", str(tmp_path / "data")],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        out = "".join(lines)
+        m = re.search(rf"dashboard: http://127\.0\.0\.1:{port}/ui/  \(token ([0-9a-f]{{32}});", out)
+        assert m, out
+        assert ui_get(port, "session")["actions_enabled"] is True
+        assert ui_post(port, "queue.clear", {"queue": "nothing"}, token=m.group(1))[0] == 200
+        assert ui_post(port, "queue.clear", {"queue": "nothing"}, token=None)[0] == 403
+    finally:
+        proc.send_signal(2)
+        proc.wait(30)
