@@ -38,6 +38,8 @@ Corral only, under `corral:`:
     corral:idle:<spec>           zset node id -> ms since a slot of it is parked on <spec> (a queue or *)
     corral:catalogue             hash node id -> {tasks: {name: definition hash}, dead_after, started, at}
     corral:taskdefs              hash definition hash -> published task definition JSON
+    corral:history               zset of "<bucket>:<processed>:<failed>" samples, score = Redis time (s), 1 h
+    corral:history:last          the last sampled bucket (10 s buckets), so one sample per bucket cluster-wide
     channels corral:wake, corral:wake:<node id>, corral:leader_released, corral:delayed_wake
 
 Example: ``Keys("resque").queue("mail") == "resque:queue:mail"``.
@@ -160,3 +162,12 @@ class Keys:
     def qtimes(self, q: str) -> str:
         """Enqueue times of the jobs in `queue:<q>`, run-length encoded `count:ms`, oldest first."""
         return self.corral("qtimes", q)
+
+    @property
+    def history(self) -> str:
+        """Samples of stat:processed / stat:failed for the dashboard's chart (node/ui/history.py)."""
+        return self.corral("history")
+
+    @property
+    def history_last(self) -> str:
+        return self.corral("history", "last")

@@ -7,6 +7,7 @@
     corral failed list|retry|remove
     corral tasks [--json] | tasks pause NAME | tasks resume NAME
     corral generate task NAME
+    corral web --redis-url URL     the web dashboard without a worker (docs/UI.md)
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
         fa.add_argument("--all", action="store_true")
         _connection_args(fa)
     add_tasks_parser(sub)
+    web = sub.add_parser("web", help="the web dashboard without a worker: connects to Redis, serves /ui/")
+    add_node_options(web)
     gen = sub.add_parser("generate", help="write a skeleton")
     gsub = gen.add_subparsers(dest="what", required=True)
     gt = gsub.add_parser("task")
@@ -372,6 +375,29 @@ def cmd_node(args: argparse.Namespace) -> int:
             embedded.stop()
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    flags = {k: v for k, v in vars(args).items() if k in BY_NAME}
+    cfg = NodeConfig.from_sources(flags, os.environ, getattr(args, "config", None))
+    from . import logs
+    from .loader import load_dir
+    from .runtime import version
+    from .ui.web import serve
+
+    url = cfg.redis_url
+    if url is None and not cfg.redis_sentinels:
+        if not UP_STATE.exists():
+            raise Fail("no Redis to show: pass --redis-url (or CORRAL_REDIS_URL), or start `corral up` here")
+        url = json.loads(UP_STATE.read_text()).get("redis_url")
+    # the task files tell the periodic page each schedule; without them it lists none
+    registry = load_dir(cfg.tasks_dir) if Path(cfg.tasks_dir).is_dir() else None
+    node_id = f"web-{cfg.make_node_id()}"
+    logs.setup(node_id, cfg.log_format, cfg.log_level)
+    import uvloop
+
+    return int(uvloop.run(serve(cfg, registry, redis_url=url or "redis://127.0.0.1:6379/0", node_id=node_id,
+                                version=version())))
+
+
 def _get_json(url: str, timeout: float = 0.5) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
@@ -389,6 +415,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     redis = EmbeddedRedis(data / "redis").start()
     procs: list[subprocess.Popen[bytes]] = []
     ports = [args.http_port + i for i in range(args.nodes)]
+    # the local demo's dashboard can act: a fresh token unless one is set (loopback only)
+    env = dict(os.environ)
+    if not (env.get("CORRAL_UI_TOKEN") or env.get("CORRAL_UI_TOKEN_FILE")):
+        import secrets
+
+        env["CORRAL_UI_TOKEN"] = secrets.token_hex(16)
     stop = {"now": False}
 
     def on_signal(_sig: int, _frm: Any) -> None:
@@ -404,7 +436,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 [sys.executable, "-m", "node", "node", "--redis-url", redis.url, "--http-port", str(port),
                  "--node-id", f"node{i + 1}", "--tasks-dir", args.tasks_dir, "--queues", args.queues,
                  "--shutdown-timeout", "10"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env))
             log.close()
         UP_STATE.parent.mkdir(parents=True, exist_ok=True)
         UP_STATE.write_text(json.dumps({"redis_url": redis.url, "ports": ports}))
@@ -435,6 +467,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             view = _get_json(f"http://127.0.0.1:{port}/leader")
             mark = "  <- leader" if view["is_leader"] else ""
             print(f"  node{i + 1}  {view['node']:24s} http://127.0.0.1:{port}/status  /metrics  /leader{mark}")
+        token_note = f"token {env['CORRAL_UI_TOKEN']}" if env.get("CORRAL_UI_TOKEN") else "token from CORRAL_UI_TOKEN_FILE"
+        print(f"dashboard: http://127.0.0.1:{ports[0]}/ui/  ({token_note}; every node serves /ui/)")
         print(f"logs: {data / 'logs'}/node*.log    try: corral enqueue sendWelcomeEmail --params "
               "'{\"to\": \"evan@example.com\"}'    corral status")
         print("Ctrl-C stops the cluster.", flush=True)
@@ -468,7 +502,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"node": cmd_node, "up": cmd_up, "enqueue": cmd_enqueue, "status": cmd_status, "failed": cmd_failed,
-            "generate": cmd_generate, "tasks": cmd_tasks}
+            "generate": cmd_generate, "tasks": cmd_tasks, "web": cmd_web}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

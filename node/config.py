@@ -152,13 +152,19 @@ OPTIONS: tuple[Option, ...] = (
            "a sync task may keep the event loop (leader renewals, promotions) waiting for the GIL"),
     Option("metrics_refresh", _seconds(0.1, 3600), 5.0, "refresh period of cluster-wide gauges, seconds"),
     Option("status_payloads", _bool, False,
-           "show the first 500 characters of each running job's params in /status (values of secret-looking keys "
-           "such as password or token are replaced by ***); off: /status shows each job's task and queue only"),
+           "show the first 500 characters of each running job's params in /status and job args on the dashboard "
+           "(values of secret-looking keys such as password or token are replaced by ***); off: task, queue and "
+           "times only"),
     Option("audit", _bool, False, "append every fenced leader write to the corral:audit stream (fault tests)"),
     Option("data_dir", _opt_str, ".data", "data directory of the embedded Redis"),
     Option("failed_max", _num(int, 0, 10**9), 0, "trim the failed list to this many newest entries (0 = keep all)"),
     Option("clock_offset_file", _opt_str, None,
            "fault tests only: on SIGUSR1 the node shifts its wall clock by the seconds written in this file"),
+    # the web dashboard (node/ui, docs/UI.md)
+    Option("ui", _bool, True, "serve the web dashboard at /ui/ on the HTTP port (read-only without a UI token)"),
+    Option("ui_token", _opt_str, None, "token that allows the dashboard's actions (sent in the X-Corral-Token "
+           "header); none = read-only dashboard", secret=True),
+    Option("ui_token_file", _opt_str, None, "file holding the dashboard token (a mounted Secret)"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 # what `corral enqueue/status/failed` read (flags, CORRAL_* env, --config) to reach the cluster
@@ -255,6 +261,9 @@ class NodeConfig:
     data_dir: str = ".data"
     failed_max: int = 0
     clock_offset_file: str | None = None
+    ui: bool = True
+    ui_token: str | None = None
+    ui_token_file: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -291,6 +300,24 @@ class NodeConfig:
                 and not self.redis_sentinels:
             raise ConfigError(f"http_host {self.http_host!r} exposes the node beyond this machine while it runs an "
                               "embedded Redis meant for local use; set redis_url or bind to 127.0.0.1")
+
+        self.dashboard_token()  # a token that is too short or a file that is unreadable stops the node now
+
+    def dashboard_token(self) -> str | None:
+        """The dashboard's action token, from `ui_token` or `ui_token_file`; None = read-only."""
+        if self.ui_token and self.ui_token_file:
+            raise ConfigError("give the dashboard token either in ui_token or in ui_token_file, not both")
+        token = self.ui_token
+        if self.ui_token_file:
+            try:
+                with open(self.ui_token_file) as fh:
+                    token = fh.read().strip()
+            except OSError as e:
+                raise ConfigError(f"ui_token_file {self.ui_token_file!r}: {e.strerror or e}") from None
+        if token is not None and len(token) < 16:
+            raise ConfigError(f"the dashboard token{' in ' + repr(self.ui_token_file) if self.ui_token_file else ''} "
+                              f"is {len(token)} characters; use at least 16 (e.g. `openssl rand -hex 16`)")
+        return token
 
     def stall_limit(self) -> float:
         return self.loop_stall_limit or min(2.0, 0.4 * self.lease)

@@ -36,6 +36,7 @@ METRIC_NAMES: frozenset[str] = frozenset({
     "corral_stale_leader_writes_total", "corral_node_info", "corral_node_heartbeat_age_seconds",
     "corral_cluster_gauges_age_seconds", "corral_leader_candidate", "corral_acks_refused_total",
     "corral_bad_keys_total", "corral_queues", "corral_task_threads", "corral_task_processes_replaced_total",
+    "corral_ui_actions_total",  # node/ui/api.py: the dashboard's actions
 })
 
 

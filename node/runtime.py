@@ -160,6 +160,7 @@ class Node:
         self.http = HttpServer({"/metrics": self.h_metrics, "/healthz": self.h_healthz, "/readyz": self.h_readyz,
                                 "/leader": self.h_leader, "/status": self.h_status}, cfg.http_host, cfg.http_port)
         self._build_catalogue()
+        self._mount_dashboard()
 
     def _build_catalogue(self) -> None:
         """The task catalogue: published at boot, checked at the gauges' pace, `/tasks`, a metric."""
@@ -178,6 +179,18 @@ class Node:
         except REDIS_FAILURES as e:
             return json_response(503, {"error": f"Redis unreachable: {type(e).__name__}"})
         return json_response(200, await listing(self.redis, self.keys, view, self.clock.time()))
+
+    def _mount_dashboard(self) -> None:
+        """The web dashboard at /ui/ (node/ui, docs/UI.md); its history sampler runs in `run`."""
+        self.dashboard = None
+        if self.cfg.ui:
+            from .ui import Dashboard
+
+            self.dashboard = Dashboard(self.client, registry=self.registry, metrics=self.metrics_registry,
+                                       token=self.cfg.dashboard_token(), payloads=self.cfg.status_payloads,
+                                       node_id=self.node_id, version=version(), dead_after=self.cfg.dead_after,
+                                       backend=self.cfg.election)
+            self.http.mount("/ui/", self.dashboard.handle)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -222,6 +235,10 @@ class Node:
                 background.append(tg.create_task(self._refresh_gauges(), name="gauges"))
                 background.append(tg.create_task(self._watch_loop(), name="loop-lag"))
                 background.append(tg.create_task(self.catalogue.run(), name="catalogue"))
+                if self.dashboard is not None:
+                    from .ui import HistoryRecorder
+
+                    background.append(tg.create_task(HistoryRecorder(self.redis, self.keys).run(), name="ui-history"))
                 # in-process: the Leadership runs its elector; else the LeaderProcess supervises the child
                 leader_side = self.leadership or self.elector
                 if leader_side is not None:

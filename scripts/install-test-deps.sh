@@ -19,6 +19,8 @@ sha() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
 # --- 1. Debian packages --------------------------------------------------------------------
 apt_packages=(redis-server redis-sentinel redis-tools zookeeper prometheus faketime)
+# the dashboard's browser tests: Playwright drives this chromium (no browser download)
+apt_packages+=(chromium)
 command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 
 missing=()

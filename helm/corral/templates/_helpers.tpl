@@ -295,6 +295,7 @@ node's flags (CORRAL_REDIS_URL = --redis-url, ...), so every `corral` command ru
   value: {{ printf "%s/%s" .Values.redis.tls.mountPath .Values.redis.tls.keyKey | quote }}
 {{- end }}
 {{- end }}
+{{- include "corral.uiEnv" . | nindent 0 }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
