@@ -87,7 +87,7 @@ def test_enqueue_times_are_checked_before_anything_is_written(redis_url: str) ->
         (["--at", "nan"], "--at must be a finite number of seconds"),
         (["--at", "-5"], "--at must be epoch seconds"),
         (["--in", "inf"], "--in must be a finite number"),
-        (["--in", "-1"], "--in must be >= 0 seconds"),
+        (["--in", "-1"], "--in: delay must be a non-negative number of seconds"),
         (["--in", str(20 * 365 * 86400)], "more than 10 years ahead"),
     ]:
         out = corral("enqueue", "sayHello", *args, "--redis-url", redis_url)
