@@ -249,8 +249,7 @@ class Node:
                 await self._shutdown()
                 if self.exit_process and self.executor.unstoppable:
                     self._exit_now()
-                for t in background:
-                    t.cancel()
+                await cancel_until_done(background)
         finally:
             await self.http.close()
             self.executor.shutdown()
@@ -462,6 +461,17 @@ class Node:
         except REDIS_FAILURES as e:
             cluster["error"] = f"Redis unreachable: {type(e).__name__}"
         return json_response(200, {"node": node, "cluster": cluster})
+
+
+async def cancel_until_done(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait for them, cancelling again any that go on: redis-py (on 3.11) can
+    swallow a cancellation that races a reply, and a loop around it (gauges, the notifier) would
+    then run on and keep the node from exiting after SIGTERM."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=0.1)
 
 
 def dumps(obj: Any) -> str:
