@@ -210,4 +210,9 @@ def test_good_jobs_run_once_and_bad_things_stay_confined(node_cluster: NodeClust
 
     property_confined()
     assert node.running and node.healthz()
+    # counted too, the leader process's finds (delayed buckets) included: it forwards them to the node
+    kinds = {"listed_queue": "queue", "delayed_bucket": "delayed", "qtimes": "corral:qtimes", "stat": "stat",
+             "failed": "failed", "idle": "corral:idle", "recovered": "corral:recovered"}
+    for kind in run.stats:
+        assert (node.metric("corral_bad_keys_total", {"kind": kinds[kind]}) or 0) >= 1, kind
     print(f"\n{run.n} examples, bad keys planted {dict(run.stats)}, {time.monotonic() - started:.1f}s")
