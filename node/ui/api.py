@@ -34,6 +34,7 @@ PREFIX = "/ui/"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 MAX_PAGE = 100
+LOCKS_PERIOD = 10.0
 SEARCH_WINDOW = 200  # how far from its shown position an entry is looked for when acting on it
 
 
@@ -228,7 +229,8 @@ class Dashboard:
                     lock["id"] = job_id(lock["key"])
             return {"locks": locks}
 
-        return dict(await self.shared.get("locks", build))
+        # SCANs the keyspace: read every 10 s at most, whatever the number of open pages
+        return dict(await self.shared.get("locks", build, period=LOCKS_PERIOD))
 
     # ---- actions -------------------------------------------------------------------------------
 

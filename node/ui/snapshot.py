@@ -45,10 +45,11 @@ class Shared:
         self.entries: OrderedDict[str, tuple[float, asyncio.Future[Any]]] = OrderedDict()
         self.builds = 0  # reads done (for tests and the bench)
 
-    async def get(self, key: str, build: Callable[[], Awaitable[Any]]) -> Any:
+    async def get(self, key: str, build: Callable[[], Awaitable[Any]], period: float | None = None) -> Any:
+        """`period` overrides the refresh period for this key (a costly view read less often)."""
         now = time.monotonic()
         hit = self.entries.get(key)
-        if hit is not None and (not hit[1].done() or now - hit[0] < self.period):
+        if hit is not None and (not hit[1].done() or now - hit[0] < (period or self.period)):
             self.entries.move_to_end(key)
             return await asyncio.shield(hit[1])
         fut: asyncio.Future[Any] = asyncio.ensure_future(build())
