@@ -349,3 +349,23 @@ def test_corral_up_prints_the_dashboard_url_and_a_working_token(tmp_path: Path) 
     finally:
         proc.send_signal(2)
         proc.wait(30)
+
+
+def test_a_leader_change_shows_within_a_refresh(node_cluster: NodeCluster, tmp_path: Path) -> None:
+    """The overview re-reads the leader's record only when the lock's token changes: a new term
+    must still show, with its own epoch and since."""
+    nodes = _node(node_cluster, tmp_path, n=2)
+    leader = node_cluster.wait_leader(15)
+    survivor = next(n for n in nodes if n is not leader)
+    before = ui_get(survivor.http_port, "overview")["leader"]
+    assert leader.owns(before["node"])
+    leader.kill()
+
+    def new_term() -> dict[str, object] | None:
+        row = ui_get(survivor.http_port, "overview")["leader"]
+        return row if row is not None and survivor.owns(str(row["node"])) else None
+
+    row = wait_until(new_term, 20, 0.2, message="the survivor to show itself as the new leader")
+    r = _r(node_cluster)
+    assert row["epoch"] == int(r.hget("resque:corral:leader", "epoch")) > before["epoch"]
+    assert row["since"] > before["since"]
