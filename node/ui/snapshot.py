@@ -31,6 +31,19 @@ NODE_INFO_TTL = 30.0
 SLOW_TTL = 10.0
 
 
+def _int(v: Any) -> int:
+    """A count read from Redis; a key someone filled with something else reads as 0, so one bad
+    key never takes the whole overview down."""
+    try:
+        return int(float(v or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _clean(results: list[Any]) -> list[Any]:
+    return [None if isinstance(r, Exception) else r for r in results]
+
+
 def job_id(raw: str) -> str:
     """A job's handle in the API: the hash of its exact bytes (the bytes themselves may hold args)."""
     return hashlib.sha1(raw.encode(errors="surrogateescape")).hexdigest()
@@ -127,13 +140,17 @@ class Overview:
                 pipe.hlen(k.recovered)
             if read_history:
                 pipe.zrangebyscore(key, lo, hi, withscores=True)
-            (t, token, members, queue_set, tss, failed, stats, workers, *rest) = await pipe.execute()
+            # a key of the wrong type (WRONGTYPE) reads as empty: one bad key must not blank the page
+            (t, token, members, queue_set, tss, failed, stats, workers, *rest) = _clean(
+                await pipe.execute(raise_on_error=False))
+        members, queue_set, tss, workers = members or [], queue_set or [], tss or [], workers or []
         if read_slow:
-            self.recovering, self.slow_mono = int(rest.pop(0)), time.monotonic()
-        hist = rest
+            self.recovering, self.slow_mono = _int(rest.pop(0)), time.monotonic()
+        hist = [rest[0] or []] if rest else []
         now = int(t[0]) + int(t[1]) / 1e6
         self.last_time, self.last_mono = now, time.monotonic()
         queues = sorted(map(str, queue_set))[:MAX_QUEUES]
+        tss = [ts for ts in map(_int, tss) if ts > 0]
         worker_ids = sorted(map(str, workers))
         mono = time.monotonic()
         want_info = [str(m) for m, _s in members
@@ -143,7 +160,7 @@ class Overview:
                 pipe.llen(k.queue(q))
                 pipe.lindex(k.qtimes(q), 0)
             for ts in tss:
-                pipe.llen(k.delayed(int(float(ts))))
+                pipe.llen(k.delayed(ts))
             if worker_ids:
                 pipe.mget([k.worker(w) for w in worker_ids])
             for m in want_info:
@@ -152,13 +169,13 @@ class Overview:
             new_term = token is not None and token != self.leader_token
             if new_term:
                 pipe.hgetall(k.leader)
-            res = await pipe.execute()
+            res = _clean(await pipe.execute(raise_on_error=False))
         if new_term:
-            self.leader_hash = res.pop()
+            self.leader_hash = res.pop() or {}
             # a term whose record is not written yet is read again next time
             self.leader_token = token if self.leader_hash.get("token") == token else None
         nq, nt = 2 * len(queues), len(tss)
-        records = res[nq + nt] if worker_ids else []
+        records = (res[nq + nt] or []) if worker_ids else []
         for m, raw in zip(want_info, res[nq + nt + (1 if worker_ids else 0):], strict=True):
             try:
                 info = json.loads(raw) if raw else {}
@@ -172,7 +189,7 @@ class Overview:
 
         queue_rows = []
         for i, q in enumerate(queues):
-            length, head = int(res[2 * i]), res[2 * i + 1]
+            length, head = _int(res[2 * i]), res[2 * i + 1]
             oldest = None
             if length > 0 and head:
                 try:
@@ -184,8 +201,8 @@ class Overview:
         leader = self.leader_hash
         if token is not None:
             if leader and leader.get("token") == token:
-                leader_row = {"node": leader.get("node"), "epoch": int(leader.get("epoch") or 0),
-                              "since": float(leader.get("since") or 0), "backend": self.backend}
+                leader_row = {"node": leader.get("node"), "epoch": _int(leader.get("epoch")),
+                              "since": _int(leader.get("since")) or None, "backend": self.backend}
             else:
                 leader_row = {"node": str(token), "epoch": None, "since": None, "backend": None}
         worker_rows = [self._worker(w, rec, now) for w, rec in zip(worker_ids, records, strict=False)]
@@ -207,12 +224,12 @@ class Overview:
             "nodes": node_rows,
             "queues": queue_rows,
             "queued": sum(q["length"] for q in queue_rows),
-            "delayed": sum(int(n) for n in res[nq:nq + nt]),
+            "delayed": sum(_int(n) for n in res[nq:nq + nt]),
             "delayed_seconds": len(tss),
-            "failed": int(failed),
+            "failed": _int(failed),
             "recovering": self.recovering,
-            "processed_total": int(stats[0] or 0),
-            "failed_total": int(stats[1] or 0),
+            "processed_total": _int(stats[0]),
+            "failed_total": _int(stats[1]),
             "workers": worker_rows,
             "history": self.history.rates(),
             "history_step": self.history.step,

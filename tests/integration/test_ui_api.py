@@ -369,3 +369,25 @@ def test_a_leader_change_shows_within_a_refresh(node_cluster: NodeCluster, tmp_p
     r = _r(node_cluster)
     assert row["epoch"] == int(r.hget("resque:corral:leader", "epoch")) > before["epoch"]
     assert row["since"] > before["since"]
+
+
+def test_hostile_keys_do_not_blank_the_overview_or_stop_the_history(node_cluster: NodeCluster,
+                                                                    tmp_path: Path) -> None:
+    r = _r(node_cluster)
+    r.set("resque:stat:processed", "not a number")
+    r.rpush("resque:failed:x", "1")
+    r.lpush("resque:failed", "{not json")  # a failed entry that is not JSON
+    r.zadd("resque:delayed_queue_schedule", {"garbage": 1})
+    r.set("resque:corral:history:last", "zz")
+    r.rpush("resque:resque_scheduler_leader_lock:x", "1")
+    r.sadd("resque:queues", "weird")
+    r.set("resque:queue:weird", "a string, not a list")  # WRONGTYPE for LLEN
+    (node,) = _node(node_cluster, tmp_path)
+    o = ui_get(node.http_port, "overview")
+    assert o["processed_total"] == 0 and o["failed"] == 1 and o["leader"] is not None
+    assert {q["name"]: q["length"] for q in o["queues"]}["weird"] == 0
+    f = ui_get(node.http_port, "failed")
+    assert f["total"] == 1 and f["entries"][0]["task"] is None
+    # the sampler reads "zz" as no sample yet and writes the bucket
+    wait_until(lambda: r.zcard("resque:corral:history") >= 1, 15, 0.2, message="a history sample")
+    assert node.running
