@@ -66,7 +66,8 @@ class Dashboard:
         self.version = version
         self.refresh = refresh
         self.shared = Shared(refresh)
-        self.overview = Overview(client.redis, client.keys, dead_after=dead_after, payloads=payloads, backend=backend)
+        self.overview = Overview(client.redis, client.keys, dead_after=dead_after, payloads=payloads, backend=backend,
+                                 clock=client.clock)
         self.static = _static_files()
         self.actions_total = Counter("corral_ui_actions", "dashboard actions by outcome (ok, refused, failed)",
                                      ["action", "outcome"], registry=metrics) if metrics is not None else None
@@ -285,6 +286,7 @@ class Dashboard:
             self._count(action, "failed")
             return json_response(503, {"error": f"Redis unreachable: {type(e).__name__}"})
         self.shared.invalidate()
+        self.overview.invalidate()
         self._count(action, "ok")
         target = {k: v for k, v in body.items() if k in ("queue", "task", "ts", "id", "error", "key")}
         log.info("ui: action", extra={"event": "ui_action", "action": action, "who": who,

@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from cluster.clock import SYSTEM_CLOCK, Clock
 from cluster.keys import Keys
 
 from .history import HistoryReader
@@ -28,7 +29,7 @@ MAX_DELAYED_SECONDS = 1000
 MAX_WORKERS = 2000
 MAX_NODES = 500
 NODE_INFO_TTL = 30.0
-SLOW_TTL = 10.0
+SLOW_TTL = 10.0  # Redis time offset, the queue set, the recovered count
 
 
 def _int(v: Any) -> int:
@@ -107,49 +108,59 @@ class Overview:
     """The overview view: built from Redis in two pipelined round trips."""
 
     def __init__(self, redis: Redis, keys: Keys, *, dead_after: float, payloads: bool,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.redis = redis
+        self.clock = clock
         self.keys = keys
         self.dead_after = dead_after
         self.payloads = payloads
         self.backend = backend
         self.history = HistoryReader(keys)
         self.node_info: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.last_time = 0.0  # Redis time of the last read, and when (monotonic) it was read
         self.leader_token: str | None = None  # the lock's token when `leader_hash` was read
         self.leader_hash: dict[str, Any] = {}
-        self.recovering = 0  # read every SLOW_TTL: it changes only when a node dies
+        # read every SLOW_TTL (and after an action): what changes seldom
+        self.recovering = 0  # jobs returned from dead nodes, not finished yet
+        self.queue_names: list[str] = []  # the `queues` set (a queue is added by its first enqueue)
+        self.offset = 0.0  # Redis clock - this process's clock
         self.slow_mono = float("-inf")
-        self.last_mono = time.monotonic()
+
+    def invalidate(self) -> None:
+        """After an action (a queue cleared, ...): the next read refreshes everything."""
+        self.slow_mono = float("-inf")
 
     async def build(self) -> dict[str, Any]:
         k = self.keys
         key, lo, hi = self.history.query()
-        read_history = self.history.due(self.last_time + (time.monotonic() - self.last_mono))
+        read_slow = time.monotonic() - self.slow_mono >= SLOW_TTL
+        read_history = read_slow or self.history.due(self.clock.time() + self.offset)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
             pipe.get(k.leader_lock)
             pipe.zrange(k.members, 0, MAX_NODES - 1, withscores=True)
-            pipe.smembers(k.queues)
             pipe.zrange(k.delayed_schedule, 0, MAX_DELAYED_SECONDS - 1)
             pipe.llen(k.failed)
             pipe.mget([k.stat_processed, k.stat_failed])
             pipe.srandmember(k.workers, MAX_WORKERS)
-            read_slow = time.monotonic() - self.slow_mono >= SLOW_TTL
             if read_slow:
+                pipe.time()
+                pipe.smembers(k.queues)
                 pipe.hlen(k.recovered)
             if read_history:
                 pipe.zrangebyscore(key, lo, hi, withscores=True)
             # a key of the wrong type (WRONGTYPE) reads as empty: one bad key must not blank the page
-            (t, token, members, queue_set, tss, failed, stats, workers, *rest) = _clean(
+            (token, members, tss, failed, stats, workers, *rest) = _clean(
                 await pipe.execute(raise_on_error=False))
-        members, queue_set, tss, workers = members or [], queue_set or [], tss or [], workers or []
+        members, tss, workers = members or [], tss or [], workers or []
         if read_slow:
-            self.recovering, self.slow_mono = _int(rest.pop(0)), time.monotonic()
+            t, queue_set, recovering = rest[:3]
+            del rest[:3]
+            # Redis' clock, read every SLOW_TTL: ages are on the clock the heartbeats are written with
+            self.offset = int(t[0]) + int(t[1]) / 1e6 - self.clock.time()
+            self.queue_names = sorted(map(str, queue_set or []))[:MAX_QUEUES]
+            self.recovering, self.slow_mono = _int(recovering), time.monotonic()
         hist = [rest[0] or []] if rest else []
-        now = int(t[0]) + int(t[1]) / 1e6
-        self.last_time, self.last_mono = now, time.monotonic()
-        queues = sorted(map(str, queue_set))[:MAX_QUEUES]
+        now = self.clock.time() + self.offset
+        queues = self.queue_names
         tss = [ts for ts in map(_int, tss) if ts > 0]
         worker_ids = sorted(map(str, workers))
         mono = time.monotonic()
