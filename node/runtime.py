@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -321,7 +322,7 @@ class Node:
                 for key, got in ((self.keys.delayed_schedule, tss), (self.keys.failed, failed)):
                     if isinstance(got, ResponseError):  # a key of the wrong type: reported, counted as empty
                         self.pool.bad_keys.report(key, str(await self.redis.type(key)), where="metrics")
-                tss = [] if isinstance(tss, ResponseError) else tss
+                tss = [] if isinstance(tss, ResponseError) else [t for t in tss if _is_number(t)]  # not "garbage"
                 failed = 0 if isinstance(failed, ResponseError) else failed
                 for got in (now, members):
                     if isinstance(got, Exception):
@@ -344,8 +345,8 @@ class Node:
                 for q, length in c.queue_lengths.items():
                     if length > 0:
                         head = heads.get(q)
-                        c.oldest_age[q] = max(0.0, (now_ms - float(head.partition(":")[2] or now_ms)) / 1000) if head \
-                            else 0.0
+                        stamp = head.partition(":")[2] if head else ""
+                        c.oldest_age[q] = max(0.0, (now_ms - float(stamp)) / 1000) if _is_number(stamp) else 0.0
                 # scheduler lag, cluster-wide: how overdue the earliest delayed second is, on Redis' clock
                 c_lag = max(0.0, now_ms / 1000 - float(tss[0])) if tss else 0.0
                 self.metrics.lag.set(c_lag if c_lag > 1.0 else 0.0)
@@ -353,6 +354,8 @@ class Node:
                 c.refreshed_mono = self.clock.monotonic()
             except REDIS_FAILURES:
                 self.metrics.redis_error("metrics")
+            except Exception:  # data no one expected must not end the node: the gauges go stale, visibly
+                log.exception("metrics: refreshing the cluster-wide gauges failed", extra={"event": "gauges_failed"})
             await asyncio.sleep(self.cfg.metrics_refresh)
 
     # ---- HTTP ------------------------------------------------------------------------------------
@@ -461,6 +464,13 @@ class Node:
         except REDIS_FAILURES as e:
             cluster["error"] = f"Redis unreachable: {type(e).__name__}"
         return json_response(200, {"node": node, "cluster": cluster})
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 async def cancel_until_done(tasks: list[asyncio.Task[Any]]) -> None:

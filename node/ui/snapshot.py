@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from cluster.clock import SYSTEM_CLOCK, Clock
 from cluster.keys import Keys
+from cluster.membership import node_of_worker
 
 from .history import HistoryReader
 
@@ -249,7 +250,7 @@ class Overview:
     def _worker(self, wid: str, record: Any, now: float) -> dict[str, Any]:
         name, _, queues = wid.rpartition(":")
         name = name or wid
-        node = name.split("+", 1)[0] if "+" in name else None
+        node = node_of_worker(name) if "+" in name else None  # Corral's "<node>:<pid>+<slot>"
         job = None
         if record is not None:
             from cluster.wire import parse_date

@@ -260,7 +260,7 @@ def _term(token: str) -> Term:
 
 async def _recovery(r: Redis, registry: Registry | None = None) -> tuple[Recovery, Term]:
     token = "test-leader/1/x"
-    await r.set(f"{NS}:resque_scheduler_leader_lock", token)
+    await r.set(Keys(NS).corral_lock, token)  # recovery is Corral's duty: fenced by Corral's own lock
     rec = Recovery(redis=r, keys=Keys(NS), clock=SYSTEM_CLOCK, observer=Observer(), registry=registry or Registry([]),
                    dead_after=1.0)
     return rec, _term(token)

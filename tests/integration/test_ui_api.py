@@ -77,7 +77,7 @@ def test_overview_numbers_equal_redis(node_cluster: NodeCluster, tmp_path: Path)
     assert o["leader"]["node"] == leader["node"] and o["leader"]["epoch"] == int(leader["epoch"])
     assert sorted(n["id"] for n in o["nodes"]) == sorted(r.zrange("resque:corral:members", 0, -1))
     assert sum(n["is_leader"] for n in o["nodes"]) == 1
-    assert all(n["alive"] and n["slots"] == 1 and n["candidate"] for n in o["nodes"])
+    assert all(n["alive"] and n["slots"] == 1 and n["candidate"] for n in o["nodes"]), o["nodes"]
     # both nodes show the same cluster
     other = ui_get(nodes[0].http_port, "overview")
     assert other["queues"] == o["queues"] and other["leader"] == o["leader"]
