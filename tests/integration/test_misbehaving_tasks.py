@@ -451,9 +451,6 @@ def test_sigterm_past_the_grace_never_runs_a_pushed_back_job_twice_at_once(tmp_p
         cluster.close()
 
 
-@pytest.mark.xfail(reason="issue 12, left for the owner of cluster/scripts/recover.lua: recoveries are counted per "
-                          "payload bytes (corral:recovered, sha1), so identical copies in flight count each other",
-                   strict=False)
 def test_identical_payloads_in_flight_on_a_killed_node_are_all_recovered(tmp_path: Path, redis_url: str) -> None:
     # issue 12: 5 identical payloads in flight on one node, kill -9: 4 recovered, 1 marked poison
     tasks = tmp_path / "tasks"
