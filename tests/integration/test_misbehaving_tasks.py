@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from cluster.client import Client
 from node.worker import Slot
 from tests.support import REPO_ROOT, http_get, wait_until
