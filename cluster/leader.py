@@ -94,7 +94,7 @@ class Promotion:
             try:
                 await self.duty.run(scope)
             except LeaseLost:
-                if term.lost.is_set():
+                if not term.valid():  # the term itself ended (lost, or past its deadline)
                     raise
                 term.promotes.clear()  # refused as stale: another scheduler holds the lock
                 log.info("%s: delayed promotion paused: another scheduler holds the resque lock", self.name,

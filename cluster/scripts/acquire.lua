@@ -22,20 +22,28 @@
 --     older snapshot never reissues an epoch (epochs grow by one per term, far slower than 1/ms).
 -- Both waits count from the run's start: a run older than them waits for nothing.
 -- Inside one run the lock's expiry or release proves the lease over: the normal path below.
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+-- INFO is an ACL @dangerous command: a user denied it still elects safely after a wipe (no epoch
+-- record = a new run), but cannot see a restore or a failover (grant it `+info`). Asked first
+-- (Redis 7's acl_check_cmd), so a denial never fills the ACL log.
+local has_info, server = true, nil
+if redis.acl_check_cmd then has_info = redis.acl_check_cmd('info', 'server') end
+if has_info then has_info, server = pcall(redis.call, 'INFO', 'server') end
+local run = has_info and string.match(server, 'run_id:(%w+)') or nil
 local holder = redis.call('GET', KEYS[1])
-if redis.call('GET', KEYS[4]) ~= run or redis.call('EXISTS', KEYS[2]) == 0 then
+local new_run = redis.call('EXISTS', KEYS[2]) == 0
+if run and redis.call('GET', KEYS[4]) ~= run then new_run = true end
+if new_run then
   local t = redis.call('TIME')
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local stored = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
   redis.call('SET', KEYS[2], string.format('%d', math.max(stored, now_ms)))
-  redis.call('SET', KEYS[4], run)
+  if run then redis.call('SET', KEYS[4], run) end
   -- A server that never took over from another primary (second_repl_offset -1) knows when its
   -- data began: the waits shrink by its uptime (whole seconds, rounded down: never too short). A
   -- promoted replica's data changed at promotion, not at its start: it waits in full.
   local up = 0
-  if string.match(redis.call('INFO', 'replication'), 'second_repl_offset:(-?%d+)') == '-1' then
-    up = 1000 * tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
+  if has_info and string.match(redis.call('INFO', 'replication'), 'second_repl_offset:(-?%d+)') == '-1' then
+    up = 1000 * tonumber(string.match(server, 'uptime_in_seconds:(%d+)'))
   end
   if holder then
     local keep = math.ceil(tonumber(ARGV[5]) - up)
@@ -48,7 +56,7 @@ if redis.call('GET', KEYS[4]) ~= run or redis.call('EXISTS', KEYS[2]) == 0 then
   end
   local delay = math.ceil(tonumber(ARGV[3]) - up)
   if delay > 0 then
-    local placeholder = 'corral-lock-delay/' .. run
+    local placeholder = 'corral-lock-delay/' .. (run or 'new-run')
     redis.call('SET', KEYS[1], placeholder, 'PX', delay)
     redis.call('DEL', KEYS[3])
     return {0, delay, placeholder}
