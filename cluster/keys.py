@@ -18,6 +18,7 @@ resque layout (node-resque / Ruby resque read and write these):
     lock:<task>:<queue>:<args>              QueueLock, value = expiry second (node-resque's)
     workerslock:<task>:<queue>:<args>       JobLock, value = "<expiry>:<node>:<execution>"
     resque-retry:<task>:<argsKey>           Retry counter (node-resque's argsKey, -1 then +1 per failure)
+    failure-resque-retry:<task>:<argsKey>   Retry's last failure (node-resque's shape)
 
 Corral only, under `corral:`:
 
@@ -25,6 +26,7 @@ Corral only, under `corral:`:
     corral:epoch_run             Redis run_id the epoch record was last checked against (a new run: lock-delay)
     corral:leader                hash {node, epoch, since, token} of the current term
     corral:leader_lock           Corral's leader lock (periodic, recovery), value = term token
+    corral:zk_epoch              newest term installed by the ZooKeeper backend (older ones are refused)
     corral:members               zset node id -> last heartbeat (Redis time, ms)
     corral:node:<id>             hash {info, workers}
     corral:inflight:<id>         hash <slot> -> payload, <slot>:q -> queue, <slot>:e -> exec id,

@@ -332,7 +332,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     cfg = NodeConfig.from_sources(flags, os.environ, getattr(args, "config", None))
     # Sync tasks run in threads of this process: Python's default 5 ms switch interval makes every
     # wake-up of the event loop wait up to 5 ms (often several) for a thread spinning in Python
-    # code, which is most of a periodic slot's lateness under CPU-bound sync jobs (FAULTS F13b).
+    # code, which is most of a periodic slot's lateness under CPU-bound sync jobs (docs/FAULTS.md F13b).
     # Set here, not in `Node`, so a host process embedding a node keeps its own setting.
     sys.setswitchinterval(cfg.switch_interval)
     from . import logs

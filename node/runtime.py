@@ -1,6 +1,6 @@
 """One node process: wires the cluster library to workers, HTTP, metrics and signals.
 
-Shutdown order on SIGTERM/SIGINT (FAULTS.md): release leadership first (compare-and-delete +
+Shutdown order on SIGTERM/SIGINT (docs/FAULTS.md): release leadership first (compare-and-delete +
 publish, so a successor takes over in milliseconds), stop fetching, let running jobs finish
 within `shutdown_timeout`, push back what could not finish (one atomic script per job),
 deregister, exit. A pushed-back job still running in a task thread (Python cannot stop a thread)
@@ -196,7 +196,7 @@ class Node:
         self.stop_event.set()
 
     def _apply_clock_offset(self) -> None:
-        """Fault-test seam (FAULTS F9): jump this node's wall clock; leases stay on the monotonic clock."""
+        """Fault-test seam (docs/FAULTS.md F9): jump this node's wall clock; leases stay on the monotonic clock."""
         assert isinstance(self.clock, SystemClock) and self.cfg.clock_offset_file
         try:
             with open(self.cfg.clock_offset_file) as fh:
@@ -372,7 +372,7 @@ class Node:
     def _leads_now(self) -> bool:
         """Leading as far as anyone outside may be told: the elector says so *and* its term's
         deadline is ahead. A node resuming from a freeze (SIGSTOP, a blocked loop) still holds the
-        view it had before; until its lease check runs it must not say it leads (FAULTS F2)."""
+        view it had before; until its lease check runs it must not say it leads (docs/FAULTS.md F2)."""
         e = self.elector
         if e is None or not e.state.is_leader:
             return False

@@ -40,7 +40,7 @@ class ElectionConfig:
     margin: float = 1.5
     retry_period: float = 0.5
     # > 0: a renew extends the term only once `WAIT wait_replicas` confirms that many replicas have
-    # it (Sentinel: a leader isolated with the old primary stops at its deadline, FAULTS F8b)
+    # it (Sentinel: a leader isolated with the old primary stops at its deadline, docs/FAULTS.md F8b)
     wait_replicas: int = 0
 
     def __post_init__(self) -> None:

@@ -1,8 +1,11 @@
-"""STYLE rules checked on the source: dependency direction, keys from one module, one clock."""
+"""House rules (docs/ARCHITECTURE.md) checked on the source: dependency direction, keys from one module, one
+clock, docs that point only inside the repo."""
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,3 +61,39 @@ def test_public_api_is_explicit() -> None:
 
     assert {"Client", "Task", "task", "JobLock", "QueueLock", "DelayQueueLock", "Noop", "RetryPlugin"} <= set(
         cluster.__all__)
+
+
+# The project's docs live in docs/; nothing tracked may send a reader to notes outside the repo.
+# (Built from parts so that this file does not match itself.)
+_OUTSIDE = re.compile("|".join([
+    r"\.\./" + "shared", r"/work/" + "shared", "ANCH" + "ORS", r"\bSP" + r"EC(\.md|\s*§)", r"\bSTY" + r"LE(\.md|\s+rule)",
+    r"\bCHA" + r"RT\.md", r"(?<![\w/])FAU" + r"LTS(\.md|\s*§|\s+F\d)",
+]))
+# Recorded outputs keep the words they were recorded with.
+_RECORDED = ("bench/raw/",)
+
+
+def _tracked_text_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    paths = [ROOT / p for p in out.decode().split("\0") if p and not p.startswith(_RECORDED)]
+    return [p for p in paths if p.is_file() and b"\0" not in p.read_bytes()[:8192]]
+
+
+def test_docs_and_comments_point_only_inside_the_repo() -> None:
+    bad = []
+    for p in _tracked_text_files():
+        for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+            if _OUTSIDE.search(line):
+                bad.append(f"{p.relative_to(ROOT)}:{n}: {line.strip()[:100]}")
+    assert not bad, "references to notes outside the repo (use docs/INTERFACE.md, docs/FAULTS.md, " \
+                    "docs/ARCHITECTURE.md):\n" + "\n".join(bad)
+
+
+def test_every_docs_page_named_exists() -> None:
+    named = re.compile(r"\bdocs/([A-Z_]+\.md)")
+    missing = set()
+    for p in _tracked_text_files():
+        for m in named.finditer(p.read_text(errors="replace")):
+            if not (ROOT / "docs" / m.group(1)).is_file():
+                missing.add(f"{p.relative_to(ROOT)} names docs/{m.group(1)}")
+    assert not missing, sorted(missing)
