@@ -120,9 +120,6 @@ class Keys:
     def worker_ping(self, name: str) -> str:
         return f"{self._p}worker:ping:{name}"
 
-    def worker_pattern(self) -> str:
-        return f"{self._p}worker:*"
-
     def stat(self, kind: str, name: str | None = None) -> str:
         return f"{self._p}stat:{kind}" + (f":{name}" if name else "")
 

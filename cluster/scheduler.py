@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -148,6 +147,3 @@ class Scheduler:
                 log.info("scheduler: enqueue plugin dropped a promoted job", extra={"event": "promotion_dropped",
                                                                                     "payload": payload[:200]})
 
-
-def describe(res: Any) -> str:
-    return repr(res)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -226,7 +225,6 @@ class Node:
                                           "queues": ",".join(self.cfg.queues), "workers": len(self.pool.slots),
                                           "tasks": ",".join(self.registry.names()),
                                           "redis": self.settings.shown()})
-        exit_code = 0
         try:
             async with asyncio.TaskGroup() as tg:
                 self.pool.start(tg)
@@ -260,7 +258,7 @@ class Node:
                 await close_redis(self.redis)
             if self.leadership is not None:
                 await self.leadership.close()
-        return exit_code
+        return 0
 
     async def _shutdown(self) -> None:
         self.stopping = True
@@ -463,6 +461,3 @@ class Node:
             cluster["error"] = f"Redis unreachable: {type(e).__name__}"
         return json_response(200, {"node": node, "cluster": cluster})
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

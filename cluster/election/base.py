@@ -119,7 +119,6 @@ class ElectionState:
     epoch: int = 0
     since: float | None = None
     transitions: int = 0
-    last_change_mono: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -147,7 +146,6 @@ class ElectorBase:
         self.state.extra["since"] = since
         if changed:
             self.state.transitions += 1
-            self.state.last_change_mono = self.clock.monotonic()
         if changed or epoch_changed:
             self.observer.leader_changed(False, epoch)  # followers export the epoch they see too
 
@@ -158,7 +156,6 @@ class ElectorBase:
         self.state.epoch = term.epoch
         self.state.since = term.since
         self.state.transitions += 1
-        self.state.last_change_mono = self.clock.monotonic()
         self.observer.leader_changed(True, term.epoch)
         log.info("election: became leader", extra={"epoch": term.epoch, "event": "leader_acquired",
                                                    "backend": self.backend})
