@@ -97,3 +97,106 @@ def test_every_docs_page_named_exists() -> None:
             if not (ROOT / "docs" / m.group(1)).is_file():
                 missing.add(f"{p.relative_to(ROOT)} names docs/{m.group(1)}")
     assert not missing, sorted(missing)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(paths: list[Path]) -> dict[str, set[str]]:
+    """Module -> the modules of `paths` it imports, counting every import: at the top, inside
+    functions and under TYPE_CHECKING alike (a type-only import is still a dependency to read)."""
+    mods = {_module_name(p): p for p in paths}
+
+    def known(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for mod, path in mods.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        deps: set[str] = set()
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.Import):
+                deps |= {m for a in n.names if (m := known(a.name))}
+            elif isinstance(n, ast.ImportFrom):
+                base = package
+                for _ in range(max(n.level - 1, 0)):
+                    base = base.rpartition(".")[0]
+                full = (f"{base}.{n.module}" if n.module else base) if n.level else (n.module or "")
+                for a in n.names:  # `from pkg import sub` depends on pkg.sub, `from mod import name` on mod
+                    sub = f"{full}.{a.name}"
+                    deps |= {m for m in (sub if sub in mods else known(full),) if m}
+        deps.discard(mod)
+        graph[mod] = deps
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return circles
+
+
+def test_import_circle_finder_finds_one() -> None:
+    assert import_circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_in_cluster_or_node() -> None:
+    graph = import_graph(CLUSTER + NODE)
+    assert {"cluster.client", "cluster.task", "cluster.plugins"} <= set(graph)  # the graph was read
+    assert "cluster.task" in graph["cluster.client"]
+    circles = import_circles(graph)
+    shown = ["  " + ", ".join(c) + ":\n" + "\n".join(f"    {m} -> {sorted(graph[m] & set(c))}" for m in c)
+             for c in circles]
+    assert not circles, "import circles:\n" + "\n".join(shown)
+
+
+def test_each_option_default_is_written_once() -> None:
+    """`NodeConfig` has a field per `OPTIONS` entry, in the same order, and takes every default from
+    it: no literal default in the class body that could drift from the CLI's and the docs'."""
+    import dataclasses
+
+    from node.config import OPTIONS, NodeConfig
+
+    fields = dataclasses.fields(NodeConfig)
+    assert [f.name for f in fields] == [o.name for o in OPTIONS]
+    assert all(f.default == o.default for f, o in zip(fields, OPTIONS, strict=True))
+    source = (ROOT / "node" / "config.py").read_text()
+    cls = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "NodeConfig")
+    for stmt in cls.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            v = stmt.value
+            ok = (isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "_default"
+                  and [getattr(a, "value", None) for a in v.args] == [stmt.target.id])
+            assert ok, f"NodeConfig.{stmt.target.id}: default must be _default({stmt.target.id!r}), " \
+                       f"got {ast.unparse(v) if v else 'none'}"
