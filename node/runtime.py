@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -419,7 +420,7 @@ class Node:
         try:
             await asyncio.wait_for(self.redis.ping(), 0.5)
         except REDIS_FAILURES as e:
-            why = "connection lost" if isinstance(e, RuntimeError) else type(e).__name__
+            why = type(e).__name__
             return json_response(503, {"ready": False, "reason": f"Redis unreachable: {why}"})
         if self.membership.last_error is not None:
             return json_response(503, {"ready": False, "reason": f"heartbeat failing: {self.membership.last_error}"})
@@ -461,3 +462,6 @@ class Node:
             cluster["error"] = f"Redis unreachable: {type(e).__name__}"
         return json_response(200, {"node": node, "cluster": cluster})
 
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)
