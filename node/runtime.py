@@ -27,7 +27,8 @@ from prometheus_client.process_collector import ProcessCollector
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from cluster.aio import REDIS_FAILURES
-from cluster.catalogue import CataloguePublisher, listing
+from cluster.catalogue import listing
+from cluster.catalogue_publish import CataloguePublisher
 from cluster.client import Client
 from cluster.clock import Clock, SystemClock
 from cluster.connection import close_redis, make_redis

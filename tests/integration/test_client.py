@@ -567,7 +567,7 @@ def _catalogue_registry(queue: str = "mail") -> Registry:
 
 
 async def _publish(r: Redis, node: str, registry: Registry, *, age_ms: int = 0, started: float = 1.0) -> Any:
-    from cluster.catalogue import CataloguePublisher
+    from cluster.catalogue_publish import CataloguePublisher
 
     pub = CataloguePublisher(redis=make_redis(RedisSettings(url=_url(r))), keys=K, node_id=node, registry=registry,
                              dead_after=8.0, started=started)

@@ -1,0 +1,223 @@
+"""The state every `Client` holds (Redis connection, keys, scripts, the task catalogue) and
+what producers do with it: enqueue now, at a time, after a delay, many at once.
+
+Part of `cluster.client.Client`; use that class.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Self
+
+from redis.asyncio import Redis
+
+from .catalogue import CatalogueCache, TaskInfo, UnknownTask
+from .clock import SYSTEM_CLOCK, Clock
+from .connection import RedisSettings, close_redis, make_redis
+from .errors import EnqueueError
+from .keys import Keys
+from .plugins import EnqueueGuard, Plugin, PluginContext, enqueue_checks, guard_script_args
+from .rawconn import FastScript, RawPool
+from .scripts import Scripts, source
+from .task import Registry, Task
+from .wire import encode_job
+
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+
+def job_args(params: Any, raw_args: Sequence[Any] | None) -> list[Any]:
+    """A job's resque args: `[params]` (actionhero), or `raw_args` as given."""
+    if raw_args is not None:
+        if not isinstance(raw_args, list | tuple):
+            raise EnqueueError(f"raw_args must be a list, got {type(raw_args).__name__}")
+        return list(raw_args)
+    if params is None:
+        return [{}]
+    if not isinstance(params, dict):
+        raise EnqueueError(f"params must be a JSON object (dict), got {type(params).__name__}")
+    return [params]
+
+
+def _epoch(when: float | int | dt.datetime) -> float:
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            raise EnqueueError("enqueue_at needs an aware datetime (with tzinfo) or epoch seconds")
+        return when.timestamp()
+    if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+        raise EnqueueError(f"when must be epoch seconds or a datetime, got {when!r}")
+    return float(when)
+
+
+def bucket(epoch: float) -> int:
+    """The delayed second a job is filed under: rounded up, so a job never runs early."""
+    return math.ceil(epoch)
+
+
+class EnqueueClient:
+    """The connection and the enqueue half of `Client` (cluster/client.py)."""
+
+    def __init__(self, redis: Redis, namespace: str = "resque", *, registry: Registry | None = None,
+                 clock: Clock = SYSTEM_CLOCK, max_payload_bytes: int = MAX_PAYLOAD_BYTES, fast: bool = True) -> None:
+        self.redis = redis
+        self.keys = Keys(namespace)
+        self.scripts = Scripts(redis)
+        # enqueue / enqueue_at over cluster/rawconn.py (same server and credentials as `redis`;
+        # plain TCP only): a quarter of redis-py's CPU per call. fast=False keeps redis-py.
+        raw = RawPool.from_redis(redis) if fast else None
+        self._fast_enqueue = FastScript(raw, source("enqueue")) if raw else None
+        self._fast_enqueue_at = FastScript(raw, source("enqueue_at")) if raw else None
+        self.registry = registry
+        self.clock = clock
+        self.max_payload_bytes = max_payload_bytes
+        # the live nodes' task catalogue, re-read every 2 s (sooner for a name not seen yet)
+        self.catalogue = CatalogueCache(redis, self.keys)
+        self._resume = redis.register_script(source("periodic_resume"))
+        self._drop_delayed = redis.register_script(source("delayed_drop"))
+
+    @classmethod
+    async def connect(cls, url: str = "redis://127.0.0.1:6379/0", namespace: str = "resque", *,
+                      registry: Registry | None = None, settings: RedisSettings | None = None) -> Self:
+        """Connect and check Redis answers. ``async with await Client.connect(url) as client: ...``"""
+        redis = make_redis(settings or RedisSettings(url=url))
+        client = cls(redis, namespace, registry=registry)
+        try:
+            await redis.ping()
+        except Exception:
+            await redis.aclose()
+            raise
+        return client
+
+    async def close(self) -> None:
+        if self._fast_enqueue is not None:
+            self._fast_enqueue.close()
+        await close_redis(self.redis)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- enqueue -------------------------------------------------------------------------
+
+    async def task_info(self, task: str) -> Task | TaskInfo | None:
+        """The definition producers follow: the registry's task, else the live catalogue's."""
+        t = self.registry.find(task) if self.registry else None
+        if t is not None:
+            return t
+        info, _view = await self.catalogue.find(task)
+        return info
+
+    async def _resolve(self, task: str, queue: str | None, unknown_ok: bool) -> tuple[str, list[Plugin]]:
+        """The queue to use and the enqueue plugins to run, or UnknownTask."""
+        if not isinstance(task, str) or not task:
+            raise EnqueueError(f"task name must be a non-empty string, got {task!r}")
+        t = self.registry.find(task) if self.registry else None
+        if t is not None:
+            return t.queue if queue is None else queue, [p for p in t.plugin_instances() if p.has_enqueue_hooks]
+        info, view = await self.catalogue.find(task)
+        if info is not None:
+            return info.queue if queue is None else queue, info.enqueue_plugins()
+        # No live Corral node publishes anything: there is nothing to judge the name against, and
+        # a queue must take work while its workers are down (a deploy, an outage).
+        if not unknown_ok and view.nodes:
+            raise UnknownTask(task, view.close_names(task), len(view.nodes))
+        return "default" if queue is None else queue, []
+
+    def _payload(self, task: str, queue: str, args: list[Any]) -> str:
+        payload = encode_job(task, queue, args)
+        limit = self.max_payload_bytes
+        if len(payload) * 4 > limit and (size := len(payload.encode(errors="surrogateescape"))) > limit:
+            raise EnqueueError(f"job payload for {task!r} is {size} bytes; the limit is {self.max_payload_bytes}")
+        return payload
+
+    async def _enqueue_guards(self, plugins: list[Plugin], task: str, queue: str, args: list[Any],
+                              payload: str) -> tuple[bool, list[EnqueueGuard]]:
+        """Run the enqueue hooks that cannot be guards; collect the guards (QueueLock, ...) that
+        the enqueue script checks and applies with the push. (False, []) if a hook refused."""
+        if not plugins:
+            return True, []
+        ctx = PluginContext(self.redis, self.keys, self.scripts, task, queue, args, payload, client=self)
+        return await enqueue_checks(plugins, ctx)
+
+    def _enqueue_keys(self, q: str) -> list[str]:
+        k = self.keys
+        return [k.queues, k.queue(q), k.qtimes(q), k.idle(q), k.idle("*")]
+
+    async def enqueue(self, task: str, params: dict[str, Any] | None = None, *, queue: str | None = None,
+                      raw_args: Sequence[Any] | None = None, unknown_ok: bool = False) -> bool:
+        """Queue a job now (on the task's queue unless `queue`). Returns False when an enqueue
+        plugin (QueueLock, ...) refused it; raises UnknownTask for a name no live node serves."""
+        q, plugins = await self._resolve(task, queue, unknown_ok)
+        args = job_args(params, raw_args)
+        payload = self._payload(task, q, args)
+        ok, guards = await self._enqueue_guards(plugins, task, q, args, payload)
+        if not ok:
+            return False
+        keys, argv = self._enqueue_keys(q), [q, self.keys.wake_channel, self.keys.node_wake_prefix, payload]
+        if guards:  # QueueLock / DelayQueueLock checked and applied with the push, atomically (issue 20.1)
+            gkeys, gargs = guard_script_args(guards)
+            return int(await self.scripts.run("enqueue_guarded", [*keys, *gkeys], [*argv, *gargs])) >= 0
+        if self._fast_enqueue is not None:
+            await self._fast_enqueue.run(keys, argv)
+        else:
+            await self.scripts.run("enqueue", keys, argv)
+        return True
+
+    async def enqueue_many(self, jobs: Iterable[tuple[str, dict[str, Any] | None]], *, queue: str | None = None,
+                           batch_size: int = 5000, unknown_ok: bool = False) -> int:
+        """Queue many jobs, one script call per queue and batch, pipelined. Returns how many were queued."""
+        by_queue: dict[str, list[str]] = {}
+        resolved: dict[str, tuple[str, list[Plugin]]] = {}
+        count_guarded = 0
+        for item in jobs:
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise EnqueueError(f"enqueue_many takes (task, params) pairs, got {item!r}")
+            task, params = item
+            if task not in resolved:
+                resolved[task] = await self._resolve(task, queue, unknown_ok)
+            q, plugins = resolved[task]
+            if plugins:  # enqueue plugins: one guarded enqueue each (the hook and the push are one step)
+                count_guarded += await self.enqueue(task, params, queue=q, unknown_ok=True)
+                continue
+            by_queue.setdefault(q, []).append(self._payload(task, q, job_args(params, None)))
+        count = count_guarded
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q, payloads in by_queue.items():
+                for i in range(0, len(payloads), batch_size):
+                    chunk = payloads[i : i + batch_size]
+                    await self.scripts.run("enqueue", self._enqueue_keys(q),
+                                           [q, self.keys.wake_channel, self.keys.node_wake_prefix, *chunk],
+                                           client=pipe)
+                    count += len(chunk)
+            await pipe.execute()
+        return count
+
+    async def enqueue_at(self, when: float | dt.datetime, task: str, params: dict[str, Any] | None = None, *,
+                         queue: str | None = None, raw_args: Sequence[Any] | None = None,
+                         unknown_ok: bool = False) -> int:
+        """Schedule a job from `when` on (epoch seconds or aware datetime). Returns its due second.
+        Enqueue plugins run when the leader promotes it."""
+        ts = bucket(_epoch(when))
+        q, _plugins = await self._resolve(task, queue, unknown_ok)
+        payload = self._payload(task, q, job_args(params, raw_args))
+        keys = [self.keys.delayed_schedule, self.keys.delayed(ts), self.keys.timestamps(payload)]
+        argv = [ts, payload, self.keys.delayed_member(ts), self.keys.delayed_channel]
+        if self._fast_enqueue_at is not None:
+            await self._fast_enqueue_at.run(keys, argv)
+        else:
+            await self.scripts.run("enqueue_at", keys, argv)
+        return ts
+
+    async def enqueue_in(self, delay: float | dt.timedelta, task: str, params: dict[str, Any] | None = None, *,
+                         queue: str | None = None, raw_args: Sequence[Any] | None = None,
+                         unknown_ok: bool = False) -> int:
+        """Schedule a job `delay` seconds (or a timedelta) from now. Returns its due second."""
+        if isinstance(delay, dt.timedelta):
+            delay = delay.total_seconds()
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise EnqueueError(f"delay must be a non-negative number of seconds, got {delay!r}")
+        return await self.enqueue_at(self.clock.time() + delay, task, params, queue=queue, raw_args=raw_args,
+                                     unknown_ok=unknown_ok)
