@@ -202,3 +202,9 @@ def test_each_option_default_is_written_once() -> None:
                   and [getattr(a, "value", None) for a in v.args] == [stmt.target.id])
             assert ok, f"NodeConfig.{stmt.target.id}: default must be _default({stmt.target.id!r}), " \
                        f"got {ast.unparse(v) if v else 'none'}"
+
+
+def test_every_module_opens_with_what_it_holds() -> None:
+    bare = [str(p.relative_to(ROOT)) for p in CLUSTER + NODE
+            if not (ast.get_docstring(ast.parse(p.read_text())) or "").strip()]
+    assert not bare, f"modules without an opening docstring: {bare}"
