@@ -195,7 +195,7 @@ class JobLock(Plugin):
     async def after_perform(self, ctx: PluginContext) -> None:
         value = ctx.state.get("JobLock")
         if value is not None:
-            await ctx.scripts.run("cad", [self.key(ctx)], [value])
+            await ctx.scripts.run("compare_and_delete", [self.key(ctx)], [value])
 
 
 class QueueLock(Plugin):
