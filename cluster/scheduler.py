@@ -17,9 +17,9 @@ from redis.exceptions import ResponseError
 
 from .aio import wait_event
 from .badkeys import BadKeys
-from .client import Client
 from .clock import Clock, RedisClock
 from .election.base import Term
+from .enqueuer import Enqueuer
 from .keys import Keys
 from .leader import fenced
 from .observe import Observer
@@ -35,7 +35,7 @@ class Scheduler:
     name = "scheduler"
 
     def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, registry: Registry,
-                 client: Client, batch: int = 1000, reread: float = 1.0, audit: bool = False) -> None:
+                 client: Enqueuer, batch: int = 1000, reread: float = 1.0, audit: bool = False) -> None:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
