@@ -38,27 +38,32 @@ class SystemClock:
 
 SYSTEM_CLOCK = SystemClock()
 
-STEP = 1.0  # a sample this far from the estimate is a step of Redis' clock: taken whatever its round trip
+STEP = 1.0  # a reading this far from the estimate is a step of Redis' clock: taken whatever its round trip
+REFRESH = 30.0  # a reading is taken whatever it says once the kept one is this old (drift, slews)
 
 
 class RedisClock:
     """Redis `TIME`, estimated between readings as `base.monotonic() + offset`.
 
-    Each reading (`sync`, or `observe` with a time a script returned) gives the offset within
-    half its round trip; a reading is taken when its round trip is no worse than twice the best
-    seen, or when it moves the estimate by more than `STEP` (Redis' clock was stepped).
+    A reading (`sync`, or `observe` with a time a script returned) was taken by Redis somewhere
+    between our send and our receipt; the offset kept assumes it was taken at the send, the
+    latest instant it can stand for. The estimate is thus never behind Redis (at most one round
+    trip ahead): a leader wakes a little early, the scripts (which judge with `TIME` themselves)
+    refuse what is not due yet, and nothing is made late by a slow reading. A reading replaces
+    the offset when it is tighter (lower), when the last one is more than `REFRESH` s old, or
+    when it moves the estimate by more than `STEP` (Redis' clock was stepped).
     Until the first reading, `time()` is the base clock's wall time.
 
         clock = RedisClock(SYSTEM_CLOCK)
         await clock.sync(redis)
-        clock.time()        # Redis' epoch seconds now, to about half a round trip
+        clock.time()        # Redis' epoch seconds now, or up to one round trip ahead
     """
 
     def __init__(self, base: Clock = SYSTEM_CLOCK) -> None:
         self.base = base
         self.offset: float | None = None
-        self.best_rtt = float("inf")
-        self.synced_mono: float | None = None
+        self.synced_mono: float | None = None  # when the kept reading was taken
+        self.read_mono: float | None = None  # when the last reading was taken, kept or not
 
     def time(self) -> float:
         if self.offset is None:
@@ -70,13 +75,11 @@ class RedisClock:
 
     def observe(self, redis_now: float, sent_mono: float, received_mono: float) -> None:
         """A Redis time read between `sent_mono` and `received_mono` (this process's monotonic clock)."""
-        rtt = max(0.0, received_mono - sent_mono)
-        offset = redis_now - (sent_mono + received_mono) / 2
-        stepped = self.offset is not None and abs(offset - self.offset) > STEP
-        stale = self.synced_mono is not None and received_mono - self.synced_mono > 30.0
-        if self.offset is None or stepped or stale or rtt <= 2 * self.best_rtt:
+        offset = redis_now - sent_mono
+        self.read_mono = received_mono
+        if (self.offset is None or offset <= self.offset or abs(offset - self.offset) > STEP
+                or (self.synced_mono is not None and received_mono - self.synced_mono > REFRESH)):
             self.offset = offset
-            self.best_rtt = rtt if stepped or stale else min(self.best_rtt, rtt)
             self.synced_mono = received_mono
 
     async def sync(self, redis: Any) -> float:
@@ -88,5 +91,5 @@ class RedisClock:
 
     async def fresh(self, redis: Any, max_age: float = 5.0) -> None:
         """`sync` unless a reading is less than `max_age` seconds old."""
-        if self.synced_mono is None or self.base.monotonic() - self.synced_mono > max_age:
+        if self.read_mono is None or self.base.monotonic() - self.read_mono > max_age:
             await self.sync(redis)

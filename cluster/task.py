@@ -34,7 +34,9 @@ class JobContext:
     """What a running task sees besides its params.
 
     `args` is the raw resque args list (jobs written by other clients may not follow
-    actionhero's `[params]`); `attempt` counts Retry re-runs (1 = first run).
+    actionhero's `[params]`); `attempt` counts every run of the job (1 = first run): each re-run
+    after `raise Retry(delay)` or a Retry-plugin retry adds one (the node carries it in the re-run
+    job's payload as `corral_attempt`).
     """
 
     job: Job

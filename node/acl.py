@@ -22,7 +22,7 @@ from cluster.keys import Keys
 # command -> arguments after the command name; "{k}" is a scratch key, "{c}" a namespace channel
 PROBES: dict[str, tuple[str, ...]] = {
     # connection and server
-    "ping": (), "time": (), "wait": ("0", "0"),
+    "ping": (), "time": (), "wait": ("0", "0"), "type": ("{k}:s",),
     # the leader's acquire script reads the server's run_id and uptime: a new Redis run (restart,
     # restore, failover) gets a lock-delay and a raised epoch (docs/DESIGN.md, election)
     "info": ("server",),
@@ -45,6 +45,7 @@ PROBES: dict[str, tuple[str, ...]] = {
     # sets: queues, workers
     "sadd": ("{k}:t", "m"), "smembers": ("{k}:t",), "sismember": ("{k}:t", "m"), "scard": ("{k}:t",), "srem": ("{k}:t", "z"),
     # sorted sets: delayed schedule, members
+    "zremrangebyscore": ("{k}:z", "-inf", "(0"),
     "zadd": ("{k}:z", "1", "m"), "zscore": ("{k}:z", "m"), "zrange": ("{k}:z", "0", "0"),
     "zrangebyscore": ("{k}:z", "-inf", "+inf", "LIMIT", "0", "1"), "zrem": ("{k}:z", "y"),
     "zpopmin": ("{k}:z", "0"),

@@ -85,7 +85,7 @@ def checked_time(flag: str, value: float, now: float) -> float:
         raise Fail(f"{flag} must be a finite number of seconds, got {value!r}")
     at = value if flag == "--at" else now + value
     if flag == "--in" and value < 0:
-        raise Fail(f"--in must be >= 0 seconds, got {value!r}")
+        raise Fail(f"--in: delay must be a non-negative number of seconds, got {value!r}")
     if flag == "--at" and value < 0:
         raise Fail(f"--at must be epoch seconds (>= 0), got {value!r}")
     if at - now > HORIZON_SECONDS:

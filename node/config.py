@@ -432,7 +432,7 @@ def load_toml(path: str, origins: dict[str, str] | None = None) -> dict[str, Any
                     raise ConfigError(f"{path}: unknown key redis.{rk} (known: {', '.join(sorted(REDIS_TABLE))})")
                 out[REDIS_TABLE[rk]] = rv
                 if origins is not None:
-                    origins[REDIS_TABLE[rk]] = f"{path}: redis.{rk}"
+                    origins[REDIS_TABLE[rk]] = f"{path}: [redis] {rk}, i.e. {REDIS_TABLE[rk]}"
             continue
         name = ALIASES.get(key, key.replace("-", "_"))
         if name not in BY_NAME:

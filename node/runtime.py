@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -249,8 +250,7 @@ class Node:
                 await self._shutdown()
                 if self.exit_process and self.executor.unstoppable:
                     self._exit_now()
-                for t in background:
-                    t.cancel()
+                await cancel_until_done(background)
         finally:
             await self.http.close()
             self.executor.shutdown()
@@ -322,7 +322,7 @@ class Node:
                 for key, got in ((self.keys.delayed_schedule, tss), (self.keys.failed, failed)):
                     if isinstance(got, ResponseError):  # a key of the wrong type: reported, counted as empty
                         self.pool.bad_keys.report(key, str(await self.redis.type(key)), where="metrics")
-                tss = [] if isinstance(tss, ResponseError) else tss
+                tss = [] if isinstance(tss, ResponseError) else [t for t in tss if _is_number(t)]  # not "garbage"
                 failed = 0 if isinstance(failed, ResponseError) else failed
                 for got in (now, members):
                     if isinstance(got, Exception):
@@ -345,8 +345,8 @@ class Node:
                 for q, length in c.queue_lengths.items():
                     if length > 0:
                         head = heads.get(q)
-                        c.oldest_age[q] = max(0.0, (now_ms - float(head.partition(":")[2] or now_ms)) / 1000) if head \
-                            else 0.0
+                        stamp = head.partition(":")[2] if head else ""
+                        c.oldest_age[q] = max(0.0, (now_ms - float(stamp)) / 1000) if _is_number(stamp) else 0.0
                 # scheduler lag, cluster-wide: how overdue the earliest delayed second is, on Redis' clock
                 c_lag = max(0.0, now_ms / 1000 - float(tss[0])) if tss else 0.0
                 self.metrics.lag.set(c_lag if c_lag > 1.0 else 0.0)
@@ -354,6 +354,8 @@ class Node:
                 c.refreshed_mono = self.clock.monotonic()
             except REDIS_FAILURES:
                 self.metrics.redis_error("metrics")
+            except Exception:  # data no one expected must not end the node: the gauges go stale, visibly
+                log.exception("metrics: refreshing the cluster-wide gauges failed", extra={"event": "gauges_failed"})
             await asyncio.sleep(self.cfg.metrics_refresh)
 
     # ---- HTTP ------------------------------------------------------------------------------------
@@ -462,6 +464,24 @@ class Node:
         except REDIS_FAILURES as e:
             cluster["error"] = f"Redis unreachable: {type(e).__name__}"
         return json_response(200, {"node": node, "cluster": cluster})
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+async def cancel_until_done(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait for them, cancelling again any that go on: redis-py (on 3.11) can
+    swallow a cancellation that races a reply, and a loop around it (gauges, the notifier) would
+    then run on and keep the node from exiting after SIGTERM."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=0.1)
 
 
 def dumps(obj: Any) -> str:

@@ -327,6 +327,7 @@ class Slot:
             pool.busy += 1
             self.current = {"queue": queue, "payload": payload, "execution_id": job_exec,
                             "started": pool.clock.time()}
+            self.node_cancel = False
             self.job_task = asyncio.create_task(self._perform_confined(queue, payload, job_exec))
         job_task = self.job_task
         try:
@@ -354,8 +355,7 @@ class Slot:
 
     def _release(self) -> None:
         self._holding = None
-        self.job_task = None
-        self.node_cancel = False
+        self.job_task = None  # node_cancel stays: a cancelled job task may not have seen it yet
         if not self.idle:
             self.idle = True
             self.pool.busy -= 1

@@ -26,7 +26,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'STALE'} end
 local t = redis.call('TIME')
 local ms = t[1] * 1000 + math.floor(t[2] / 1000)
 local seen = redis.call('ZSCORE', KEYS[3], ARGV[4])
-if (seen or '') ~= ARGV[10] then return {'ALIVE'} end
+if (not seen) ~= (ARGV[10] == '') or (seen and tonumber(seen) ~= tonumber(ARGV[10])) then return {'ALIVE'} end
 if seen and ARGV[11] ~= 'silent' and ms - tonumber(seen) < tonumber(ARGV[5]) then return {'ALIVE'} end
 local function typeof(key) return redis.call('TYPE', key)['ok'] end
 local function is(key, want) local ty = typeof(key) return ty == want or ty == 'none' end

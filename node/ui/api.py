@@ -34,6 +34,7 @@ PREFIX = "/ui/"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 MAX_PAGE = 100
+LOCKS_PERIOD = 10.0
 SEARCH_WINDOW = 200  # how far from its shown position an entry is looked for when acting on it
 
 
@@ -65,7 +66,8 @@ class Dashboard:
         self.version = version
         self.refresh = refresh
         self.shared = Shared(refresh)
-        self.overview = Overview(client.redis, client.keys, dead_after=dead_after, payloads=payloads, backend=backend)
+        self.overview = Overview(client.redis, client.keys, dead_after=dead_after, payloads=payloads, backend=backend,
+                                 clock=client.clock)
         self.static = _static_files()
         self.actions_total = Counter("corral_ui_actions", "dashboard actions by outcome (ok, refused, failed)",
                                      ["action", "outcome"], registry=metrics) if metrics is not None else None
@@ -228,7 +230,8 @@ class Dashboard:
                     lock["id"] = job_id(lock["key"])
             return {"locks": locks}
 
-        return dict(await self.shared.get("locks", build))
+        # SCANs the keyspace: read every 10 s at most, whatever the number of open pages
+        return dict(await self.shared.get("locks", build, period=LOCKS_PERIOD))
 
     # ---- actions -------------------------------------------------------------------------------
 
@@ -283,6 +286,7 @@ class Dashboard:
             self._count(action, "failed")
             return json_response(503, {"error": f"Redis unreachable: {type(e).__name__}"})
         self.shared.invalidate()
+        self.overview.invalidate()
         self._count(action, "ok")
         target = {k: v for k, v in body.items() if k in ("queue", "task", "ts", "id", "error", "key")}
         log.info("ui: action", extra={"event": "ui_action", "action": action, "who": who,

@@ -17,6 +17,7 @@ import random
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from cluster.aio import REDIS_FAILURES
 from cluster.keys import Keys
@@ -33,11 +34,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local step = tonumber(ARGV[1])
 local b = math.floor(now / step)
-local last = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local last = tonumber(redis.call('GET', KEYS[2]) or '') or -1
 if b <= last then return 0 end
 redis.call('SET', KEYS[2], b, 'EX', math.floor(tonumber(ARGV[2])))
-local p = redis.call('GET', KEYS[3]) or '0'
-local f = redis.call('GET', KEYS[4]) or '0'
+local p = math.floor(tonumber(redis.call('GET', KEYS[3]) or '') or 0)
+local f = math.floor(tonumber(redis.call('GET', KEYS[4]) or '') or 0)
 redis.call('ZADD', KEYS[1], string.format('%.3f', now), b .. ':' .. p .. ':' .. f)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.3f', now - tonumber(ARGV[2]) - step))
 return 1
@@ -65,7 +66,9 @@ class HistoryRecorder:
         while True:
             try:
                 await self.sample()
-            except REDIS_FAILURES as e:
+            except ResponseError as e:  # a key of the wrong type: said, not fatal, tried again next bucket
+                log.warning("ui: history sample refused: %s", e, extra={"event": "ui_history_failed"})
+            except REDIS_FAILURES as e:  # Redis away: the node's own checks report that
                 log.debug("ui: history sample failed: %r", e)
             # early in the next bucket, spread over a second so nodes don't all call at once
             now = loop.time()

@@ -19,7 +19,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from cluster.clock import SYSTEM_CLOCK, Clock
 from cluster.keys import Keys
+from cluster.membership import node_of_worker
 
 from .history import HistoryReader
 
@@ -28,7 +30,20 @@ MAX_DELAYED_SECONDS = 1000
 MAX_WORKERS = 2000
 MAX_NODES = 500
 NODE_INFO_TTL = 30.0
-SLOW_TTL = 10.0
+SLOW_TTL = 10.0  # Redis time offset, the queue set, the recovered count
+
+
+def _int(v: Any) -> int:
+    """A count read from Redis; a key someone filled with something else reads as 0, so one bad
+    key never takes the whole overview down."""
+    try:
+        return int(float(v or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _clean(results: list[Any]) -> list[Any]:
+    return [None if isinstance(r, Exception) else r for r in results]
 
 
 def job_id(raw: str) -> str:
@@ -45,10 +60,11 @@ class Shared:
         self.entries: OrderedDict[str, tuple[float, asyncio.Future[Any]]] = OrderedDict()
         self.builds = 0  # reads done (for tests and the bench)
 
-    async def get(self, key: str, build: Callable[[], Awaitable[Any]]) -> Any:
+    async def get(self, key: str, build: Callable[[], Awaitable[Any]], period: float | None = None) -> Any:
+        """`period` overrides the refresh period for this key (a costly view read less often)."""
         now = time.monotonic()
         hit = self.entries.get(key)
-        if hit is not None and (not hit[1].done() or now - hit[0] < self.period):
+        if hit is not None and (not hit[1].done() or now - hit[0] < (period or self.period)):
             self.entries.move_to_end(key)
             return await asyncio.shield(hit[1])
         fut: asyncio.Future[Any] = asyncio.ensure_future(build())
@@ -93,46 +109,60 @@ class Overview:
     """The overview view: built from Redis in two pipelined round trips."""
 
     def __init__(self, redis: Redis, keys: Keys, *, dead_after: float, payloads: bool,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.redis = redis
+        self.clock = clock
         self.keys = keys
         self.dead_after = dead_after
         self.payloads = payloads
         self.backend = backend
         self.history = HistoryReader(keys)
         self.node_info: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.last_time = 0.0  # Redis time of the last read, and when (monotonic) it was read
         self.leader_token: str | None = None  # the lock's token when `leader_hash` was read
         self.leader_hash: dict[str, Any] = {}
-        self.recovering = 0  # read every SLOW_TTL: it changes only when a node dies
+        # read every SLOW_TTL (and after an action): what changes seldom
+        self.recovering = 0  # jobs returned from dead nodes, not finished yet
+        self.queue_names: list[str] = []  # the `queues` set (a queue is added by its first enqueue)
+        self.offset = 0.0  # Redis clock - this process's clock
         self.slow_mono = float("-inf")
-        self.last_mono = time.monotonic()
+
+    def invalidate(self) -> None:
+        """After an action (a queue cleared, ...): the next read refreshes everything."""
+        self.slow_mono = float("-inf")
 
     async def build(self) -> dict[str, Any]:
         k = self.keys
         key, lo, hi = self.history.query()
-        read_history = self.history.due(self.last_time + (time.monotonic() - self.last_mono))
+        read_slow = time.monotonic() - self.slow_mono >= SLOW_TTL
+        read_history = read_slow or self.history.due(self.clock.time() + self.offset)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
             pipe.get(k.leader_lock)
             pipe.zrange(k.members, 0, MAX_NODES - 1, withscores=True)
-            pipe.smembers(k.queues)
             pipe.zrange(k.delayed_schedule, 0, MAX_DELAYED_SECONDS - 1)
             pipe.llen(k.failed)
             pipe.mget([k.stat_processed, k.stat_failed])
             pipe.srandmember(k.workers, MAX_WORKERS)
-            read_slow = time.monotonic() - self.slow_mono >= SLOW_TTL
             if read_slow:
+                pipe.time()
+                pipe.smembers(k.queues)
                 pipe.hlen(k.recovered)
             if read_history:
                 pipe.zrangebyscore(key, lo, hi, withscores=True)
-            (t, token, members, queue_set, tss, failed, stats, workers, *rest) = await pipe.execute()
+            # a key of the wrong type (WRONGTYPE) reads as empty: one bad key must not blank the page
+            (token, members, tss, failed, stats, workers, *rest) = _clean(
+                await pipe.execute(raise_on_error=False))
+        members, tss, workers = members or [], tss or [], workers or []
         if read_slow:
-            self.recovering, self.slow_mono = int(rest.pop(0)), time.monotonic()
-        hist = rest
-        now = int(t[0]) + int(t[1]) / 1e6
-        self.last_time, self.last_mono = now, time.monotonic()
-        queues = sorted(map(str, queue_set))[:MAX_QUEUES]
+            t, queue_set, recovering = rest[:3]
+            del rest[:3]
+            # Redis' clock, read every SLOW_TTL: ages are on the clock the heartbeats are written with
+            self.offset = int(t[0]) + int(t[1]) / 1e6 - self.clock.time()
+            self.queue_names = sorted(map(str, queue_set or []))[:MAX_QUEUES]
+            self.recovering, self.slow_mono = _int(recovering), time.monotonic()
+        hist = [rest[0] or []] if rest else []
+        now = self.clock.time() + self.offset
+        queues = self.queue_names
+        tss = [ts for ts in map(_int, tss) if ts > 0]
         worker_ids = sorted(map(str, workers))
         mono = time.monotonic()
         want_info = [str(m) for m, _s in members
@@ -142,7 +172,7 @@ class Overview:
                 pipe.llen(k.queue(q))
                 pipe.lindex(k.qtimes(q), 0)
             for ts in tss:
-                pipe.llen(k.delayed(int(float(ts))))
+                pipe.llen(k.delayed(ts))
             if worker_ids:
                 pipe.mget([k.worker(w) for w in worker_ids])
             for m in want_info:
@@ -151,13 +181,13 @@ class Overview:
             new_term = token is not None and token != self.leader_token
             if new_term:
                 pipe.hgetall(k.leader)
-            res = await pipe.execute()
+            res = _clean(await pipe.execute(raise_on_error=False))
         if new_term:
-            self.leader_hash = res.pop()
+            self.leader_hash = res.pop() or {}
             # a term whose record is not written yet is read again next time
             self.leader_token = token if self.leader_hash.get("token") == token else None
         nq, nt = 2 * len(queues), len(tss)
-        records = res[nq + nt] if worker_ids else []
+        records = (res[nq + nt] or []) if worker_ids else []
         for m, raw in zip(want_info, res[nq + nt + (1 if worker_ids else 0):], strict=True):
             try:
                 info = json.loads(raw) if raw else {}
@@ -171,7 +201,7 @@ class Overview:
 
         queue_rows = []
         for i, q in enumerate(queues):
-            length, head = int(res[2 * i]), res[2 * i + 1]
+            length, head = _int(res[2 * i]), res[2 * i + 1]
             oldest = None
             if length > 0 and head:
                 try:
@@ -183,8 +213,8 @@ class Overview:
         leader = self.leader_hash
         if token is not None:
             if leader and leader.get("token") == token:
-                leader_row = {"node": leader.get("node"), "epoch": int(leader.get("epoch") or 0),
-                              "since": float(leader.get("since") or 0), "backend": self.backend}
+                leader_row = {"node": leader.get("node"), "epoch": _int(leader.get("epoch")),
+                              "since": _int(leader.get("since")) or None, "backend": self.backend}
             else:
                 leader_row = {"node": str(token), "epoch": None, "since": None, "backend": None}
         worker_rows = [self._worker(w, rec, now) for w, rec in zip(worker_ids, records, strict=False)]
@@ -206,12 +236,12 @@ class Overview:
             "nodes": node_rows,
             "queues": queue_rows,
             "queued": sum(q["length"] for q in queue_rows),
-            "delayed": sum(int(n) for n in res[nq:nq + nt]),
+            "delayed": sum(_int(n) for n in res[nq:nq + nt]),
             "delayed_seconds": len(tss),
-            "failed": int(failed),
+            "failed": _int(failed),
             "recovering": self.recovering,
-            "processed_total": int(stats[0] or 0),
-            "failed_total": int(stats[1] or 0),
+            "processed_total": _int(stats[0]),
+            "failed_total": _int(stats[1]),
             "workers": worker_rows,
             "history": self.history.rates(),
             "history_step": self.history.step,
@@ -220,7 +250,7 @@ class Overview:
     def _worker(self, wid: str, record: Any, now: float) -> dict[str, Any]:
         name, _, queues = wid.rpartition(":")
         name = name or wid
-        node = name.split("+", 1)[0] if "+" in name else None
+        node = node_of_worker(name) if "+" in name else None  # Corral's "<node>:<pid>+<slot>"
         job = None
         if record is not None:
             from cluster.wire import parse_date

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -223,3 +224,25 @@ async def test_5000_empty_queue_names_cost_star_workers_nothing_per_fetch(
 
 async def _marks_at_least(client: Client, n: int) -> bool:
     return int(await client.redis.llen("marks")) >= n
+
+
+@pytest.mark.parametrize("which", ["schedule", "bucket", "timestamps"])
+async def test_enqueue_at_onto_a_key_of_the_wrong_type_is_refused_naming_it(client: Client, which: str) -> None:
+    ts = int(time.time()) + 60
+    payload = encode_job("mark", "default", [{"id": "x"}])
+    key = {"schedule": K.delayed_schedule, "bucket": K.delayed(ts), "timestamps": K.timestamps(payload)}[which]
+    await client.redis.set(key, "x")
+    with pytest.raises(Exception, match=re.escape(f"BADKEY {key} holds a string")):
+        await client.enqueue_at(ts, "mark", {"id": "x"})
+    assert sorted(await client.redis.keys("*")) == [key], "nothing else written"
+
+
+async def test_a_schedule_of_the_wrong_type_is_reported_and_the_rest_served(
+        inproc_node: NodeFactory, client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    await client.redis.hset(K.delayed_schedule, "x", "y")
+    node = await inproc_node(TASKS, queues=("default",))
+    await client.enqueue("mark", {"id": "now"})
+    await wait_for(lambda: _has(client, "now"), 10, what="an immediate job ran")
+    await wait_for(lambda: _reported(caplog, K.delayed_schedule), 10, what="the bad schedule reported")
+    assert _bad_keys_metric(node, "delayed_queue_schedule") == 1

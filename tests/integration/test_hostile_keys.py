@@ -6,10 +6,15 @@ Each example plants, under names of its own (earlier examples' bad keys stay, so
 up): good jobs (immediate and delayed) on a few queues, raw entries that cannot be jobs, and a
 selection of bad keys: a queue listed in `queues` holding a string/hash/set/zset, a delayed bucket
 of the wrong type, a good queue's `corral:qtimes` of the wrong type, `stat:processed` as a hash,
-and `failed` itself as a hash (repaired at the end of the example, atomically, as an operator
-would). Pass: every good job ran exactly once, every hostile entry ended in `failed` with its
-reason, every planted key was reported as a bad key (a `bad_key` log line naming it), the node
-stayed alive and ready.
+`failed` itself as a hash (repaired at the end of the example, atomically, as an operator
+would), the idle zset of `*` slots and `corral:recovered`. Pass: every good job ran exactly once,
+every hostile entry ended in `failed` with its reason, every planted key was reported as a bad
+key (a `bad_key` log line naming it), the node stayed alive and ready.
+
+Wrong-type keys left out here, each with its own test in test_bad_keys.py: `queues` itself (the
+test's own SADDs would fail), and keys whose bad type refuses the producer's call with an error
+naming the key (nothing is written): a queue key at enqueue, `delayed_queue_schedule` and
+`timestamps:<job>` at enqueue_at.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ bad_key_specs = st.lists(st.one_of(
     st.tuples(st.just("qtimes"), st.sampled_from(["string", "hash", "set"])),
     st.tuples(st.just("stat"), st.just("hash")),
     st.tuples(st.just("failed"), st.just("hash")),
+    st.tuples(st.just("idle"), st.sampled_from(["string", "hash", "set"])),
+    st.tuples(st.just("recovered"), st.sampled_from(["string", "set", "zset"])),
 ), max_size=4, unique_by=lambda s: s[0])
 examples = st.tuples(
     st.lists(st.tuples(st.sampled_from(["g1", "g2", "default"]), st.sampled_from(["now", "past", "soon"])),
@@ -110,6 +117,12 @@ class Run:
                 key = K.qtimes(f"g{n}q")
                 _write_wrong(r, key, typ)
                 goods = [*goods, (f"g{n}q", "now")]
+            elif kind == "idle":  # where `*` slots file their node when they park
+                key = K.idle("*")
+                _write_wrong(r, key, typ)
+            elif kind == "recovered":  # recovery counts, read by every fetch while it exists
+                key = K.recovered
+                _write_wrong(r, key, typ)
             elif kind == "stat":
                 key = K.stat("processed")
                 _write_wrong(r, key, typ)
@@ -197,4 +210,9 @@ def test_good_jobs_run_once_and_bad_things_stay_confined(node_cluster: NodeClust
 
     property_confined()
     assert node.running and node.healthz()
+    # counted too, the leader process's finds (delayed buckets) included: it forwards them to the node
+    kinds = {"listed_queue": "queue", "delayed_bucket": "delayed", "qtimes": "corral:qtimes", "stat": "stat",
+             "failed": "failed", "idle": "corral:idle", "recovered": "corral:recovered"}
+    for kind in run.stats:
+        assert (node.metric("corral_bad_keys_total", {"kind": kinds[kind]}) or 0) >= 1, kind
     print(f"\n{run.n} examples, bad keys planted {dict(run.stats)}, {time.monotonic() - started:.1f}s")

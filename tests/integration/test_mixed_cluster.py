@@ -260,7 +260,9 @@ def _term(token: str) -> Term:
 
 async def _recovery(r: Redis, registry: Registry | None = None) -> tuple[Recovery, Term]:
     token = "test-leader/1/x"
-    await r.set(f"{NS}:resque_scheduler_leader_lock", token)
+    # a term holds both locks: recovery fences on Corral's own, the foreign cleanup on the resque lock
+    await r.set(Keys(NS).corral_lock, token)
+    await r.set(Keys(NS).leader_lock, token)
     rec = Recovery(redis=r, keys=Keys(NS), clock=SYSTEM_CLOCK, observer=Observer(), registry=registry or Registry([]),
                    dead_after=1.0)
     return rec, _term(token)

@@ -77,7 +77,7 @@ def test_overview_numbers_equal_redis(node_cluster: NodeCluster, tmp_path: Path)
     assert o["leader"]["node"] == leader["node"] and o["leader"]["epoch"] == int(leader["epoch"])
     assert sorted(n["id"] for n in o["nodes"]) == sorted(r.zrange("resque:corral:members", 0, -1))
     assert sum(n["is_leader"] for n in o["nodes"]) == 1
-    assert all(n["alive"] and n["slots"] == 1 and n["candidate"] for n in o["nodes"])
+    assert all(n["alive"] and n["slots"] == 1 and n["candidate"] for n in o["nodes"]), o["nodes"]
     # both nodes show the same cluster
     other = ui_get(nodes[0].http_port, "overview")
     assert other["queues"] == o["queues"] and other["leader"] == o["leader"]
@@ -349,3 +349,45 @@ def test_corral_up_prints_the_dashboard_url_and_a_working_token(tmp_path: Path) 
     finally:
         proc.send_signal(2)
         proc.wait(30)
+
+
+def test_a_leader_change_shows_within_a_refresh(node_cluster: NodeCluster, tmp_path: Path) -> None:
+    """The overview re-reads the leader's record only when the lock's token changes: a new term
+    must still show, with its own epoch and since."""
+    nodes = _node(node_cluster, tmp_path, n=2)
+    leader = node_cluster.wait_leader(15)
+    survivor = next(n for n in nodes if n is not leader)
+    before = ui_get(survivor.http_port, "overview")["leader"]
+    assert leader.owns(before["node"])
+    leader.kill()
+
+    def new_term() -> dict[str, object] | None:
+        row = ui_get(survivor.http_port, "overview")["leader"]
+        return row if row is not None and survivor.owns(str(row["node"])) else None
+
+    row = wait_until(new_term, 20, 0.2, message="the survivor to show itself as the new leader")
+    r = _r(node_cluster)
+    assert row["epoch"] == int(r.hget("resque:corral:leader", "epoch")) > before["epoch"]
+    assert row["since"] > before["since"]
+
+
+def test_hostile_keys_do_not_blank_the_overview_or_stop_the_history(node_cluster: NodeCluster,
+                                                                    tmp_path: Path) -> None:
+    r = _r(node_cluster)
+    r.set("resque:stat:processed", "not a number")
+    r.rpush("resque:failed:x", "1")
+    r.lpush("resque:failed", "{not json")  # a failed entry that is not JSON
+    r.zadd("resque:delayed_queue_schedule", {"garbage": 1})
+    r.set("resque:corral:history:last", "zz")
+    r.rpush("resque:resque_scheduler_leader_lock:x", "1")
+    r.sadd("resque:queues", "weird")
+    r.set("resque:queue:weird", "a string, not a list")  # WRONGTYPE for LLEN
+    (node,) = _node(node_cluster, tmp_path)
+    o = ui_get(node.http_port, "overview")
+    assert o["processed_total"] == 0 and o["failed"] == 1 and o["leader"] is not None
+    assert {q["name"]: q["length"] for q in o["queues"]}["weird"] == 0
+    f = ui_get(node.http_port, "failed")
+    assert f["total"] == 1 and f["entries"][0]["task"] is None
+    # the sampler reads "zz" as no sample yet and writes the bucket
+    wait_until(lambda: r.zcard("resque:corral:history") >= 1, 15, 0.2, message="a history sample")
+    assert node.running

@@ -3,7 +3,8 @@ Playwright for Python (never `playwright install`: no browser download). Under C
 browser fails the test; on a developer's machine it skips.
 
 - Every page loads with no console error, no request leaves the node, the page weighs < 200 KB,
-  375 px wide has no horizontal page scroll; screenshots of each page go to docs/screenshots/.
+  375 px wide has no horizontal page scroll; screenshots of each page go to $CORRAL_SCREENSHOTS
+  (docs/screenshots/ to refresh the README's) or a scratch dir.
 - The numbers shown equal Redis, and follow it without a reload; a lost node shows "connection lost".
 - A failed job retried from the page with the token runs.
 - Without a configured token the buttons are disabled and a POST from the page is 403.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,13 +27,15 @@ import redis
 
 from cluster.wire import encode_failed, encode_job
 from tests.integration.ui_support import FAST, HOSTILE_FAILED_TASK, HOSTILE_TASK, TOKEN, ui_get, write_tasks
-from tests.support import REPO_ROOT, missing, wait_until
+from tests.support import missing, wait_until
 from tests.support.nodes import NodeCluster, NodeProcess
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = REPO_ROOT / "docs" / "screenshots"
+# Screenshots go to a scratch dir: a test run must not change tracked files. To refresh the
+# README's pictures: CORRAL_SCREENSHOTS=docs/screenshots pytest tests/integration/test_ui_browser.py
+SHOTS = Path(os.environ.get("CORRAL_SCREENSHOTS") or tempfile.mkdtemp(prefix="corral-screenshots-"))
 PAGES = {"overview": "#/", "queues": "#/queues", "queue": "#/queues/parked", "delayed": "#/delayed",
          "periodic": "#/periodic", "workers": "#/workers", "failed": "#/failed", "locks": "#/locks"}
 
