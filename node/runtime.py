@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -483,6 +482,3 @@ async def cancel_until_done(tasks: list[asyncio.Task[Any]]) -> None:
             t.cancel()
         _done, pending = await asyncio.wait(pending, timeout=0.1)
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
