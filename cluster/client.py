@@ -17,160 +17,240 @@ as the enqueuer did.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .client_admin import AdminClient
-from .client_enqueue import MAX_PAYLOAD_BYTES, bucket
+from redis.asyncio import Redis
+
+from .catalogue import CatalogueCache, UnknownTask
+from .client_dashboard import DashboardClient
+from .clock import SYSTEM_CLOCK, Clock
+from .connection import RedisSettings, close_redis, make_redis
 from .errors import EnqueueError
-from .scripts import source
-from .wire import decode_failed
+from .keys import Keys
+from .plugins import EnqueueGuard, Plugin, PluginContext, enqueue_checks, guard_script_args
+from .rawconn import FastScript, RawPool
+from .scripts import Scripts, source
+from .task import Registry, Task
+from .wire import encode_job
 
-__all__ = ["MAX_PAYLOAD_BYTES", "Client", "bucket"]
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
 
-class Client(AdminClient):
+def _args(params: Any, raw_args: Sequence[Any] | None) -> list[Any]:
+    if raw_args is not None:
+        if not isinstance(raw_args, list | tuple):
+            raise EnqueueError(f"raw_args must be a list, got {type(raw_args).__name__}")
+        return list(raw_args)
+    if params is None:
+        return [{}]
+    if not isinstance(params, dict):
+        raise EnqueueError(f"params must be a JSON object (dict), got {type(params).__name__}")
+    return [params]
+
+
+def _epoch(when: float | int | dt.datetime) -> float:
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            raise EnqueueError("enqueue_at needs an aware datetime (with tzinfo) or epoch seconds")
+        return when.timestamp()
+    if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+        raise EnqueueError(f"when must be epoch seconds or a datetime, got {when!r}")
+    return float(when)
+
+
+def bucket(epoch: float) -> int:
+    """The delayed second a job is filed under: rounded up, so a job never runs early."""
+    return math.ceil(epoch)
+
+
+class Client(DashboardClient):
     """Enqueue and inspect. Use `await Client.connect(url)` or wrap an existing redis client.
 
-    Built in layers, one module each: the connection and enqueueing (`cluster/client_enqueue.py`),
-    inspection and management (`cluster/client_admin.py`), and here the dashboard's exact-bytes
-    actions and paginated, filtered reads."""
+    This class holds the connection, enqueueing and what matches jobs by their params; what it
+    reads and manages comes from `AdminClient` (cluster/client_admin.py), the dashboard's
+    operations from `DashboardClient` (cluster/client_dashboard.py)."""
 
-    # ---- dashboard (node/ui): exact-bytes actions, paginated and filtered reads -------------------
+    def __init__(self, redis: Redis, namespace: str = "resque", *, registry: Registry | None = None,
+                 clock: Clock = SYSTEM_CLOCK, max_payload_bytes: int = MAX_PAYLOAD_BYTES, fast: bool = True) -> None:
+        self.redis = redis
+        self.keys = Keys(namespace)
+        self.scripts = Scripts(redis)
+        # enqueue / enqueue_at over cluster/rawconn.py (same server and credentials as `redis`;
+        # plain TCP only): a quarter of redis-py's CPU per call. fast=False keeps redis-py.
+        raw = RawPool.from_redis(redis) if fast else None
+        self._fast_enqueue = FastScript(raw, source("enqueue")) if raw else None
+        self._fast_enqueue_at = FastScript(raw, source("enqueue_at")) if raw else None
+        self.registry = registry
+        self.clock = clock
+        self.max_payload_bytes = max_payload_bytes
+        # the live nodes' task catalogue, re-read every 2 s (sooner for a name not seen yet)
+        self.catalogue = CatalogueCache(redis, self.keys)
+        self._resume = redis.register_script(source("periodic_resume"))
+        self._drop_delayed = redis.register_script(source("delayed_drop"))
 
-    async def delete_raw(self, q: str, raw: str) -> int:
-        """Remove one queued job given its exact stored bytes (as `queued_raw` returns them)."""
-        return int(await self.redis.lrem(self.keys.queue(q), 1, raw))
+    @classmethod
+    async def connect(cls, url: str = "redis://127.0.0.1:6379/0", namespace: str = "resque", *,
+                      registry: Registry | None = None, settings: RedisSettings | None = None) -> Client:
+        """Connect and check Redis answers. ``async with await Client.connect(url) as client: ...``"""
+        redis = make_redis(settings or RedisSettings(url=url))
+        client = cls(redis, namespace, registry=registry)
+        try:
+            await redis.ping()
+        except Exception:
+            await redis.aclose()
+            raise
+        return client
 
-    async def queued_raw(self, q: str, start: int, stop: int) -> list[str]:
-        return [str(r) for r in await self.redis.lrange(self.keys.queue(q), start, stop)]
+    async def close(self) -> None:
+        if self._fast_enqueue is not None:
+            self._fast_enqueue.close()
+        await close_redis(self.redis)
 
-    async def delete_delayed_raw(self, raw: str) -> list[int]:
-        """Remove every delayed copy of one job given its exact stored bytes; returns its seconds."""
-        out = await self.scripts.run("delete_delayed", [self.keys.timestamps(raw), self.keys.delayed_schedule],
-                                     [raw, self.keys.namespace + ":"])
-        return sorted(int(x) for x in out[1:])
+    async def __aenter__(self) -> Client:
+        return self
 
-    async def delayed_page(self, start: int, count: int, per_second: int = 50) -> list[tuple[int, int, list[str]]]:
-        """Due seconds `start`.. (oldest first), each with its job count and its first `per_second`
-        jobs (exact bytes)."""
-        tss = [int(float(str(x))) for x in
-               await self.redis.zrange(self.keys.delayed_schedule, start, start + max(count, 1) - 1)]
-        if not tss:
-            return []
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- enqueue -------------------------------------------------------------------------
+
+    async def _resolve(self, task: str, queue: str | None, unknown_ok: bool) -> tuple[str, list[Plugin]]:
+        """The queue to use and the enqueue plugins to run, or UnknownTask."""
+        if not isinstance(task, str) or not task:
+            raise EnqueueError(f"task name must be a non-empty string, got {task!r}")
+        t: Task | None = self.registry.find(task) if self.registry else None
+        if t is not None:
+            return t.queue if queue is None else queue, [p for p in t.plugin_instances() if p.has_enqueue_hooks]
+        info, view = await self.catalogue.find(task)
+        if info is not None:
+            return info.queue if queue is None else queue, info.enqueue_plugins()
+        # No live Corral node publishes anything: there is nothing to judge the name against, and
+        # a queue must take work while its workers are down (a deploy, an outage).
+        if not unknown_ok and view.nodes:
+            raise UnknownTask(task, view.close_names(task), len(view.nodes))
+        return "default" if queue is None else queue, []
+
+    def _payload(self, task: str, queue: str, args: list[Any]) -> str:
+        payload = encode_job(task, queue, args)
+        limit = self.max_payload_bytes
+        if len(payload) * 4 > limit and (size := len(payload.encode(errors="surrogateescape"))) > limit:
+            raise EnqueueError(f"job payload for {task!r} is {size} bytes; the limit is {self.max_payload_bytes}")
+        return payload
+
+    async def _enqueue_guards(self, plugins: list[Plugin], task: str, queue: str, args: list[Any],
+                              payload: str) -> tuple[bool, list[EnqueueGuard]]:
+        """Run the enqueue hooks that cannot be guards; collect the guards (QueueLock, ...) that
+        the enqueue script checks and applies with the push. (False, []) if a hook refused."""
+        if not plugins:
+            return True, []
+        ctx = PluginContext(self.redis, self.keys, self.scripts, task, queue, args, payload, client=self)
+        return await enqueue_checks(plugins, ctx)
+
+    def _enqueue_keys(self, q: str) -> list[str]:
+        k = self.keys
+        return [k.queues, k.queue(q), k.qtimes(q), k.idle(q), k.idle("*")]
+
+    async def enqueue(self, task: str, params: dict[str, Any] | None = None, *, queue: str | None = None,
+                      raw_args: Sequence[Any] | None = None, unknown_ok: bool = False) -> bool:
+        """Queue a job now (on the task's queue unless `queue`). Returns False when an enqueue
+        plugin (QueueLock, ...) refused it; raises UnknownTask for a name no live node serves."""
+        q, plugins = await self._resolve(task, queue, unknown_ok)
+        args = _args(params, raw_args)
+        payload = self._payload(task, q, args)
+        ok, guards = await self._enqueue_guards(plugins, task, q, args, payload)
+        if not ok:
+            return False
+        keys, argv = self._enqueue_keys(q), [q, self.keys.wake_channel, self.keys.node_wake_prefix, payload]
+        if guards:  # QueueLock / DelayQueueLock checked and applied with the push, atomically (issue 20.1)
+            gkeys, gargs = guard_script_args(guards)
+            return int(await self.scripts.run("enqueue_guarded", [*keys, *gkeys], [*argv, *gargs])) >= 0
+        if self._fast_enqueue is not None:
+            await self._fast_enqueue.run(keys, argv)
+        else:
+            await self.scripts.run("enqueue", keys, argv)
+        return True
+
+    async def enqueue_many(self, jobs: Iterable[tuple[str, dict[str, Any] | None]], *, queue: str | None = None,
+                           batch_size: int = 5000, unknown_ok: bool = False) -> int:
+        """Queue many jobs, one script call per queue and batch, pipelined. Returns how many were queued."""
+        by_queue: dict[str, list[str]] = {}
+        resolved: dict[str, tuple[str, list[Plugin]]] = {}
+        count_guarded = 0
+        for item in jobs:
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise EnqueueError(f"enqueue_many takes (task, params) pairs, got {item!r}")
+            task, params = item
+            if task not in resolved:
+                resolved[task] = await self._resolve(task, queue, unknown_ok)
+            q, plugins = resolved[task]
+            if plugins:  # enqueue plugins: one guarded enqueue each (the hook and the push are one step)
+                count_guarded += await self.enqueue(task, params, queue=q, unknown_ok=True)
+                continue
+            by_queue.setdefault(q, []).append(self._payload(task, q, _args(params, None)))
+        count = count_guarded
         async with self.redis.pipeline(transaction=False) as pipe:
-            for ts in tss:
-                pipe.llen(self.keys.delayed(ts))
-                pipe.lrange(self.keys.delayed(ts), 0, per_second - 1)
-            res = await pipe.execute()
-        return [(ts, int(res[2 * i]), [str(r) for r in res[2 * i + 1]]) for i, ts in enumerate(tss)]
+            for q, payloads in by_queue.items():
+                for i in range(0, len(payloads), batch_size):
+                    chunk = payloads[i : i + batch_size]
+                    await self.scripts.run("enqueue", self._enqueue_keys(q),
+                                           [q, self.keys.wake_channel, self.keys.node_wake_prefix, *chunk],
+                                           client=pipe)
+                    count += len(chunk)
+            await pipe.execute()
+        return count
 
-    async def run_delayed_now(self, ts: int, raw: str) -> bool:
-        """Make one delayed copy of a job (exact bytes, filed under second `ts`) due now: the leader
-        promotes it at once through its usual path. False if it was promoted or deleted meanwhile."""
-        ts = int(ts)
-        now = min(ts, int(self.clock.time()))
-        script = self.redis.register_script(source("delayed_run_now"))
-        moved = await script(keys=[self.keys.delayed(ts), self.keys.delayed(now), self.keys.timestamps(raw),
-                                   self.keys.delayed_schedule],
-                             args=[raw, ts, now, self.keys.delayed_member(ts), self.keys.delayed_member(now),
-                                   self.keys.delayed_channel])
-        return bool(int(moved))
+    async def enqueue_at(self, when: float | dt.datetime, task: str, params: dict[str, Any] | None = None, *,
+                         queue: str | None = None, raw_args: Sequence[Any] | None = None,
+                         unknown_ok: bool = False) -> int:
+        """Schedule a job from `when` on (epoch seconds or aware datetime). Returns its due second.
+        Enqueue plugins run when the leader promotes it."""
+        ts = bucket(_epoch(when))
+        q, _plugins = await self._resolve(task, queue, unknown_ok)
+        payload = self._payload(task, q, _args(params, raw_args))
+        keys = [self.keys.delayed_schedule, self.keys.delayed(ts), self.keys.timestamps(payload)]
+        argv = [ts, payload, self.keys.delayed_member(ts), self.keys.delayed_channel]
+        if self._fast_enqueue_at is not None:
+            await self._fast_enqueue_at.run(keys, argv)
+        else:
+            await self.scripts.run("enqueue_at", keys, argv)
+        return ts
+
+    async def enqueue_in(self, delay: float | dt.timedelta, task: str, params: dict[str, Any] | None = None, *,
+                         queue: str | None = None, raw_args: Sequence[Any] | None = None,
+                         unknown_ok: bool = False) -> int:
+        """Schedule a job `delay` seconds (or a timedelta) from now. Returns its due second."""
+        if isinstance(delay, dt.timedelta):
+            delay = delay.total_seconds()
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise EnqueueError(f"delay must be a non-negative number of seconds, got {delay!r}")
+        return await self.enqueue_at(self.clock.time() + delay, task, params, queue=queue, raw_args=raw_args,
+                                     unknown_ok=unknown_ok)
+
+    # ---- by params: the exact bytes enqueue wrote -------------------------------------------
+
+    async def delete(self, q: str, task: str, params: dict[str, Any] | None = None, count: int = 0) -> int:
+        """Remove queued copies of one exact job (count 0 = all). Returns how many were removed."""
+        payload = encode_job(task, q, _args(params, None))
+        return int(await self.redis.lrem(self.keys.queue(q), count, payload))
+
+    async def delete_delayed(self, q: str, task: str, params: dict[str, Any] | None = None) -> list[int]:
+        """Remove every delayed copy of one exact job; returns the seconds it was scheduled at."""
+        return (await self._delete_delayed(q, task, params))[0]
+
+    async def _delete_delayed(self, q: str, task: str, params: dict[str, Any] | None) -> tuple[list[int], int]:
+        payload = encode_job(task, q, _args(params, None))
+        out = await self.scripts.run("delete_delayed", [self.keys.timestamps(payload), self.keys.delayed_schedule],
+                                     [payload, self.keys.namespace + ":"])
+        return sorted(int(x) for x in out[1:]), int(out[0])
+
+    async def scheduled_at(self, q: str, task: str, params: dict[str, Any] | None = None) -> list[int]:
+        payload = encode_job(task, q, _args(params, None))
+        members = await self.redis.smembers(self.keys.timestamps(payload))
+        return sorted(int(str(m).split(":", 1)[1]) for m in members)
 
     async def run_periodic_now(self, task: str, queue: str | None = None) -> bool:
         """One extra run of a periodic task now, outside its schedule (its slots are unaffected)."""
         return await self.enqueue(task, {}, queue=queue)  # None: the task's own queue (registry or catalogue)
-
-    async def periodic_state(self, tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Each periodic task's record: last claimed slot (epoch seconds or None) and paused."""
-        if not tasks:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for t in tasks:
-                pipe.hmget(self.keys.periodic(t), ["last", "paused"])
-            res = await pipe.execute()
-        return {t: {"last": float(last) if last is not None else None, "paused": paused is not None}
-                for t, (last, paused) in zip(tasks, res, strict=True)}
-
-    async def locks_with_ttl(self, limit: int = 1000) -> list[dict[str, Any]]:
-        """Plugin locks (QueueLock, JobLock): key without namespace, value and TTL in seconds (-1 = none);
-        at most `limit`, found by SCAN."""
-        keys: list[str] = []
-        for pattern in self.keys.lock_patterns():
-            async for key in self.redis.scan_iter(match=pattern, count=1000):
-                keys.append(str(key))
-                if len(keys) >= limit:
-                    break
-        if not keys:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.get(key)
-                pipe.pttl(key)
-            res = await pipe.execute()
-        out = []
-        for i, key in enumerate(keys):
-            val, pttl = res[2 * i], int(res[2 * i + 1])
-            if val is not None:
-                out.append({"key": self.keys.strip(key), "value": str(val), "ttl": pttl / 1000 if pttl >= 0 else -1})
-        return sorted(out, key=lambda x: x["key"])
-
-    @staticmethod
-    def failed_matches(entry: dict[str, Any], task: str | None, queue: str | None, error: str | None) -> bool:
-        """Filter of the failed list: exact task and queue, `error` a case-insensitive substring of
-        the exception class or message."""
-        payload = entry.get("payload")
-        name = payload.get("class") if isinstance(payload, dict) else None
-        if task and name != task:
-            return False
-        q = entry.get("queue") or (payload.get("queue") if isinstance(payload, dict) else None)
-        if queue and q != queue:
-            return False
-        if error:
-            text = f"{entry.get('exception') or ''}: {entry.get('error') or ''}".lower()
-            if error.lower() not in text:
-                return False
-        return True
-
-    async def failed_filtered(self, *, task: str | None = None, queue: str | None = None, error: str | None = None,
-                              start: int = 0, count: int = 50, scan_limit: int = 100_000,
-                              chunk: int = 1000) -> dict[str, Any]:
-        """Failed entries matching a filter, in stored order: `entries` = matches `start`..`start+count`
-        (each with its `index` in the list), `matched` = matches seen, `scanned` = entries read (at
-        most `scan_limit`), `total` = the list's length."""
-        total = await self.failed_count()
-        entries: list[dict[str, Any]] = []
-        matched = scanned = 0
-        for lo in range(0, min(total, scan_limit), chunk):
-            raws = await self.redis.lrange(self.keys.failed, lo, min(lo + chunk, scan_limit) - 1)
-            if not raws:
-                break
-            for j, r in enumerate(raws):
-                scanned += 1
-                e = decode_failed(str(r)).to_dict()
-                if self.failed_matches(e, task, queue, error):
-                    if start <= matched < start + count:
-                        entries.append(dict(e, index=lo + j))
-                    matched += 1
-        return {"entries": entries, "matched": matched, "scanned": scanned, "total": total}
-
-    async def retry_failed_matching(self, *, task: str | None = None, queue: str | None = None,
-                                    error: str | None = None, limit: int = 10_000) -> int:
-        """`retry_and_remove_failed` for every entry matching the filter (at most `limit`)."""
-        found = await self.failed_filtered(task=task, queue=queue, error=error, count=limit)
-        n = 0
-        for e in found["entries"]:
-            try:
-                n += int(await self.retry_and_remove_failed(e))
-            except EnqueueError:
-                continue  # no job payload to retry: left in the list
-        return n
-
-    async def remove_failed_matching(self, *, task: str | None = None, queue: str | None = None,
-                                     error: str | None = None, limit: int = 10_000) -> int:
-        """`remove_failed` for every entry matching the filter (at most `limit`)."""
-        found = await self.failed_filtered(task=task, queue=queue, error=error, count=limit)
-        n = 0
-        for e in found["entries"]:
-            n += await self.remove_failed(e)
-        return n

@@ -1,7 +1,7 @@
-"""What `Client` reads and manages in Redis besides enqueueing: queues, delayed jobs, plugin
-locks, workers, failed jobs, stats, the leader and the members, periodic tasks.
+"""What `Client` reads and manages in Redis besides enqueueing: task definitions, queues, delayed
+jobs, plugin locks, workers, failed jobs, stats, the leader and the members, periodic tasks.
 
-Part of `cluster.client.Client`; use that class.
+A layer of `cluster.client.Client`; use that class.
 """
 
 from __future__ import annotations
@@ -9,14 +9,40 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .client_enqueue import EnqueueClient, job_args
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from .catalogue import CatalogueCache, TaskInfo
+from .clock import Clock
 from .election.base import LOCK_DELAY_PREFIX
 from .errors import EnqueueError
+from .keys import Keys
+from .scripts import Scripts
+from .task import Registry, Task
 from .wire import FailedEntry, decode_failed, decode_job, encode_job, js_dumps
 
 
-class AdminClient(EnqueueClient):
-    """Inspection and management half of `Client` (cluster/client.py)."""
+class AdminClient:
+    """Inspection and management, on the state `Client` sets up."""
+
+    # set by Client.__init__ (cluster/client.py)
+    redis: Redis
+    keys: Keys
+    scripts: Scripts
+    clock: Clock
+    registry: Registry | None
+    catalogue: CatalogueCache
+    _resume: AsyncScript
+    _drop_delayed: AsyncScript
+
+    async def task_info(self, task: str) -> Task | TaskInfo | None:
+        """The definition producers follow: the registry's task, else the live catalogue's."""
+        t = self.registry.find(task) if self.registry else None
+        if t is not None:
+            return t
+        info, _view = await self.catalogue.find(task)
+        return info
+
 
     # ---- queues ----------------------------------------------------------------------------
 
@@ -43,11 +69,6 @@ class AdminClient(EnqueueClient):
             pipe.srem(self.keys.queues, q)
             await pipe.execute()
 
-    async def delete(self, q: str, task: str, params: dict[str, Any] | None = None, count: int = 0) -> int:
-        """Remove queued copies of one exact job (count 0 = all). Returns how many were removed."""
-        payload = encode_job(task, q, job_args(params, None))
-        return int(await self.redis.lrem(self.keys.queue(q), count, payload))
-
     async def delete_by_task(self, q: str, task: str) -> int:
         """Remove every queued job of a task, whatever its params."""
         removed = 0
@@ -61,21 +82,6 @@ class AdminClient(EnqueueClient):
         return removed
 
     # ---- delayed ---------------------------------------------------------------------------
-
-    async def delete_delayed(self, q: str, task: str, params: dict[str, Any] | None = None) -> list[int]:
-        """Remove every delayed copy of one exact job; returns the seconds it was scheduled at."""
-        return (await self._delete_delayed(q, task, params))[0]
-
-    async def _delete_delayed(self, q: str, task: str, params: dict[str, Any] | None) -> tuple[list[int], int]:
-        payload = encode_job(task, q, job_args(params, None))
-        out = await self.scripts.run("delete_delayed", [self.keys.timestamps(payload), self.keys.delayed_schedule],
-                                     [payload, self.keys.namespace + ":"])
-        return sorted(int(x) for x in out[1:]), int(out[0])
-
-    async def scheduled_at(self, q: str, task: str, params: dict[str, Any] | None = None) -> list[int]:
-        payload = encode_job(task, q, job_args(params, None))
-        members = await self.redis.smembers(self.keys.timestamps(payload))
-        return sorted(int(str(m).split(":", 1)[1]) for m in members)
 
     async def timestamps(self) -> list[int]:
         return [int(float(str(x))) for x in await self.redis.zrange(self.keys.delayed_schedule, 0, -1)]
