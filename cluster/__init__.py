@@ -10,6 +10,7 @@ from .catalogue import UnknownTask
 from .client import Client
 from .connection import RedisSettings
 from .election.base import ElectionConfig
+from .enqueuer import Enqueuer
 from .errors import (
     ConfigError,
     CorralError,
@@ -30,6 +31,7 @@ from .task import JobContext, Registry, Task, task
 
 __all__ = [
     "Client", "ConfigError", "CorralError", "DelayQueueLock", "DuplicateTask", "ElectionConfig", "EnqueueError",
+    "Enqueuer",
     "JobContext", "JobDecodeError", "JobLock", "Keys", "LeaseLost", "Noop", "Plugin", "PluginContext", "QueueLock",
     "RedisSettings", "RedisUnavailable", "Registry", "Retry", "RetryPlugin", "StaleLeader", "Task",
     "TaskDefinitionError", "TaskNotFound", "UnknownTask", "task",

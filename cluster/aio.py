@@ -15,9 +15,10 @@ from redis.exceptions import RedisError
 
 T = TypeVar("T")
 
-# What a Redis call can raise when the server or the link fails. uvloop reports a write to a
-# transport closed by a reset as RuntimeError("unable to perform operation on <TCPTransport ...>").
-REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, RuntimeError, TimeoutError)
+# What a Redis call can raise when the server or the link fails. Not RuntimeError: a bug must not
+# be retried as an outage. uvloop's RuntimeError on a reset transport reaches callers as redis-py's
+# ConnectionError (the connection classes of cluster/connection.py convert it).
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 
 async def within(seconds: float, aw: Awaitable[T]) -> T:

@@ -6,12 +6,20 @@ UTF-8 by another producer still round-trips byte for byte instead of breaking th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, UnixDomainSocketConnection
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .errors import ConfigError
 
@@ -228,6 +236,54 @@ def _tls_files(settings: RedisSettings) -> dict[str, str]:
     return tls
 
 
+def transport_reset(e: BaseException) -> bool:
+    """uvloop's error for I/O on a transport the peer reset: RuntimeError("unable to perform
+    operation on <TCPTransport closed=True ...>; the handler is closed")."""
+    return type(e) is RuntimeError and str(e).startswith("unable to perform operation on")
+
+
+class _ResetIsConnectionError(AbstractConnection):
+    """redis-py lets uvloop's RuntimeError on a reset transport through; here it becomes the
+    ConnectionError it is, so retry loops catch a lost link by its kind (`REDIS_FAILURES`) and a
+    RuntimeError from a bug is never taken for one. (redis-py already dropped the connection.)"""
+
+    async def send_packed_command(self, command: bytes | str | Iterable[bytes], check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except RuntimeError as e:
+            if not transport_reset(e):
+                raise
+            raise RedisConnectionError(f"Redis connection reset: {e}") from e
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except RuntimeError as e:
+            if not transport_reset(e):
+                raise
+            raise RedisConnectionError(f"Redis connection reset: {e}") from e
+
+
+class TcpConnection(_ResetIsConnectionError, Connection):
+    pass
+
+
+class TlsConnection(_ResetIsConnectionError, SSLConnection):
+    pass
+
+
+class UnixConnection(_ResetIsConnectionError, UnixDomainSocketConnection):
+    pass
+
+
+class SentinelTcpConnection(_ResetIsConnectionError, SentinelManagedConnection):
+    pass
+
+
+class SentinelTlsConnection(_ResetIsConnectionError, SentinelManagedSSLConnection):
+    pass
+
+
 def make_redis(settings: RedisSettings, *, socket_timeout: float | None = None, max_connections: int | None = None) -> Redis:
     """A client for the configured primary. ``make_redis(RedisSettings("redis://127.0.0.1:6379/0"))``"""
     kw = _common(settings, socket_timeout)
@@ -241,6 +297,7 @@ def make_redis(settings: RedisSettings, *, socket_timeout: float | None = None, 
         if settings.url.startswith("rediss://") or tls:
             kw["ssl"] = True
             kw.update(tls)
+        kw["connection_class"] = SentinelTlsConnection if kw.get("ssl") else SentinelTcpConnection
         sentinel = Sentinel(sentinel_hosts(settings), sentinel_kwargs=sentinel_kw, **kw)
         master: Redis = sentinel.master_for(settings.sentinel_master)
         return master
@@ -252,8 +309,8 @@ def make_redis(settings: RedisSettings, *, socket_timeout: float | None = None, 
     # built from the parsed target, not from the URL: the fast path (rawconn) reads the same one.
     # A pool made as `Redis.from_url` makes it (no retries: a retried script could run twice).
     if target.scheme == "unix":
-        pool = ConnectionPool(connection_class=UnixDomainSocketConnection, path=target.path, **kw)
+        pool = ConnectionPool(connection_class=UnixConnection, path=target.path, **kw)
     else:
-        pool = ConnectionPool(connection_class=SSLConnection if target.scheme == "rediss" else Connection,
+        pool = ConnectionPool(connection_class=TlsConnection if target.scheme == "rediss" else TcpConnection,
                               host=target.host, port=target.port, **kw)
     return Redis.from_pool(pool)

@@ -4,7 +4,7 @@
     ├── ConfigError(message)            bad configuration value or unknown key
     ├── RedisUnavailable(url)           Redis cannot be reached
     ├── LeaseLost                       the leader's lease ended; leader work stopped
-    ├── StaleLeader(epoch)              a fenced write was refused: this term is over
+    ├── StaleLeader(epoch)              never raised; kept for importers (a refused fenced write raises LeaseLost)
     ├── JobDecodeError(raw, reason)     a queue entry is not a resque job
     ├── TaskNotFound(name)              no task registered under this name
     ├── DuplicateTask(name, files)      two task files define the same name
@@ -37,6 +37,9 @@ class LeaseLost(CorralError):
 
 
 class StaleLeader(CorralError):
+    """Never raised: a fenced write refused as STALE raises `LeaseLost` (cluster/leader.py). Kept
+    because `cluster` exports it and code may name it in an `except`."""
+
     def __init__(self, epoch: int) -> None:
         super().__init__(f"leader write refused: term {epoch} no longer holds the lock")
         self.epoch = epoch

@@ -18,6 +18,7 @@ resque layout (node-resque / Ruby resque read and write these):
     lock:<task>:<queue>:<args>              QueueLock, value = expiry second (node-resque's)
     workerslock:<task>:<queue>:<args>       JobLock, value = "<expiry>:<node>:<execution>"
     resque-retry:<task>:<argsKey>           Retry counter (node-resque's argsKey, -1 then +1 per failure)
+    failure-resque-retry:<task>:<argsKey>   Retry's last failure (node-resque's shape)
 
 Corral only, under `corral:`:
 
@@ -25,6 +26,7 @@ Corral only, under `corral:`:
     corral:epoch_run             Redis run_id the epoch record was last checked against (a new run: lock-delay)
     corral:leader                hash {node, epoch, since, token} of the current term
     corral:leader_lock           Corral's leader lock (periodic, recovery), value = term token
+    corral:zk_epoch              newest term installed by the ZooKeeper backend (older ones are refused)
     corral:members               zset node id -> last heartbeat (Redis time, ms)
     corral:node:<id>             hash {info, workers}
     corral:inflight:<id>         hash <slot> -> payload, <slot>:q -> queue, <slot>:e -> exec id,
@@ -58,15 +60,15 @@ class Keys:
         if not namespace or any(c in namespace for c in " \r\n\t*?[]\\"):
             raise ValueError(f"bad namespace {namespace!r}: no whitespace or glob characters (*?[]\\)")
         self.namespace = namespace
-        self._p = namespace + ":"
-        self.queues = self._p + "queues"
-        self.delayed_schedule = self._p + "delayed_queue_schedule"
-        self.workers = self._p + "workers"
-        self.workers_heartbeat = self._p + "workers:heartbeat"
-        self.failed = self._p + "failed"
-        self.leader_lock = self._p + "resque_scheduler_leader_lock"
-        self.stat_processed = self._p + "stat:processed"
-        self.stat_failed = self._p + "stat:failed"
+        self._prefix = namespace + ":"
+        self.queues = self._prefix + "queues"
+        self.delayed_schedule = self._prefix + "delayed_queue_schedule"
+        self.workers = self._prefix + "workers"
+        self.workers_heartbeat = self._prefix + "workers:heartbeat"
+        self.failed = self._prefix + "failed"
+        self.leader_lock = self._prefix + "resque_scheduler_leader_lock"
+        self.stat_processed = self._prefix + "stat:processed"
+        self.stat_failed = self._prefix + "stat:failed"
         self.epoch = self.corral("epoch")
         self.epoch_run = self.corral("epoch_run")
         self.leader = self.corral("leader")
@@ -84,7 +86,7 @@ class Keys:
 
     def strip(self, key: str) -> str:
         """`resque:queue:mail` -> `queue:mail`."""
-        return key[len(self._p) :] if key.startswith(self._p) else key
+        return key[len(self._prefix) :] if key.startswith(self._prefix) else key
 
     def kind(self, key: str) -> str:
         """`resque:queue:aaa` -> `queue`; `resque:corral:qtimes:x` -> `corral:qtimes`; else `other`."""
@@ -93,54 +95,51 @@ class Keys:
         return k if k in KEY_KINDS else "other"
 
     def queue(self, q: str) -> str:
-        return f"{self._p}queue:{q}"
+        return f"{self._prefix}queue:{q}"
 
     def queue_prefix(self) -> str:
-        return f"{self._p}queue:"
+        return f"{self._prefix}queue:"
 
     def delayed(self, ts: int) -> str:
-        return f"{self._p}delayed:{ts}"
+        return f"{self._prefix}delayed:{ts}"
 
     def delayed_member(self, ts: int) -> str:
         """The member stored in a `timestamps:` set (no namespace, as node-resque writes it)."""
         return f"delayed:{ts}"
 
     def timestamps(self, payload: str) -> str:
-        return f"{self._p}timestamps:{payload}"
+        return f"{self._prefix}timestamps:{payload}"
 
     def worker(self, worker_id: str) -> str:
         """worker_id is `<name>:<queues>` as stored in the `workers` set."""
-        return f"{self._p}worker:{worker_id}"
+        return f"{self._prefix}worker:{worker_id}"
 
     def worker_started(self, worker_id: str) -> str:
-        return f"{self._p}worker:{worker_id}:started"
+        return f"{self._prefix}worker:{worker_id}:started"
 
     def worker_ping(self, name: str) -> str:
-        return f"{self._p}worker:ping:{name}"
-
-    def worker_pattern(self) -> str:
-        return f"{self._p}worker:*"
+        return f"{self._prefix}worker:ping:{name}"
 
     def stat(self, kind: str, name: str | None = None) -> str:
-        return f"{self._p}stat:{kind}" + (f":{name}" if name else "")
+        return f"{self._prefix}stat:{kind}" + (f":{name}" if name else "")
 
     def queue_lock(self, task: str, queue: str, args: str) -> str:
-        return f"{self._p}lock:{task}:{queue}:{args}"
+        return f"{self._prefix}lock:{task}:{queue}:{args}"
 
     def job_lock(self, task: str, queue: str, args: str) -> str:
-        return f"{self._p}workerslock:{task}:{queue}:{args}"
+        return f"{self._prefix}workerslock:{task}:{queue}:{args}"
 
     def lock_patterns(self) -> list[str]:
-        return [f"{self._p}lock:*", f"{self._p}workerslock:*"]
+        return [f"{self._prefix}lock:*", f"{self._prefix}workerslock:*"]
 
     def retry_counter(self, task: str, args: str) -> str:
-        return f"{self._p}resque-retry:{task}:{args}"
+        return f"{self._prefix}resque-retry:{task}:{args}"
 
     def retry_failure(self, task: str, args: str) -> str:
-        return f"{self._p}failure-resque-retry:{task}:{args}"
+        return f"{self._prefix}failure-resque-retry:{task}:{args}"
 
     def corral(self, *parts: str) -> str:
-        return self._p + "corral:" + ":".join(parts)
+        return self._prefix + "corral:" + ":".join(parts)
 
     def node(self, node_id: str) -> str:
         return self.corral("node", node_id)

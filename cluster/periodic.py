@@ -94,7 +94,7 @@ class PeriodicEnqueuer:
             await term.lost.wait()
             return
         started = await self.clock.sync(self.redis)
-        last: dict[str, float | None] = {}
+        last: dict[str, float] = {}
         for t in self.tasks:
             # No record (a new task, or Redis lost its data): start from the next slot after this
             # term began, so an occurrence enqueued before the loss is never enqueued again.
@@ -136,10 +136,11 @@ class PeriodicEnqueuer:
             "redis_now": round(now, 3)})
         return now
 
-    def due_slots(self, t: Task, last: float | None, now: float) -> list[float]:
+    def due_slots(self, t: Task, last: float, now: float) -> list[float]:
+        """The slots to claim after `last` (the last claimed slot, or when the term began)."""
         window = t.catch_up_window
-        if last is None or t.missed == "skip":
-            due = slots_between(t, max(last or -1.0, now - max(window, float(t.frequency or 0)) - 1), now)
+        if t.missed == "skip":
+            due = slots_between(t, max(last, now - max(window, float(t.frequency or 0)) - 1), now)
             return due[-1:]
         return [s for s in slots_between(t, last, now) if now - s <= window]
 
@@ -162,17 +163,17 @@ class PeriodicEnqueuer:
             await asyncio.sleep(min(1.0, max(0.0, slot - float(res[1]))) + 0.001)
         return res
 
-    async def _fire_due(self, term: Term, t: Task, last: dict[str, float | None], now: float) -> None:
+    async def _fire_due(self, term: Term, t: Task, last: dict[str, float], now: float) -> None:
         due = self.due_slots(t, last[t.name], now)
         prev = last[t.name]
-        if not due and prev is not None and now - prev > t.catch_up_window:
+        if not due and now - prev > t.catch_up_window:
             # Everything since the last claim is older than the catch-up window: skipped. Move the
             # local marker on (the Redis record moves with the next claim) so we stop rescanning.
             newest = slots_between(t, max(prev, now - t.catch_up_window - 1), now)
             if not newest:
                 last[t.name] = now - t.catch_up_window
         for slot in due:
-            if last[t.name] is not None and slot <= (last[t.name] or 0):
+            if slot <= last[t.name]:
                 continue
             payload = encode_job(t.name, t.queue, [{}])
             res = await self._claim(term, t, slot, payload)

@@ -21,19 +21,16 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from redis.asyncio import Redis
 
 from .clock import SYSTEM_CLOCK, Clock
+from .enqueuer import Enqueuer
 from .keys import Keys
 from .wire import js_dumps
-
-if TYPE_CHECKING:
-    from .client import Client
-    from .task import Task
 
 log = logging.getLogger("corral.plugins")
 
@@ -49,7 +46,7 @@ class PluginContext:
     queue: str
     args: list[Any]
     payload: str
-    client: Client | None = None
+    client: Enqueuer | None = None  # the Client at run time; JobLock re-enqueues through it
     error: BaseException | None = None
     retry_in: float | None = None
     state: dict[str, Any] = field(default_factory=dict)
@@ -198,7 +195,7 @@ class JobLock(Plugin):
     async def after_perform(self, ctx: PluginContext) -> None:
         value = ctx.state.get("JobLock")
         if value is not None:
-            await ctx.scripts.run("cad", [self.key(ctx)], [value])
+            await ctx.scripts.run("compare_and_delete", [self.key(ctx)], [value])
 
 
 class QueueLock(Plugin):
@@ -337,10 +334,10 @@ class Noop(Plugin):
 BUILTIN: dict[str, type[Plugin]] = {p.name: p for p in (JobLock, QueueLock, DelayQueueLock, Retry, Noop)}
 
 
-def resolve_plugins(t: Task) -> list[Plugin]:
-    """Instances for a task's `plugins` list (names, classes or instances) with its options."""
+def resolve_plugins(plugins: Sequence[Any], plugin_options: Mapping[str, Any]) -> list[Plugin]:
+    """Instances for a task's `plugins` list (names, classes or instances) with its `plugin_options`."""
     out: list[Plugin] = []
-    for p in t.plugins:
+    for p in plugins:
         if isinstance(p, Plugin):
             out.append(p)
             continue
@@ -352,11 +349,11 @@ def resolve_plugins(t: Task) -> list[Plugin]:
             cls = p
         else:
             raise TypeError(f"plugin must be a name, a Plugin class or instance, got {p!r}")
-        opts = t.plugin_options.get(cls.name, {})
+        opts = plugin_options.get(cls.name, {})
         if not isinstance(opts, Mapping):
             raise ValueError(f"plugin_options[{cls.name!r}] must be a mapping")
         out.append(cls(**dict(opts)))
-    for name in t.plugin_options:
+    for name in plugin_options:
         if name not in {pl.name for pl in out}:
             raise ValueError(f"plugin_options names {name!r}, which is not in plugins")
     return out

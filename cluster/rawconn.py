@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .connection import RedisSettings
+from .connection import RedisSettings, TcpConnection
 
 try:  # redis-py's mapping of error prefixes to exception classes
     from redis._parsers.base import BaseParser
@@ -154,7 +154,7 @@ class RawPool:
         """The same server, database, credentials and timeouts as a plain-TCP redis-py client;
         None for TLS, unix sockets, Sentinel or credential providers (they keep redis-py)."""
         pool = redis.connection_pool
-        if type(pool) is not ConnectionPool or pool.connection_class is not Connection:
+        if type(pool) is not ConnectionPool or pool.connection_class not in (Connection, TcpConnection):
             return None
         kw = pool.connection_kwargs
         if kw.get("credential_provider") is not None or kw.get("protocol") not in (None, 2, "2"):

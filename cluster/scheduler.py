@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from .aio import wait_event
 from .badkeys import BadKeys
-from .client import Client
 from .clock import Clock, RedisClock
 from .election.base import Term
+from .enqueuer import Enqueuer
 from .keys import Keys
 from .leader import fenced
 from .observe import Observer
@@ -36,7 +35,7 @@ class Scheduler:
     name = "scheduler"
 
     def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, registry: Registry,
-                 client: Client, batch: int = 1000, reread: float = 1.0, audit: bool = False) -> None:
+                 client: Enqueuer, batch: int = 1000, reread: float = 1.0, audit: bool = False) -> None:
         self.redis = redis
         self.keys = keys
         self.scripts = Scripts(redis)
@@ -148,6 +147,3 @@ class Scheduler:
                 log.info("scheduler: enqueue plugin dropped a promoted job", extra={"event": "promotion_dropped",
                                                                                     "payload": payload[:200]})
 
-
-def describe(res: Any) -> str:
-    return repr(res)

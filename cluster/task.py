@@ -17,14 +17,12 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .enqueuer import Enqueuer
 from .errors import DuplicateTask, EnqueueError, TaskDefinitionError, TaskNotFound
+from .plugins import Plugin, resolve_plugins
 from .wire import Job, check_queue_name
-
-if TYPE_CHECKING:
-    from .client import Client
-    from .plugins import Plugin
 
 RunFn = Callable[..., Any]
 MISSED_POLICIES = ("catch_up", "skip")
@@ -46,7 +44,7 @@ class JobContext:
     worker: str
     node_id: str
     execution_id: str
-    client: Client | None
+    client: Enqueuer | None  # the node's Client: enqueue follow-up jobs
     log: logging.Logger | logging.LoggerAdapter[logging.Logger]
     attempt: int = 1
 
@@ -144,10 +142,8 @@ class Task:
             raise _bad("cpu_bound", "an async function runs on the loop; cpu_bound needs a sync function")
         if not isinstance(self.plugin_options, Mapping):
             raise _bad("plugin_options", "must be a mapping of plugin name to options")
-        from .plugins import resolve_plugins
-
         try:
-            resolve_plugins(self)
+            resolve_plugins(self.plugins, self.plugin_options)
         except (TypeError, ValueError) as e:
             raise _bad("plugins", str(e)) from None
 
@@ -163,9 +159,7 @@ class Task:
         """The task's plugins, built once (options were validated at definition)."""
         cached: list[Plugin] | None = self.__dict__.get("_plugins")
         if cached is None:
-            from .plugins import resolve_plugins
-
-            cached = resolve_plugins(self)
+            cached = resolve_plugins(self.plugins, self.plugin_options)
             object.__setattr__(self, "_plugins", cached)
         return cached
 

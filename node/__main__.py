@@ -1,3 +1,5 @@
+"""`python -m node`: the `corral` command (node/cli.py)."""
+
 import sys
 
 from .cli import main

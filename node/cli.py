@@ -17,11 +17,7 @@ import asyncio
 import dataclasses
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +43,8 @@ from .cli_checks import (
     visible_secrets,
     with_client,
 )
+from .cli_tasks import cmd_tasks
+from .cli_up import cmd_up
 from .config import BY_NAME, CONNECTION_OPTIONS, OPTIONS, NodeConfig, Option, env_name, environ_options
 from .config_numbers import Number
 
@@ -259,66 +257,6 @@ def add_tasks_parser(sub: Any) -> None:
         ta.add_argument("--namespace", default=argparse.SUPPRESS, help="as for `corral tasks`")
 
 
-def _schedule_text(row: dict[str, Any]) -> str:
-    sch = row["schedule"]
-    if sch is None:
-        return "-"
-    return f"cron {sch['cron']} {sch['timezone']}" if "cron" in sch else f"every {sch['frequency']:g}s"
-
-
-def _when(ts: float, row: dict[str, Any]) -> str:
-    """A next occurrence in the schedule's own time zone (UTC for a frequency)."""
-    import datetime as dt
-    from zoneinfo import ZoneInfo
-
-    tz = (row["schedule"] or {}).get("timezone") or "UTC"
-    return dt.datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def cmd_tasks(args: argparse.Namespace) -> int:
-    from cluster.catalogue import listing
-
-    async def go(client: Client) -> int:
-        if args.action in ("pause", "resume"):
-            t = await client.task_info(args.name)
-            if t is not None and not t.periodic:
-                raise Fail(f"task {args.name!r} is not periodic: nothing to {args.action}")
-            if args.action == "pause":
-                if t is None and not await client.redis.exists(client.keys.periodic(args.name)):
-                    view = await client.catalogue.view()
-                    close = view.close_names(args.name)
-                    raise Fail(f"no periodic task named {args.name!r}"
-                               + (f"; did you mean {', '.join(close)}?" if close else ""))
-                n = await client.stop_recurrent_job(args.name)
-                print(f"paused {args.name}; removed {n} queued or delayed instance(s)")
-            else:
-                if not await client.enqueue_recurrent_job(args.name):
-                    raise Fail(f"no periodic task named {args.name!r}")
-                print(f"resumed {args.name} from its next occurrence")
-            return 0
-        view = await client.catalogue.view(max_age=0)
-        out = await listing(client.redis, client.keys, view, client.clock.time())
-        if args.json:
-            print(json.dumps(out, indent=2, sort_keys=True))
-            return 0
-        if not out["tasks"]:
-            print("no live node publishes its tasks")
-            return 0
-        for name, row in out["tasks"].items():
-            state = "paused" if row["paused"] else (f"next {_when(row['next'], row)}" if row["next"] else "")
-            plugins = ",".join(p["name"] for p in row["plugins"]) or "-"
-            print(f"{name:24s} queue {row['queue']:12s} {_schedule_text(row):28s} {state:30s} plugins {plugins}")
-            print(f"{'':24s} nodes {', '.join(row['nodes'])}")
-            if row["conflict"]:
-                for h, nodes in row["conflict"].items():
-                    print(f"{'':24s} CONFLICT definition {h} on {', '.join(nodes)}")
-        print(f"{len(out['tasks'])} task(s) on {len(out['nodes'])} node(s)"
-              + (f"; {len(out['conflicts'])} defined differently by live nodes" if out["conflicts"] else ""))
-        return 0
-
-    return int(asyncio.run(with_client(args, go)))
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from .loader import generate_task
 
@@ -332,7 +270,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     cfg = NodeConfig.from_sources(flags, os.environ, getattr(args, "config", None))
     # Sync tasks run in threads of this process: Python's default 5 ms switch interval makes every
     # wake-up of the event loop wait up to 5 ms (often several) for a thread spinning in Python
-    # code, which is most of a periodic slot's lateness under CPU-bound sync jobs (FAULTS F13b).
+    # code, which is most of a periodic slot's lateness under CPU-bound sync jobs (docs/FAULTS.md F13b).
     # Set here, not in `Node`, so a host process embedding a node keeps its own setting.
     sys.setswitchinterval(cfg.switch_interval)
     from . import logs
@@ -396,109 +334,6 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     return int(uvloop.run(serve(cfg, registry, redis_url=url or "redis://127.0.0.1:6379/0", node_id=node_id,
                                 version=version())))
-
-
-def _get_json(url: str, timeout: float = 0.5) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    from .embedded import EmbeddedRedis
-
-    if args.nodes < 1:
-        raise Fail(f"--nodes must be at least 1, got {args.nodes}")
-    if not Path(args.tasks_dir).is_dir():
-        raise Fail(f"tasks dir {args.tasks_dir!r} not found (run from the repository root, or pass --tasks-dir)")
-    data = Path(args.data_dir)
-    (data / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)  # node logs name tasks and queues: private
-    redis = EmbeddedRedis(data / "redis").start()
-    procs: list[subprocess.Popen[bytes]] = []
-    ports = [args.http_port + i for i in range(args.nodes)]
-    # the local demo's dashboard can act: a fresh token unless one is set (loopback only)
-    env = dict(os.environ)
-    if not (env.get("CORRAL_UI_TOKEN") or env.get("CORRAL_UI_TOKEN_FILE")):
-        import secrets
-
-        env["CORRAL_UI_TOKEN"] = secrets.token_hex(16)
-    stop = {"now": False}
-
-    def on_signal(_sig: int, _frm: Any) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        for i, port in enumerate(ports):
-            log = os.fdopen(os.open(data / "logs" / f"node{i + 1}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                                    0o600), "ab")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "node", "node", "--redis-url", redis.url, "--http-port", str(port),
-                 "--node-id", f"node{i + 1}", "--tasks-dir", args.tasks_dir, "--queues", args.queues,
-                 "--shutdown-timeout", "10"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env))
-            log.close()
-        UP_STATE.parent.mkdir(parents=True, exist_ok=True)
-        UP_STATE.write_text(json.dumps({"redis_url": redis.url, "ports": ports}))
-        deadline = time.monotonic() + 30
-        leader = None
-        while time.monotonic() < deadline and not stop["now"]:
-            for i, p in enumerate(procs):
-                if p.poll() is not None:
-                    raise Fail(f"node{i + 1} exited with status {p.returncode}; see {data / 'logs' / f'node{i + 1}.log'}")
-            try:
-                views = [_get_json(f"http://127.0.0.1:{port}/leader") for port in ports]
-                ready = all(_get_json(f"http://127.0.0.1:{port}/readyz").get("ready") for port in ports)
-            except OSError:
-                time.sleep(0.1)
-                continue
-            leaders = [v for v in views if v["is_leader"]]
-            if ready and len(leaders) == 1:
-                leader = leaders[0]
-                break
-            time.sleep(0.1)
-        if leader is None:
-            if stop["now"]:
-                return 0
-            raise Fail(f"the cluster did not become ready with one leader in 30 s; see {data / 'logs'}")
-        print(f"Corral is up: {args.nodes} nodes on an embedded Redis at {redis.url}")
-        print(f"leader: {leader['node']} (epoch {leader['epoch']})")
-        for i, port in enumerate(ports):
-            view = _get_json(f"http://127.0.0.1:{port}/leader")
-            mark = "  <- leader" if view["is_leader"] else ""
-            print(f"  node{i + 1}  {view['node']:24s} http://127.0.0.1:{port}/status  /metrics  /leader{mark}")
-        token_note = f"token {env['CORRAL_UI_TOKEN']}" if env.get("CORRAL_UI_TOKEN") else "token from CORRAL_UI_TOKEN_FILE"
-        print(f"dashboard: http://127.0.0.1:{ports[0]}/ui/  ({token_note}; every node serves /ui/)")
-        print(f"logs: {data / 'logs'}/node*.log    try: corral enqueue sendWelcomeEmail --params "
-              "'{\"to\": \"evan@example.com\"}'    corral status")
-        print("Ctrl-C stops the cluster.", flush=True)
-        started = time.monotonic()
-        gone: set[int] = set()
-        while not stop["now"]:
-            if args.duration is not None and time.monotonic() - started >= args.duration:
-                break
-            for i, p in enumerate(procs):
-                if p.poll() is not None and i not in gone:
-                    gone.add(i)
-                    print(f"node{i + 1} exited with status {p.returncode}; the others carry on "
-                          f"(see {data / 'logs' / f'node{i + 1}.log'})", file=sys.stderr, flush=True)
-            if len(gone) == len(procs):
-                break
-            time.sleep(0.2)
-        return 0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        redis.stop()
-        UP_STATE.unlink(missing_ok=True)
-        print("stopped", flush=True)
 
 
 COMMANDS = {"node": cmd_node, "up": cmd_up, "enqueue": cmd_enqueue, "status": cmd_status, "failed": cmd_failed,

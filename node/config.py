@@ -210,60 +210,68 @@ def default_node_id() -> str:
     return socket.gethostname().split(".")[0] or "node"
 
 
+def _default(name: str) -> Any:
+    """An option's default, written once: in its `Option` above."""
+    return BY_NAME[name].default
+
+
 @dataclass(frozen=True)
 class NodeConfig:
-    redis_url: str | None = None
-    redis_password: str | None = None
-    redis_password_file: str | None = None
-    redis_username: str | None = None
-    redis_sentinels: tuple[str, ...] = ()
-    redis_sentinel_master: str | None = None
-    redis_sentinel_password: str | None = None
-    redis_sentinel_username: str | None = None
-    redis_sentinel_tls: bool = False
-    redis_tls_ca_file: str | None = None
-    redis_tls_cert_file: str | None = None
-    redis_tls_key_file: str | None = None
-    namespace: str = "resque"
-    tasks_dir: str = "tasks"
-    queues: tuple[str, ...] = ("*",)
-    concurrency: int = 1
-    scheduler: bool = True
-    election: str = "redis"
-    leader_process: bool = True
-    loop_stall_limit: float = 0.0
-    zookeeper_hosts: str | None = None
-    zookeeper_session_timeout: float = 10.0
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    node_id: str | None = None
-    log_format: str = "text"
-    log_level: str = "info"
-    shutdown_timeout: float = 30.0
-    poll_interval: float = 0.5
-    lease: float = 5.0
-    renew_period: float = 1.0
-    renew_timeout: float = 0.5
-    lease_margin: float = 1.5
-    leader_wait_replicas: int = 0
-    heartbeat_interval: float = 2.0
-    dead_after: float = 8.0
-    max_recoveries: int = 3
-    foreign_stuck_timeout: float = 3600.0
-    foreign_stuck_jobs: str = "fail"
-    threads: int = 16
-    processes: int = 0
-    task_nice: int = 10
-    switch_interval: float = 0.001
-    metrics_refresh: float = 5.0
-    status_payloads: bool = False
-    audit: bool = False
-    data_dir: str = ".data"
-    failed_max: int = 0
-    clock_offset_file: str | None = None
-    ui: bool = True
-    ui_token: str | None = None
-    ui_token_file: str | None = None
+    """Every option as a field; the defaults come from `OPTIONS` (one source for the CLI, the
+    env, the TOML file, docs/CONFIGURATION.md and this class)."""
+
+    redis_url: str | None = _default("redis_url")
+    redis_password: str | None = _default("redis_password")
+    redis_password_file: str | None = _default("redis_password_file")
+    redis_username: str | None = _default("redis_username")
+    redis_sentinels: tuple[str, ...] = _default("redis_sentinels")
+    redis_sentinel_master: str | None = _default("redis_sentinel_master")
+    redis_sentinel_password: str | None = _default("redis_sentinel_password")
+    redis_sentinel_username: str | None = _default("redis_sentinel_username")
+    redis_sentinel_tls: bool = _default("redis_sentinel_tls")
+    redis_tls_ca_file: str | None = _default("redis_tls_ca_file")
+    redis_tls_cert_file: str | None = _default("redis_tls_cert_file")
+    redis_tls_key_file: str | None = _default("redis_tls_key_file")
+    namespace: str = _default("namespace")
+    tasks_dir: str = _default("tasks_dir")
+    queues: tuple[str, ...] = _default("queues")
+    concurrency: int = _default("concurrency")
+    scheduler: bool = _default("scheduler")
+    election: str = _default("election")
+    leader_process: bool = _default("leader_process")
+    loop_stall_limit: float = _default("loop_stall_limit")
+    zookeeper_hosts: str | None = _default("zookeeper_hosts")
+    zookeeper_session_timeout: float = _default("zookeeper_session_timeout")
+    http_host: str = _default("http_host")
+    http_port: int = _default("http_port")
+    node_id: str | None = _default("node_id")
+    log_format: str = _default("log_format")
+    log_level: str = _default("log_level")
+    shutdown_timeout: float = _default("shutdown_timeout")
+    poll_interval: float = _default("poll_interval")
+    lease: float = _default("lease")
+    renew_period: float = _default("renew_period")
+    renew_timeout: float = _default("renew_timeout")
+    lease_margin: float = _default("lease_margin")
+    leader_wait_replicas: int = _default("leader_wait_replicas")
+    heartbeat_interval: float = _default("heartbeat_interval")
+    dead_after: float = _default("dead_after")
+    max_recoveries: int = _default("max_recoveries")
+    foreign_stuck_timeout: float = _default("foreign_stuck_timeout")
+    foreign_stuck_jobs: str = _default("foreign_stuck_jobs")
+    threads: int = _default("threads")
+    processes: int = _default("processes")
+    task_nice: int = _default("task_nice")
+    switch_interval: float = _default("switch_interval")
+    metrics_refresh: float = _default("metrics_refresh")
+    status_payloads: bool = _default("status_payloads")
+    audit: bool = _default("audit")
+    data_dir: str = _default("data_dir")
+    failed_max: int = _default("failed_max")
+    clock_offset_file: str | None = _default("clock_offset_file")
+    ui: bool = _default("ui")
+    ui_token: str | None = _default("ui_token")
+    ui_token_file: str | None = _default("ui_token_file")
 
     def __post_init__(self) -> None:
         self.validate()

@@ -3,9 +3,9 @@
 
 Why a process: a node runs sync tasks in threads of its own process. Pure-Python loops in them
 hold the GIL the node's event loop needs, so promotions and periodic claims fell due hundreds of ms
-late although leadership held (FAULTS F13b). Here the leader's loop shares its GIL with nothing.
+late although leadership held (docs/FAULTS.md F13b). Here the leader's loop shares its GIL with nothing.
 
-Why it still follows the node's health: a frozen node (SIGSTOP, a task blocking its loop, FAULTS
+Why it still follows the node's health: a frozen node (SIGSTOP, a task blocking its loop, docs/FAULTS.md
 F2/F13) must not keep leading through a healthy child. The node writes `ping` on our stdin every
 0.2 s; when none has come for `loop_stall_limit`, or stdin closes (the node died), or the node
 asks (`release`, on SIGTERM), we release the lock (compare-and-delete + publish: a successor takes

@@ -5,7 +5,7 @@ whole term, fenced by Corral's own lock, whatever scheduler holds node-resque's.
 
 Two hosts use it: `Node` when it leads in its own process (`leader_process = false`, library and
 in-process test use), and the leader process (`node/leader_child.py`), the default for `corral
-node`, where no task thread of the node can starve the leader's loop of the GIL (FAULTS F13b).
+node`, where no task thread of the node can starve the leader's loop of the GIL (docs/FAULTS.md F13b).
 """
 
 from __future__ import annotations

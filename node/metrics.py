@@ -59,7 +59,6 @@ class ClusterGauges(Collector):
         self.failed: float = 0
         self.members: float = 0
         self.refreshed_mono: float | None = None
-        self.now_mono: float = 0.0
         self.max_queue_series = max_queue_series
 
     def shown_queues(self) -> tuple[list[str], list[str]]:

@@ -1,6 +1,6 @@
 """One node process: wires the cluster library to workers, HTTP, metrics and signals.
 
-Shutdown order on SIGTERM/SIGINT (FAULTS.md): release leadership first (compare-and-delete +
+Shutdown order on SIGTERM/SIGINT (docs/FAULTS.md): release leadership first (compare-and-delete +
 publish, so a successor takes over in milliseconds), stop fetching, let running jobs finish
 within `shutdown_timeout`, push back what could not finish (one atomic script per job),
 deregister, exit. A pushed-back job still running in a task thread (Python cannot stop a thread)
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -28,7 +27,8 @@ from prometheus_client.process_collector import ProcessCollector
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from cluster.aio import REDIS_FAILURES
-from cluster.catalogue import CataloguePublisher, listing
+from cluster.catalogue import listing
+from cluster.catalogue_publish import CataloguePublisher
 from cluster.client import Client
 from cluster.clock import Clock, SystemClock
 from cluster.connection import close_redis, make_redis
@@ -197,7 +197,7 @@ class Node:
         self.stop_event.set()
 
     def _apply_clock_offset(self) -> None:
-        """Fault-test seam (FAULTS F9): jump this node's wall clock; leases stay on the monotonic clock."""
+        """Fault-test seam (docs/FAULTS.md F9): jump this node's wall clock; leases stay on the monotonic clock."""
         assert isinstance(self.clock, SystemClock) and self.cfg.clock_offset_file
         try:
             with open(self.cfg.clock_offset_file) as fh:
@@ -227,7 +227,6 @@ class Node:
                                           "queues": ",".join(self.cfg.queues), "workers": len(self.pool.slots),
                                           "tasks": ",".join(self.registry.names()),
                                           "redis": self.settings.shown()})
-        exit_code = 0
         try:
             async with asyncio.TaskGroup() as tg:
                 self.pool.start(tg)
@@ -260,7 +259,7 @@ class Node:
                 await close_redis(self.redis)
             if self.leadership is not None:
                 await self.leadership.close()
-        return exit_code
+        return 0
 
     async def _shutdown(self) -> None:
         self.stopping = True
@@ -374,7 +373,7 @@ class Node:
     def _leads_now(self) -> bool:
         """Leading as far as anyone outside may be told: the elector says so *and* its term's
         deadline is ahead. A node resuming from a freeze (SIGSTOP, a blocked loop) still holds the
-        view it had before; until its lease check runs it must not say it leads (FAULTS F2)."""
+        view it had before; until its lease check runs it must not say it leads (docs/FAULTS.md F2)."""
         e = self.elector
         if e is None or not e.state.is_leader:
             return False
@@ -423,7 +422,7 @@ class Node:
         try:
             await asyncio.wait_for(self.redis.ping(), 0.5)
         except REDIS_FAILURES as e:
-            why = "connection lost" if isinstance(e, RuntimeError) else type(e).__name__
+            why = type(e).__name__
             return json_response(503, {"ready": False, "reason": f"Redis unreachable: {why}"})
         if self.membership.last_error is not None:
             return json_response(503, {"ready": False, "reason": f"heartbeat failing: {self.membership.last_error}"})
@@ -483,6 +482,3 @@ async def cancel_until_done(tasks: list[asyncio.Task[Any]]) -> None:
             t.cancel()
         _done, pending = await asyncio.wait(pending, timeout=0.1)
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

@@ -23,7 +23,7 @@ import os
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
@@ -70,9 +70,14 @@ def with_attempt(task: str, queue: str, args: list[Any], attempt: int) -> str:
     return encode_job(task, queue, args)[:-1] + f',"{ATTEMPT_FIELD}":{attempt}}}'
 
 
+# What the ack tells fetch.lua: ok (count processed), fail (count failed and push `entry` on
+# `failed`), failcount (count failed, no entry: a retry is scheduled), drop (no stats, no entry).
+OutcomeKind = Literal["ok", "fail", "failcount", "drop"]
+
+
 @dataclass
 class Outcome:
-    kind: str  # ok | fail | failcount | drop
+    kind: OutcomeKind
     entry: str = ""
 
 

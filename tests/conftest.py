@@ -1,6 +1,6 @@
 """Fixtures for every suite: real servers on free loopback ports, and `corral node` processes.
 
-STYLE rule 11: tests run against real servers through factory fixtures. A missing server
+House rule 11 (docs/ARCHITECTURE.md): tests run against real servers through factory fixtures. A missing server
 binary skips the test on a developer's machine and fails it when `CI` is set.
 
 Session-scoped (one per run):

@@ -40,7 +40,7 @@ class ElectionConfig:
     margin: float = 1.5
     retry_period: float = 0.5
     # > 0: a renew extends the term only once `WAIT wait_replicas` confirms that many replicas have
-    # it (Sentinel: a leader isolated with the old primary stops at its deadline, FAULTS F8b)
+    # it (Sentinel: a leader isolated with the old primary stops at its deadline, docs/FAULTS.md F8b)
     wait_replicas: int = 0
 
     def __post_init__(self) -> None:
@@ -119,7 +119,6 @@ class ElectionState:
     epoch: int = 0
     since: float | None = None
     transitions: int = 0
-    last_change_mono: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -147,7 +146,6 @@ class ElectorBase:
         self.state.extra["since"] = since
         if changed:
             self.state.transitions += 1
-            self.state.last_change_mono = self.clock.monotonic()
         if changed or epoch_changed:
             self.observer.leader_changed(False, epoch)  # followers export the epoch they see too
 
@@ -158,7 +156,6 @@ class ElectorBase:
         self.state.epoch = term.epoch
         self.state.since = term.since
         self.state.transitions += 1
-        self.state.last_change_mono = self.clock.monotonic()
         self.observer.leader_changed(True, term.epoch)
         log.info("election: became leader", extra={"epoch": term.epoch, "event": "leader_acquired",
                                                    "backend": self.backend})

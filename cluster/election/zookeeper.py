@@ -16,7 +16,7 @@ Why this shape:
   lock, so a deposed leader's next write is refused as STALE even before its lease runs out.
 - The leader re-runs install_term every `renew_period` and keeps the Redis backend's deadline:
   it stops at `last renew sent + lease - margin` (monotonic), even with no error seen.
-- kazoo's `Election.run` never interrupts the leader on connection loss (ANCHORS §1.7), so the
+- kazoo's `Election.run` never interrupts the leader on connection loss (kazoo's docs), so the
   term is ours: SUSPENDED (about 2/3 of the session timeout without an answer, before the
   server can expire the session) ends it at once, and so does LOST. Every term ends by deleting
   its lock node (if the session still lives) and contending again with a new node.

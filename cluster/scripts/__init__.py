@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 NAMES = (
     "enqueue", "enqueue_at", "fetch", "pushback", "heartbeat", "register", "deregister",
     "acquire", "renew", "release", "install_term", "promote", "unstage", "periodic_claim", "recover",
-    "cad", "delete_delayed", "foreign_clean", "qtimes_head", "enqueue_guarded", "queue_stats",
+    "compare_and_delete", "delete_delayed", "foreign_clean", "qtimes_head", "enqueue_guarded", "queue_stats",
 )
 
 

@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "corral"
 HELM = REPO / ".tools" / "bin" / "helm"
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
-SHARED = REPO.parent / "shared"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 RELEASE = "corral"
 NAMESPACE = "jobs"
@@ -185,7 +184,7 @@ def node_flags() -> tuple[set[str], int, str]:
     """(flags of `corral node`, default HTTP port, where they came from).
 
     From `python -m node node --help`; while the node CLI does not run, from the flags written
-    in SPEC.md and docs/DESIGN.md, except under CI, where that is a failure.
+    in docs/INTERFACE.md and docs/DESIGN.md, except under CI, where that is a failure.
     """
     returncode, stdout, stderr = _node_help()
     if returncode == 0 and "--http-port" in stdout:
@@ -196,13 +195,13 @@ def node_flags() -> tuple[set[str], int, str]:
     reason = f"`python -m node node --help` failed (exit {returncode}): {stderr[-500:]}"
     if in_ci():
         pytest.fail(f"{reason}; under CI the flag list must come from the real CLI", pytrace=False)
-    # Fallback until the node CLI exists: the flags named in SPEC §1 and DESIGN's CLI section.
+    # Fallback until the node CLI exists: the flags named in docs/INTERFACE.md §1 and docs/DESIGN.md.
     text = ""
-    for doc in (SHARED / "SPEC.md", REPO / "docs" / "DESIGN.md"):
+    for doc in (REPO / "docs" / "INTERFACE.md", REPO / "docs" / "DESIGN.md"):
         if doc.exists():
             text += doc.read_text()
     flags = set(re.findall(r"`[^`]*?--([a-z][a-z0-9-]*)", text))
     flags |= set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", text))
     if not flags:
-        pytest.skip(f"{reason}; and no SPEC.md/DESIGN.md to fall back on")
-    return flags, 8080, f"SPEC.md/DESIGN.md ({reason})"
+        pytest.skip(f"{reason}; and no docs/INTERFACE.md or docs/DESIGN.md to fall back on")
+    return flags, 8080, f"docs/INTERFACE.md and docs/DESIGN.md ({reason})"

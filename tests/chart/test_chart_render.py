@@ -523,7 +523,7 @@ def test_sentinel_tls_and_password_from_secret(render) -> None:
                     "tls": ("corral-keda-tls", "tls"), "ca": ("corral-redis-tls", "ca.crt"),
                     "cert": ("corral-redis-tls", "tls.crt"), "key": ("corral-redis-tls", "tls.key")}
     assert one(docs, "Secret")["stringData"] == {"tls": "enable"}
-    # with Sentinel, leader renewals wait for a replica (FAULTS F8b); corral.config can override it
+    # with Sentinel, leader renewals wait for a replica (docs/FAULTS.md F8b); corral.config can override it
     assert _toml(docs)["leader_wait_replicas"] == 1
     assert _toml(render("ci/sentinel-values.yaml", set_values={"corral.config": {"leader_wait_replicas": 0}})
                  )["leader_wait_replicas"] == 0

@@ -3,7 +3,7 @@
 - ENTRYPOINT is the console script pyproject declares, in exec form; CMD is `node`.
 - Every `CORRAL_*` the image sets is the env form of a real `corral node` flag. The flag list
   comes from `python -m node node --help`; only when the node cannot run yet does it fall back
-  to the flags written in SPEC.md and docs/DESIGN.md, and under CI that fallback is a failure.
+  to the flags written in docs/INTERFACE.md and docs/DESIGN.md, and under CI that fallback is a failure.
 - EXPOSE is the node's default HTTP port and CORRAL_HTTP_PORT agrees; the user is non-root and
   numeric and matches the chart's runAsUser; the HEALTHCHECK asks /healthz without curl.
 - The base image is pinned by tag and digest (the same in every stage) and the file says how to

@@ -1,4 +1,4 @@
-"""Jepsen-style checker for Corral fault cells (FAULTS.md §3).
+"""Jepsen-style checker for Corral fault cells (docs/FAULTS.md §3).
 
 Input: one cell's `History`, built by the harness (`tests/faults/harness.py`) after the cell ran
 and drained, or by hand in the checker's own unit tests:
@@ -18,7 +18,7 @@ and drained, or by hand in the checker's own unit tests:
   (failover / handoff duration, recovery of the jobs in flight on a killed node).
 
 Times are this host's wall clock (`time.time()`): a node's JSON log `ts`, the audit
-`redis_time_us` (Redis `TIME` = the host clock on one machine, FAULTS §2) and the harness's own
+`redis_time_us` (Redis `TIME` = the host clock on one machine, docs/FAULTS.md §2) and the harness's own
 stamps compare directly. The clock seam of F9 shifts only a node's *internal* clock, never its
 log stamps.
 
@@ -222,11 +222,11 @@ class Overlap:
 
 @dataclass(frozen=True)
 class Bounds:
-    """What a cell must meet. The defaults are FAULTS.md's invariants; `None` = not asserted."""
+    """What a cell must meet. The defaults are docs/FAULTS.md's invariants; `None` = not asserted."""
 
     max_lost: int = 0
     max_unfinished: int = 0
-    max_duplicated: int = 0  # FAULTS: <= jobs in flight on killed / stopped / partitioned nodes
+    max_duplicated: int = 0  # docs/FAULTS.md: <= jobs in flight on killed / stopped / partitioned nodes
     max_completed_twice: int | None = None  # None: same as max_duplicated
     max_unexpected: int = 0
     max_dup_slots: int = 0
@@ -607,7 +607,7 @@ def _check_faults(h: History, r: Report) -> None:
 
 
 def check(h: History) -> Report:
-    """Run every check of FAULTS.md §3 over one history."""
+    """Run every check of docs/FAULTS.md §3 over one history."""
     r = Report()
     _check_jobs(h, r)
     _check_audit(h, r)

@@ -1,4 +1,4 @@
-"""Fault-cell harness (FAULTS.md §2): one Redis, three audited `corral node`s (optionally each
+"""Fault-cell harness (docs/FAULTS.md §2): one Redis, three audited `corral node`s (optionally each
 behind its own TCP proxy), producers that record every enqueue's outcome, an audit-stream
 collector, a bounded drain and the checker (`tests/faults/checker.py`) at the end of each cell.
 
@@ -362,7 +362,7 @@ def _seq(stream_id: str) -> tuple[int, int]:
 
 @dataclass
 class CellConfig:
-    """Topology and timing. Defaults are FAULTS §1's (lease 5 s, renew 1 s, renew timeout 0.5 s,
+    """Topology and timing. Defaults are docs/FAULTS.md §1's (lease 5 s, renew 1 s, renew timeout 0.5 s,
     margin 1.5 s, heartbeat 2 s, dead after 8 s) so the matrix's absolute bounds apply as written."""
 
     nodes: int = 3
@@ -620,7 +620,7 @@ class Cell:
     def resume_probing(self, node: NodeProcess, epoch: int, *, seconds: float = 1.5) -> float:
         """SIGCONT a stopped `node` with a /leader and a /metrics request already waiting on its
         socket (the kernel accepts them while it is stopped), then keep asking both for `seconds`.
-        Every answer that says it leads becomes a `claimed` event for the checker (FAULTS F2: after
+        Every answer that says it leads becomes a `claimed` event for the checker (docs/FAULTS.md F2: after
         SIGCONT it must not report itself leader before its lease check). Returns the resume stamp,
         taken before SIGCONT (the frozen fault's `t_end`)."""
         resumed: list[float] = []
@@ -691,7 +691,7 @@ class Cell:
         return out
 
     def drain(self, timeout: float | None = None) -> float:
-        """Bounded wait (default 2 x (dead_after + lease), FAULTS §3) until `pending()` is empty and
+        """Bounded wait (default 2 x (dead_after + lease), docs/FAULTS.md §3) until `pending()` is empty and
         every acknowledged job has a finished execution, or `pending()` stayed empty for 2 s (what
         has not run by then is nowhere in Redis: the checker reports it lost); returns the seconds
         waited."""

@@ -6,7 +6,7 @@ whose CPUs are taken (other test runs, a CPU hog, CI neighbours) that wake-up co
 every process alike, however good the code is. `HostLag` runs a tiny process of its own at the
 nodes' priority that sleeps 10 ms at a time and records how late each wake-up came, so a test
 can assert "lateness p99 <= 25 ms + what this host added at p99 in the same window": a quiet host
-adds ~0, and the bound stays the FAULTS bound; a starved one adds what it took from everybody.
+adds ~0, and the bound stays the docs/FAULTS.md bound; a starved one adds what it took from everybody.
 
     lag = HostLag(workdir / "hostlag.txt").start()
     ...

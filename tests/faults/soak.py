@@ -1,4 +1,4 @@
-"""Soak run (FAULTS F16) and, with `--nemesis`, the randomized nemesis (F17): one Redis, three
+"""Soak run (docs/FAULTS.md F16) and, with `--nemesis`, the randomized nemesis (F17): one Redis, three
 audited nodes, a seeded producer, optional seeded faults every 20-60 s, then the checker.
 
     python -m tests.faults.soak --minutes 2 --seed 7              # F16: no faults

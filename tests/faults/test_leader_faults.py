@@ -1,4 +1,4 @@
-"""Leader fault cells (FAULTS.md F1, F2, F3, F4, F6's handoff, F14's kill/handoff) with real
+"""Leader fault cells (docs/FAULTS.md F1, F2, F3, F4, F6's handoff, F14's kill/handoff) with real
 `corral node` processes, one Redis, and the audit stream as the true order of leader writes.
 
 Every node runs with `--audit`: each fenced leader write appends {op, epoch, token,
@@ -11,8 +11,8 @@ accepted leader write. The task files give the leader something to write all the
 - `faultJob`: delayed jobs with unique ids; each run appends its id to a per-process file.
 
 Times: a node's log `ts` and the audit `redis_time_us` are both this host's wall clock, like
-`time.time()` here, so they compare directly (FAULTS.md §2, one host). Leases are scaled down
-from the FAULTS defaults (5 / 1 / 0.5 / 1.5 s) by 0.6 to fit the CI budget: lease 3 s, renew
+`time.time()` here, so they compare directly (docs/FAULTS.md §2, one host). Leases are scaled down
+from the docs/FAULTS.md defaults (5 / 1 / 0.5 / 1.5 s) by 0.6 to fit the CI budget: lease 3 s, renew
 0.5 s, renew timeout 0.3 s, margin 0.9 s; bounds are stated in terms of the lease (L + 1 s).
 """
 
@@ -44,10 +44,10 @@ LEASE = 3.0
 RENEW = 0.5
 RENEW_TIMEOUT = 0.3
 MARGIN = 0.9
-FAILOVER = LEASE + 1.0  # FAULTS F1/F2/F3: successor's first fenced write <= L + 1 s
-HANDOFF = 0.5  # FAULTS F6: SIGTERM -> successor's first fenced write
-ZK_SESSION = 6.0  # FAULTS F14: session timeout 6 s in tests
-ZK_FAILOVER = ZK_SESSION + 2.0  # FAULTS F14: successor <= session timeout + 2 s
+FAILOVER = LEASE + 1.0  # docs/FAULTS.md F1/F2/F3: successor's first fenced write <= L + 1 s
+HANDOFF = 0.5  # docs/FAULTS.md F6: SIGTERM -> successor's first fenced write
+ZK_SESSION = 6.0  # docs/FAULTS.md F14: session timeout 6 s in tests
+ZK_FAILOVER = ZK_SESSION + 2.0  # docs/FAULTS.md F14: successor <= session timeout + 2 s
 
 TASKS = '''
 import json
@@ -111,7 +111,7 @@ class Report:
 
 
 def check(records: list[Record]) -> Report:
-    """FAULTS §3: stale-leader writes accepted and duplicate periodic slots must both be 0."""
+    """docs/FAULTS.md §3: stale-leader writes accepted and duplicate periodic slots must both be 0."""
     stale: list[Record] = []
     highest = 0
     tokens: dict[int, str] = {}
@@ -140,7 +140,7 @@ def _rec(i: int, epoch: int, detail: str = "pulse@1.0", token: str | None = None
 
 
 def test_checker_flags_each_planted_anomaly() -> None:
-    """A checker that never fails proves nothing (FAULTS §3)."""
+    """A checker that never fails proves nothing (docs/FAULTS.md §3)."""
     clean = [_rec(1, 5, "beat@10"), _rec(2, 5, "beat@11"), _rec(3, 7, "beat@12"), _rec(4, 7, "promote", op="promote")]
     assert check(clean).clean and check(clean).epochs == [5, 7]
     assert missed_beats(clean) == []
@@ -298,7 +298,7 @@ def test_kill9_leader_repeatedly(faults: Callable[..., FaultCluster], backend: s
 @pytest.mark.long
 @pytest.mark.parametrize("backend", ["redis", "zookeeper"])
 def test_kill9_leader_long_mode(faults: Callable[..., FaultCluster], backend: str) -> None:
-    """FAULTS §5 long mode for F1: 20 kills in a row, p99 of the failovers asserted (with 20
+    """docs/FAULTS.md §5 long mode for F1: 20 kills in a row, p99 of the failovers asserted (with 20
     samples, p99 is the worst but one interpolated); every round also meets the CI bound."""
     failovers = _kill9_rounds(faults(backend), backend, 20)
     ordered = sorted(failovers)

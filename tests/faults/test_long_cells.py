@@ -1,4 +1,4 @@
-"""FAULTS.md §4 long cells F8b and F9b (not in CI: `make long-faults`, or `CORRAL_LONG=1 pytest -m long`).
+"""docs/FAULTS.md §4 long cells F8b and F9b (not in CI: `make long-faults`, or `CORRAL_LONG=1 pytest -m long`).
 
 - **F9b, clock jump on the Redis host**: redis-server runs with a preloaded clock shim whose
   wall-clock offset the cell changes at run time; its wall clock jumps +1 h while three audited
@@ -21,18 +21,18 @@
 - **F8b, Sentinel with an isolated old primary**: 1 primary + 2 replicas + 3 sentinels (down-after
   5 s), `min-replicas-to-write 1`, `min-replicas-max-lag 5` on every data server; the primary and
   the leader node are cut from the rest (`SentinelCell`) while a producer on the primary's side
-  keeps enqueueing; healed after 25 s. How it differs from FAULTS' full topology: one proxy
+  keeps enqueueing; healed after 25 s. How it differs from docs/FAULTS.md's full topology: one proxy
   carries every majority-side connection to the primary (replication, sentinels, n2 and n3), so
   the cut is one blackhole, not per-link proxies; the leader node n1 reaches the primary by a
   plain URL through its own proxy instead of through Sentinel (Sentinel would hand it the
   majority's proxy address), so after the heal it stays on the demoted old primary (READONLY)
   and the new leader declares it dead; the producer writes to the primary directly, not through
   Sentinel (a batch through Sentinel after the failover checks the majority side takes writes).
-  FAULTS' "writes stop <= 5 s" is not reachable with `min-replicas-max-lag 5` (see the test);
+  docs/FAULTS.md's "writes stop <= 5 s" is not reachable with `min-replicas-max-lag 5` (see the test);
   the cell asserts <= 7 s and prints whether 5 s held.
 
 Times: the harness compares node log stamps, its own `time.time()` and the audit records'
-`redis_time_us`, which FAULTS §2 takes to be one clock. After the jump Redis' clock is the host's
+`redis_time_us`, which docs/FAULTS.md §2 takes to be one clock. After the jump Redis' clock is the host's
 + `shift`, so `JumpedCell.audit` takes the shift off the records written after the jump (a
 record more than shift/2 off the host clock, in the shift's direction) before the checker sees them.
 """
@@ -243,7 +243,7 @@ def _redis_time(cell: Cell) -> float:
 
 @pytest.mark.parametrize("shift", [3600.0, -3600.0], ids=["forward", "backward"])
 def test_f9b_clock_jump_on_the_redis_host(cells: list[Cell], tmp_path: Path, shift: float) -> None:
-    """FAULTS F9b is the forward jump; the backward one (same criteria) is run alongside."""
+    """docs/FAULTS.md F9b is the forward jump; the backward one (same criteria) is run alongside."""
     binary = redis_binary()
     assert binary is not None
     clock = RedisClock(tmp_path / "clock", binary)
@@ -428,7 +428,7 @@ class SentinelCell(Cell):
 @pytest.mark.parametrize("wait_replicas", [0, 1])
 def test_f8b_sentinel_isolated_old_primary(cells: list[Cell], tmp_path: Path, wait_replicas: int) -> None:
     """Partition the primary and the leader node from the replicas, the sentinels and the other
-    two nodes while a producer on the primary's side keeps enqueueing (FAULTS F8b). Pass: writes
+    two nodes while a producer on the primary's side keeps enqueueing (docs/FAULTS.md F8b). Pass: writes
     accepted by the old primary stop <= 5 s after the isolation (`min-replicas-to-write 1`,
     `min-replicas-max-lag 5`); every lost enqueue is reported by the checker (and each is one the
     old primary acknowledged around or after the isolation); 0 duplicate slots from the leader
@@ -518,10 +518,10 @@ def test_f8b_sentinel_isolated_old_primary(cells: list[Cell], tmp_path: Path, wa
             dup_slots_leader_side=len(leader_side_dups), slots_reclaimed_by_new_leader=len(reclaimed),
             ticks_run_on_isolated_side=len(ticks_on_n1), stale_accepted=len(report.stale_accepted),
             epochs=report.epochs, post_batch_missing=len(post_missing), new_primary=new_primary.port)
-    # FAULTS F8b asks for <= 5 s, which `min-replicas-max-lag 5` cannot give: Redis counts a replica
+    # docs/FAULTS.md F8b asks for <= 5 s, which `min-replicas-max-lag 5` cannot give: Redis counts a replica
     # good while its ack is <= 5 whole seconds old and recounts once a second (replicationCron),
     # so the old primary takes writes for 5-7 s. Asserted: that bound; printed: whether 5 s held.
-    print(f"F8b: FAULTS bound (writes stop <= 5 s) {'met' if writes_stop <= 5.0 else 'NOT met'}: {writes_stop:.2f}s")
+    print(f"F8b: docs/FAULTS.md bound (writes stop <= 5 s) {'met' if writes_stop <= 5.0 else 'NOT met'}: {writes_stop:.2f}s")
     assert writes_stop <= 5.0 + 2.0, f"the old primary acknowledged enqueues {writes_stop:.2f}s after the isolation"
     assert not unreported, f"acknowledged, never run, not reported lost: {unreported}"
     assert not lost_before, f"lost although acknowledged well before the isolation: {lost_before}"

@@ -1,7 +1,7 @@
-"""FAULTS.md §4 cells in CI (one round each): F2b, F6, F7, F7c, F9, F11, F13, F15, F18.
+"""docs/FAULTS.md §4 cells in CI (one round each): F2b, F6, F7, F7c, F9, F11, F13, F15, F18.
 
 Each cell builds its own topology with `tests/faults/harness.py` (own redis-server with
-`appendonly yes` / `appendfsync always`, three audited `corral node`s with FAULTS §1's default
+`appendonly yes` / `appendfsync always`, three audited `corral node`s with docs/FAULTS.md §1's default
 timing: lease 5 s, renew 1 s, renew timeout 0.5 s, margin 1.5 s, heartbeat 2 s, dead after 8 s),
 injects one fault, drains (bounded) and runs the checker; the checker's table is printed and
 saved with the audit stream and leader events under the cell's `artifacts/` (copied to
@@ -143,7 +143,7 @@ BUG_REFIRE_AFTER_EMPTY_RESTART = (
     "product bug (fixed in 4754992): cluster/periodic.py PeriodicEnqueuer.due_slots: with no per-task record in "
     "Redis (corral:periodic:<task> lost with the data) it returns the newest slot <= now (slots_between(...)[-1:]),"
     " so a leader taking over an emptied Redis within the period of the last claim fires that slot again; fix: with"
-    " no record, claim only slots > the term's start time (FAULTS F7c: fire from the next slot, once)")
+    " no record, claim only slots > the term's start time (docs/FAULTS.md F7c: fire from the next slot, once)")
 
 
 def test_f7c_redis_restart_empty(make_cell: MakeCell) -> None:
@@ -502,7 +502,7 @@ def test_f18_idle_lateness(make_cell: MakeCell) -> None:
     claims = [(r.detail.rpartition("@")[0], _slot(r.detail), r.t - _slot(r.detail)) for r in cell.audit()
               if r.op == "periodic" and due[0] <= _slot(r.detail) <= due[-1]]
     # What the host itself added to every process's wake-ups meanwhile (a loaded CI machine): the
-    # bounds below are the FAULTS bounds plus that, measured beside the cell (tests/faults/hostlag.py).
+    # bounds below are the docs/FAULTS.md bounds plus that, measured beside the cell (tests/faults/hostlag.py).
     window = (due[0], due[-1] + 1.0)
     host_p99 = cell.lateness_allowance(window)
     host_max = cell.hostlag.worst(window) if cell.hostlag is not None else 0.0
@@ -511,7 +511,7 @@ def test_f18_idle_lateness(make_cell: MakeCell) -> None:
     bug = {(task, slot) for task, slot, late in claims if late - host_max >= 0.0995}
     missed_wake = [f"{task}@{slot:.1f} +{late * 1000:.0f}ms" for task, slot, late in claims if (task, slot) in bug]
     lat = report.promote_lateness + [late for task, slot, late in claims if (task, slot) not in bug]
-    load = os.getloadavg()[0]  # FAULTS §5: lateness is measured only while nothing else runs
+    load = os.getloadavg()[0]  # docs/FAULTS.md §5: lateness is measured only while nothing else runs
     figures("F18", load_average_1min=load, promotions=len(report.promote_lateness), slots=len(claims),
             p50_ms=percentile(lat, 50) * 1000,
             p99_ms=percentile(lat, 99) * 1000, max_ms=max(lat) * 1000,

@@ -1,8 +1,8 @@
-"""FAULTS.md §4 cells under load, in CI (one round each): F10 (latency on every node's link to
+"""docs/FAULTS.md §4 cells under load, in CI (one round each): F10 (latency on every node's link to
 Redis) and F13b (CPU-bound sync jobs on every worker thread).
 
 Same topology and timing as `test_matrix.py` (own redis-server, three audited `corral node`s,
-FAULTS §1 defaults: lease 5 s, renew 1 s, renew timeout 0.5 s, margin 1.5 s). Neither fault
+docs/FAULTS.md §1 defaults: lease 5 s, renew 1 s, renew timeout 0.5 s, margin 1.5 s). Neither fault
 should move leadership: both cells assert 0 leadership changes and bound the scheduler's
 lateness (`redis_time - due second` of each delayed bucket's first promotion and
 `redis_time - slot` of each periodic claim) on top of the checker's invariants.
@@ -125,7 +125,7 @@ def test_f10_latency_on_every_link(make_cell: MakeCell) -> None:  # noqa: F811
 
 # ---- F13b: every worker thread of every node spins a pure-Python CPU loop -------------------------
 
-SPIN_WINDOW = 30.0  # FAULTS F13b says 60 s; 30 s keeps the CI cell short
+SPIN_WINDOW = 30.0  # docs/FAULTS.md F13b says 60 s; 30 s keeps the CI cell short
 
 
 def _redis_stalls(cell: Cell) -> float:
@@ -140,7 +140,7 @@ def _redis_stalls(cell: Cell) -> float:
 def test_f13b_cpu_bound_sync_jobs(make_cell: MakeCell) -> None:  # noqa: F811
     """All worker threads of every node (`--threads 2`, 2 slots) run sync `def` tasks that spin
     pure-Python loops (the GIL is contended by bytecode, not released in C), for 30 s instead of
-    FAULTS' 60 s to keep CI short; delayed jobs fall due at every second of it, the 1 s `tick`
+    docs/FAULTS.md's 60 s to keep CI short; delayed jobs fall due at every second of it, the 1 s `tick`
     and the 0.1 s `beat` (claimed, never run: 10 slots a second to measure) run. Pass: 0
     leadership changes, promotion + periodic lateness p99 <= 100 ms, the checker's invariants.
 

@@ -1,6 +1,6 @@
 """Redis answering errors, and F8 short (Sentinel failover), with real `corral node` processes.
 
-Cells (FAULTS.md §2 topology, leader election is covered elsewhere):
+Cells (docs/FAULTS.md §2 topology, leader election is covered elsewhere):
 
 - **OOM**: `maxmemory 1` with `noeviction` for longer than `dead_after`: enqueues are refused
   with OOM errors (never half-written), workers keep fetching and acking (Redis lets a script

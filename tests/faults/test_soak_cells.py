@@ -1,7 +1,7 @@
-"""FAULTS.md F16 (soak) and F17 (randomized nemesis) at CI length: two minutes each.
+"""docs/FAULTS.md F16 (soak) and F17 (randomized nemesis) at CI length: two minutes each.
 
 Both run `tests/faults/soak.py`'s `soak()` (the same code as `python -m tests.faults.soak`):
-one Redis (AOF, `appendfsync always`), three audited `corral node`s with FAULTS §1's timing, a
+one Redis (AOF, `appendfsync always`), three audited `corral node`s with docs/FAULTS.md §1's timing, a
 seeded producer at the soak's target load (20 enqueues/s, 1 in 5 delayed by 1-10 s, job run
 times lognormal with a median of ~80 ms and a tail to 5 s), the checker at the end.
 

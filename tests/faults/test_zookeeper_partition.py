@@ -1,4 +1,4 @@
-"""FAULTS.md F14 with real `corral node` processes: the ZooKeeper leader partitioned from ZooKeeper.
+"""docs/FAULTS.md F14 with real `corral node` processes: the ZooKeeper leader partitioned from ZooKeeper.
 
 Topology (`tests/faults/harness.py`, `CellConfig(election="zookeeper")`): the cell's own Redis
 (AOF, `appendfsync always`) reached directly, its own standalone ZooKeeper, and three audited
@@ -43,9 +43,9 @@ from tests.faults.harness import NAMESPACE, Cell, CellConfig, redis_binary, zook
 from tests.support import missing, wait_until
 from tests.support.servers import ZOOKEEPER_JAR
 
-SESSION = 6.0  # FAULTS F14: session timeout 6 s in tests
+SESSION = 6.0  # docs/FAULTS.md F14: session timeout 6 s in tests
 SUSPENDED_AFTER = SESSION * 2 / 3  # kazoo: an unanswered ping drops the connection after <= 2/3 of it
-SUCCESSOR = SESSION + 2.0  # FAULTS F14: successor's first fenced write <= session timeout + 2 s
+SUCCESSOR = SESSION + 2.0  # docs/FAULTS.md F14: successor's first fenced write <= session timeout + 2 s
 LOCK_PATH = f"/corral/{NAMESPACE}/leader"
 
 

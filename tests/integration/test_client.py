@@ -1,7 +1,7 @@
-"""`cluster.Client` against a real redis-server: the whole API of SPEC §2, key by key.
+"""`cluster.Client` against a real redis-server: the whole API of docs/INTERFACE.md §2, key by key.
 
 Every test gets an emptied Redis (`redis_url`) and checks what the call wrote in the resque
-layout (SPEC §5, ANCHORS §1.1) besides what it returned. No node runs here; worker and failed
+layout (docs/INTERFACE.md §5) besides what it returned. No node runs here; worker and failed
 records are written the way node-resque and Corral workers write them.
 """
 
@@ -49,7 +49,7 @@ async def _keys(r: Redis) -> list[str]:
 
 
 async def _resque_keys(r: Redis) -> list[str]:
-    """Every key but Corral's own bookkeeping (`<namespace>:corral:...`, SPEC §5)."""
+    """Every key but Corral's own bookkeeping (`<namespace>:corral:...`, docs/INTERFACE.md §5)."""
     return [k for k in await _keys(r) if ":corral:" not in k]
 
 
@@ -567,7 +567,7 @@ def _catalogue_registry(queue: str = "mail") -> Registry:
 
 
 async def _publish(r: Redis, node: str, registry: Registry, *, age_ms: int = 0, started: float = 1.0) -> Any:
-    from cluster.catalogue import CataloguePublisher
+    from cluster.catalogue_publish import CataloguePublisher
 
     pub = CataloguePublisher(redis=make_redis(RedisSettings(url=_url(r))), keys=K, node_id=node, registry=registry,
                              dead_after=8.0, started=started)

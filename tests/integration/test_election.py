@@ -1,4 +1,4 @@
-"""Election contract, run for each backend against real servers (STYLE rule 11).
+"""Election contract, run for each backend against real servers (docs/ARCHITECTURE.md, house rule 11).
 
 `ElectionContract` holds the behaviour every elector must have; `TestRedisElection` and
 `TestZooKeeperElection` run it. Electors run in-process (several in one test, each with its own
@@ -40,7 +40,7 @@ from tests.support.nodes import with_port
 from tests.support.proxy import TcpProxy
 
 CFG = ElectionConfig(lease=2.0, renew_period=0.3, renew_timeout=0.2, margin=0.6, retry_period=0.25)
-HANDOFF = 0.5  # FAULTS.md: graceful handoff bound
+HANDOFF = 0.5  # docs/FAULTS.md: graceful handoff bound
 ZK_SESSION = 4.0  # seconds; the test ZooKeeper (tickTime 1 s) allows 2..20
 
 
@@ -409,7 +409,7 @@ class TestRedisElection(ElectionContract):
 
 
     async def test_leader_stops_at_once_when_its_primary_refuses_writes(self, group: Group, redis_url: str) -> None:
-        """min-replicas-to-write unmet (the isolated side of a Sentinel partition, FAULTS F8b): the
+        """min-replicas-to-write unmet (the isolated side of a Sentinel partition, docs/FAULTS.md F8b): the
         renew's NOREPLICAS ends the term at the next renew instead of at the lease deadline."""
         await group.start(1)
         leader = await group.wait_leader(5)

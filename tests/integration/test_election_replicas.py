@@ -2,7 +2,7 @@
 
 With Sentinel, a leader cut off from the majority together with the old primary can keep renewing
 there (asynchronous replication) while a promoted replica elects another leader: periodic slots get
-claimed on both sides (FAULTS F8b). With `wait_replicas = N` a renew only extends the term once
+claimed on both sides (docs/FAULTS.md F8b). With `wait_replicas = N` a renew only extends the term once
 `WAIT N` says N replicas have it, so a leader whose primary lost its replicas stops at its
 deadline, before the lock on any promoted replica (which only has confirmed renewals) can expire.
 

@@ -1,4 +1,4 @@
-"""Redis election across a Redis that lost its data (FAULTS F7c, issue 20 item 4).
+"""Redis election across a Redis that lost its data (docs/FAULTS.md F7c, issue 20 item 4).
 
 Each test runs its own redis-server (it is killed and restarted) and in-process candidates with
 the short timing of `test_election.py` (lease 2 s, margin 0.6 s).

@@ -1,6 +1,6 @@
-"""The node's HTTP endpoints (SPEC §3) on real `corral node` processes.
+"""The node's HTTP endpoints (docs/INTERFACE.md §3) on real `corral node` processes.
 
-- `/leader` and `/status`: every field of SPEC §3 with real values (the leader's view and a
+- `/leader` and `/status`: every field of docs/INTERFACE.md §3 with real values (the leader's view and a
   follower's agree; a running job shows on its worker; queue, delayed and failed counts).
 - Read-only: POST/PUT/DELETE/PATCH/OPTIONS are 405 on every path, unknown paths 404, HEAD has no
   body; after SIGTERM, `/readyz` is 503 ("node is shutting down") while a job drains.
@@ -130,7 +130,7 @@ def test_leader_and_status_report_spec_fields_with_real_values(node_cluster: Nod
     leader = node_cluster.wait_leader(15)
     follower = b if leader is a else a
 
-    # /leader on both: SPEC §3 fields, one leader, same epoch and since
+    # /leader on both: docs/INTERFACE.md §3 fields, one leader, same epoch and since
     lv, fv = leader.leader(), follower.leader()
     for view, node in ((lv, leader), (fv, follower)):
         assert {"node", "leader", "is_leader", "epoch", "since", "backend"} <= set(view), view

@@ -1,4 +1,4 @@
-"""The node's HTTP server under a connection flood (SPEC §3: probes must keep answering).
+"""The node's HTTP server under a connection flood (docs/INTERFACE.md §3: probes must keep answering).
 
 1,500 clients connect to a real `corral node` (started with the common 1,024 open-files limit)
 and send half a request line, then nothing; others trickle their headers a byte at a time or

@@ -1,4 +1,4 @@
-"""Corral and the real npm node-resque on one Redis namespace (SPEC §5, ANCHORS §1).
+"""Corral and the real npm node-resque on one Redis namespace (docs/INTERFACE.md §5).
 
 Node.js runs small scripts from tests/interop (node-resque pinned in its package.json), each
 given the Redis host, port and namespace as arguments, bounded in time and exiting by itself:
@@ -36,7 +36,7 @@ from tests.support.nodes import NodeCluster, NodeProcess
 NS = "resque"
 FAILED_KEYS = ["worker", "queue", "payload", "exception", "error", "backtrace", "failed_at"]
 
-# Params that differ between Python's and JavaScript's JSON spelling (ANCHORS §1.2).
+# Params that differ between Python's and JavaScript's JSON spelling (docs/INTERFACE.md §5).
 TRICKY_PARAMS: list[dict[str, Any] | None] = [
     {"to": "evan@example.com"},
     {"n": 1.0, "sum": 0.1 + 0.2, "tiny": 1e-7, "big": 1e21, "neg0": -0.0, "safe": 2**53 - 1},
@@ -319,7 +319,7 @@ async def test_jobs_enqueued_by_node_resque_run_on_corral(
 
 async def test_ruby_resque_jobs_run_on_corral(
         corral_nodes: Callable[..., list[NodeProcess]], records: Records, client: Client, r: Redis) -> None:
-    """Key orders Ruby resque and resque-scheduler write (ANCHORS §1.2) run too, bytes kept."""
+    """Key orders Ruby resque and resque-scheduler write (docs/INTERFACE.md §5) run too, bytes kept."""
     ruby = ['{"class":"record","args":[{"from":"ruby"}]}',
             '{"class":"record","args":[{"from":"scheduler"}],"queue":"default"}',
             '{"args":[7],"queue":"default","class":"record"}']

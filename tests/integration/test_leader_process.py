@@ -1,6 +1,6 @@
 """The leader process (`leader_process = true`, the default of `corral node`): the election and
 the leader duties run in a child of the node, so a task thread holding the GIL cannot make
-promotions and periodic claims late (FAULTS F13b), while a frozen node still gives up
+promotions and periodic claims late (docs/FAULTS.md F13b), while a frozen node still gives up
 leadership (F2, F13).
 
 Real node processes on the session Redis. The GIL is held the way a C extension that does not

@@ -40,7 +40,8 @@ def test_due_slots_catch_up_within_window_and_skip_policy() -> None:
     assert p.due_slots(c, 100.0, 105.5) == [101.0, 102.0, 103.0, 104.0, 105.0]
     assert p.due_slots(s, 100.0, 105.5) == [105.0]
     assert p.due_slots(c, 100.0, 300.5) == [float(x) for x in range(241, 301)]  # only the last 60 s
-    assert p.due_slots(c, None, 105.5) == [105.0]  # first boot: no history replay
+    # first boot (no record): `last` is when the term began, so nothing before it is replayed
+    assert p.due_slots(c, 105.5, 105.5) == [] and p.due_slots(c, 105.5, 106.2) == [106.0]
 
 
 TASKS = '''

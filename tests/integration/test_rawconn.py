@@ -6,7 +6,6 @@ exception classes, "connecting" only when nothing was sent), so every caller han
 from __future__ import annotations
 
 import hashlib
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from cluster.connection import RedisSettings, make_redis
 from cluster.keys import Keys
 from cluster.rawconn import FastScript, RawPool
 from cluster.wire import encode_job
+from tests.support import free_port
 from tests.support.proxy import TcpProxy
 from tests.support.servers import RedisServer
 
@@ -124,9 +124,7 @@ async def test_connection_failures_say_whether_anything_was_sent(redis_url: str,
     assert await script.run([], []) == 7
     pool.close()
 
-    with socket.socket() as s:  # a port nobody listens on: refused, certainly never sent
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    closed_port = free_port()  # a port nobody listens on: refused, certainly never sent
     with pytest.raises(redis.exceptions.ConnectionError) as refused:
         await FastScript(RawPool("127.0.0.1", closed_port, connect_timeout=0.3), "return 7").run([], [])
     assert "connecting" in str(refused.value).lower()

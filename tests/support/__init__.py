@@ -54,7 +54,7 @@ def in_ci() -> bool:
 def missing(reason: str) -> NoReturn:
     """Skip the test because something it needs is missing; fail instead under CI.
 
-    STYLE rule 11: a missing server is a skip on a developer's machine, a failure in CI, where
+    House rule 11 (docs/ARCHITECTURE.md): a missing server is a skip on a developer's machine, a failure in CI, where
     `scripts/install-test-deps.sh` must have installed it.
 
         if shutil.which("redis-server") is None:

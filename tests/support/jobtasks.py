@@ -1,7 +1,7 @@
 """Task file source used by multi-node tests: every execution is logged outside Redis.
 
 Each node process appends one JSON line per execution to `$JOBLOG_DIR/<pid>.jsonl`
-(FAULTS.md §2: never to Redis, never shared between processes).
+(docs/FAULTS.md §2: never to Redis, never shared between processes).
 """
 
 TASKS = '''

@@ -1,9 +1,9 @@
 """Real `corral node` processes for integration and fault tests.
 
 A `NodeProcess` runs `python -m node node ...` (the same entry point as the `corral` console
-script) with the flags of SPEC §1, its output in a log file, and talks to it over its HTTP
+script) with the flags of docs/INTERFACE.md §1, its output in a log file, and talks to it over its HTTP
 port. A `NodeCluster` starts several, optionally each behind its own `TcpProxy` to Redis
-(FAULTS.md §2), and kills every process it started at teardown, by pid.
+(docs/FAULTS.md §2), and kills every process it started at teardown, by pid.
 
     cluster = NodeCluster(tmp_path, redis_url=redis_url)
     a, b, c = cluster.start(3, proxied=True)
@@ -193,7 +193,7 @@ class NodeProcess(ManagedProcess):
         super().kill()
 
     def stop(self) -> None:
-        """SIGSTOP the node and its leader process: frozen with connections open (FAULTS F2)."""
+        """SIGSTOP the node and its leader process: frozen with connections open (docs/FAULTS.md F2)."""
         self._signal_both(signal.SIGSTOP)
 
     def cont(self) -> None:
@@ -303,7 +303,7 @@ class NodeProcess(ManagedProcess):
 class NodeCluster:
     """Starts `corral node`s against one Redis URL and kills every one of them at `close()`.
 
-    With `proxied=True` each node reaches Redis through its own `TcpProxy` (FAULTS.md §2), so a
+    With `proxied=True` each node reaches Redis through its own `TcpProxy` (docs/FAULTS.md §2), so a
     test can partition, reset or delay one node's link alone.
 
         cluster = NodeCluster(tmp_path, redis_url=redis_url)

@@ -1,6 +1,6 @@
 """A TCP fault proxy between one client (a `corral node`) and a target port on 127.0.0.1.
 
-FAULTS.md §2: per node a proxy between the node and Redis (or ZooKeeper) with four modes:
+docs/FAULTS.md §2: per node a proxy between the node and Redis (or ZooKeeper) with four modes:
 
 - `pass`: bytes forwarded both ways; new connections dialled through to the target.
 - `blackhole`: existing connections kept open, nothing forwarded (bytes wait, as TCP would

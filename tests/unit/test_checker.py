@@ -1,4 +1,4 @@
-"""The fault checker's own tests (FAULTS.md §3): a clean synthetic history passes, and one planted
+"""The fault checker's own tests (docs/FAULTS.md §3): a clean synthetic history passes, and one planted
 anomaly of each kind is flagged. A checker that never fails proves nothing."""
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def test_each_planted_anomaly_is_flagged(kind: str) -> None:
     r = check(h)
     assert found(r), f"{kind} not found:\n{r.table()}"
     if kind == "early_promotion":
-        return  # reported, not a FAULTS invariant
+        return  # reported, not a docs/FAULTS.md invariant
     assert r.violations(BOUNDS), f"{kind} found but not a violation:\n{r.table()}"
 
 

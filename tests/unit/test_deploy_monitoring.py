@@ -5,7 +5,7 @@ Grafana dashboard.
   config; without promtool those tests skip locally and fail when CI is set.
 - Every metric named by a rule, a rule test's input series, a dashboard query, variable or
   annotation must be one the node exports: `node.metrics.METRIC_NAMES` (counters with `_total`,
-  histograms by base name). If `node.metrics` does not import, a list built from SPEC §4 and the
+  histograms by base name). If `node.metrics` does not import, a list built from docs/INTERFACE.md §4 and the
   Corral extras stands in locally; under CI that is a failure.
 """
 
@@ -33,7 +33,7 @@ README = DEPLOY / "README.md"
 
 IN_CI = bool(os.environ.get("CI"))
 
-# Only when node.metrics does not import (and never under CI): SPEC §4 plus the Corral extras.
+# Only when node.metrics does not import (and never under CI): docs/INTERFACE.md §4 plus the Corral extras.
 FALLBACK_METRIC_NAMES = frozenset(
     {
         "corral_jobs_processed_total",

@@ -3,23 +3,17 @@ error reply, still loading) or nothing listening gets no probe and no explanatio
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError
 
 from cluster.connection import RedisSettings
 from cluster.tls_probe import explain_tls_failure, probe_plain_port_speaks_tls, probe_tls
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import free_port
 
 
 async def test_no_explanation_when_the_server_answered_or_nothing_listens() -> None:
-    port = _closed_port()
+    port = free_port()
     for url in (f"rediss://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/0"):
         s = RedisSettings(url=url)
         assert await explain_tls_failure(s, ResponseError("WRONGTYPE")) is None
@@ -33,5 +27,5 @@ async def test_no_explanation_when_the_server_answered_or_nothing_listens() -> N
 
 async def test_unreadable_tls_files_are_named(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
-    said = probe_tls("127.0.0.1", _closed_port(), ca_file=str(missing))
+    said = probe_tls("127.0.0.1", free_port(), ca_file=str(missing))
     assert said == f"cannot read the TLS CA file {missing}: No such file or directory"

@@ -1,4 +1,4 @@
-"""cluster.wire against golden bytes produced by node-resque (STYLE rule 2, ANCHORS §1.2 and §1.3).
+"""cluster.wire against golden bytes produced by node-resque (docs/ARCHITECTURE.md, house rule 2; docs/INTERFACE.md §5).
 
 `tests/interop/fixtures/golden.json` is the output of `node tests/interop/golden.js`: node-resque's
 own `Queue.encode` for a table of tricky jobs, `Date.prototype.toString()` in UTC and in other
