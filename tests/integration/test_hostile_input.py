@@ -354,7 +354,7 @@ def test_cli_bad_input_exits_2_with_one_line(argv: list[str], env: dict[str, str
 @pytest.mark.parametrize(("toml", "needle"), [
     ("bogus = 1\n", "unknown key 'bogus'"),
     ("[redis]\npasswd = 'x'\n", "unknown key redis.passwd"),
-    ("[redis]\nurl = 5\n", "redis.url: expected a string"),
+    ("[redis]\nurl = 5\n", "redis_url: expected a string"),
     ("lease = 'abc'\n", "lease: expected a number"),
     ("queues = 7\n", "queues: expected a comma-separated list"),
     ("queues = ['a', '']\n", "queues: empty item"),
@@ -413,7 +413,7 @@ def test_cli_real_entry_point_bad_input(redis_url: str, tmp_path: Path) -> None:
         (["enqueue", "x", "--params", '{"a": ' + "[" * 300 + "]" * 300 + "}", "--redis-url", redis_url], {},
          "nested more than 200 levels"),
         (["enqueue", "x", "--queue", "a:b", "--redis-url", redis_url], {}, "queue name 'a:b'"),
-        (["enqueue", "x", "--in", "-5", "--redis-url", redis_url], {}, "--in must be >= 0 seconds"),
+        (["enqueue", "x", "--in", "-5", "--redis-url", redis_url], {}, "delay must be a non-negative"),
     ]
     procs = [(_corral(*argv, env=env), argv, needle) for argv, env, needle in cases]
     problems = []
