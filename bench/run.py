@@ -72,6 +72,7 @@ from redis.asyncio import Redis  # noqa: E402
 
 from cluster.client import Client, bucket  # noqa: E402
 from cluster.keys import Keys  # noqa: E402
+from node.config import NodeConfig  # noqa: E402
 
 assert Path(sys.modules["cluster"].__file__ or "").resolve().is_relative_to(SRC.resolve()), "wrong cluster imported"
 
@@ -81,6 +82,7 @@ RESULTS = BENCH / "RESULTS.md"
 REDIS_SERVER = "/usr/bin/redis-server"
 NS = "resque"
 KEYS = Keys(NS)
+DEFAULT_CONCURRENCY = NodeConfig().concurrency  # a Node with concurrency 0 runs at the product's default
 QUEUE = "bench"
 SCENARIOS = ("enqueue", "drain", "pickup", "delayed", "roundtrips", "rss", "failover", "profile", "million",
              "experiments", "latency", "compare")
@@ -282,7 +284,7 @@ class Node:
 
     @property
     def slots(self) -> int:
-        return len(self.queues.split(",")) * self.concurrency
+        return len(self.queues.split(",")) * (self.concurrency or DEFAULT_CONCURRENCY)
 
     @property
     def pid(self) -> int:
@@ -292,7 +294,8 @@ class Node:
     def start(self) -> Node:
         launcher = corral_bin() if self.patches is None else [sys.executable, str(BENCH / "patched_node.py")]
         argv = [*launcher, "node", "--redis-url", self.h.url, "--tasks-dir", str(self.h.tasks_dir),
-                "--queues", self.queues, "--concurrency", str(self.concurrency), "--log-level", "warning",
+                "--queues", self.queues, *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
+                "--log-level", "warning",
                 "--http-port", str(self.port), "--node-id", self.name, "--shutdown-timeout", "5", *self.extra]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
         env["PYTHONPATH"] = str(self.src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -14,6 +14,7 @@ crashing makes `/healthz` fail (`WorkerPool.health_problem`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import json
@@ -106,6 +107,8 @@ class WorkerPool:
                 n += 1
         self.stopping = False
         self.busy = 0
+        self._capacity_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._capacity_timer: asyncio.TimerHandle | None = None
         self.bad_keys = BadKeys(keys, observer)
         self.active_queues = ActiveQueues(redis, keys, self.scripts, self.bad_keys)
         run = fast_fetch.run if fast_fetch is not None else functools.partial(self.scripts.run, "fetch")
@@ -144,6 +147,38 @@ class WorkerPool:
             await self.redis.publish(self.keys.wake_channel, queue)
         except REDIS_FAILURES:  # the idle slots' poll picks the job up anyway
             pass
+
+    def backlogged(self) -> bool:
+        """Sync or cpu_bound jobs wait for a thread or a process: take no new job until one is free."""
+        return self.executor.jobs_waiting > 0
+
+    async def wait_capacity(self) -> None:
+        """Until a job of this node finishes, one waiting slot per finished job (a freed thread
+        takes one more job, not one per slot), or one slot per `poll_interval` (jobs of other kinds
+        may wait in the queue meanwhile)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._capacity_waiters.append(fut)
+        if self._capacity_timer is None:
+            self._capacity_timer = loop.call_later(self.poll_interval, self._capacity_tick)
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    def _capacity_tick(self) -> None:
+        self._capacity_timer = None
+        self.job_done()
+        if self._capacity_waiters:
+            self._capacity_timer = asyncio.get_running_loop().call_later(self.poll_interval, self._capacity_tick)
+
+    def job_done(self) -> None:
+        while self._capacity_waiters:
+            fut = self._capacity_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
 
     def parked_besides(self, slot: Slot) -> bool:
         return self.parked_on.get(slot.spec, 0) > (1 if slot.parked else 0)
@@ -199,6 +234,8 @@ class WorkerPool:
         self.stopping = True
         for s in self.slots:
             s.wake.set()
+        for _ in range(len(self._capacity_waiters)):
+            self.job_done()
         if not self._tasks:
             return 0
         _done, pending = await asyncio.wait(self._tasks, timeout=grace)
@@ -268,6 +305,11 @@ class Slot:
             return
         while True:
             fetch = not pool.stopping
+            if fetch and pool.backlogged():  # --threads / --processes bound sync and cpu_bound jobs, not the slots
+                if self._ack is None:
+                    await pool.wait_capacity()
+                    continue
+                fetch = False  # the ack alone
             if not fetch and self._ack is None:
                 return
             try:
@@ -294,6 +336,8 @@ class Slot:
             if queue is None or payload is None:
                 if pool.stopping:
                     return
+                if not fetch:  # acked only (the node is backlogged): back to the gate, not parked
+                    continue
                 self.wake.clear()
                 self.parked = True
                 pool.parked_on[self.spec] = pool.parked_on.get(self.spec, 0) + 1
@@ -347,6 +391,7 @@ class Slot:
         self._release()
         self._ack = (job_exec, outcome)
         self.acking = (queue, payload)
+        pool.job_done()
         return True
 
     def _release(self) -> None:

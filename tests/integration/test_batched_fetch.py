@@ -172,3 +172,36 @@ def test_nothing_is_lost_when_a_batching_node_is_killed_mid_drain(tmp_path: Path
         print(f"\n{sum(ends_on_victim.values())} jobs ended on the victim, {len(twice)} ran again after the kill")
     finally:
         cluster.close()
+
+
+SYNC_TASKS = """
+import time
+from cluster import task
+
+@task(name="slow_sync")
+def slow_sync(params, ctx):
+    time.sleep(0.3)
+"""
+
+
+async def test_sync_jobs_are_bounded_by_threads_not_by_slots(inproc_node: NodeFactory, client: Client) -> None:
+    """12 slots, 2 threads: a node takes no new job while one of its sync jobs waits for a thread, so
+    it does not sit on 12 jobs that other nodes could run (before: every slot held one). Jobs come
+    50 ms apart (the slots that fetch in the same round trip as a burst each take one)."""
+    node = await inproc_node(SYNC_TASKS, concurrency=12, threads=2)
+    held = []
+
+    async def produce() -> None:
+        for i in range(16):
+            await client.enqueue("slow_sync", {"i": i})
+            await asyncio.sleep(0.05)
+
+    producer = asyncio.create_task(produce())
+    while int(await client.redis.get(K.stat("processed")) or 0) < 16:
+        fields = await client.redis.hkeys(K.inflight(node.node_id))
+        held.append(sum(f.endswith(":e") for f in fields))
+        await asyncio.sleep(0.02)
+    print(f"\njobs held in flight by a 12-slot, 2-thread node: max {max(held)}, samples {len(held)}")
+    await producer
+    assert max(held) <= 5, f"held up to {max(held)} jobs for 2 threads"
+    assert await client.redis.llen(K.queue("default")) == 0
