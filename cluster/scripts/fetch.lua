@@ -106,20 +106,20 @@ local function serve(a)
     KEYS[tonumber(ARGV[a + 10])], KEYS[tonumber(ARGV[a + 11])], KEYS[tonumber(ARGV[a + 12])]
   local nq = tonumber(ARGV[a + 13])
   -- a retry of a call whose reply was lost: the job was already recorded under this execution id
-  local cur = redis.call('HGET', inflight, slot .. ':e')
+  local rec = redis.call('HMGET', inflight, slot .. ':e', slot .. ':r')
+  local cur = rec[1]
   if exec ~= '' and cur == exec then
     return {'OK', redis.call('HGET', inflight, slot .. ':q'), redis.call('HGET', inflight, slot), false, 0, false}
   end
   local ack = 'NONE'
-  local clear = false  -- the worker keys of the acked job, unless the next job overwrites them
+  local clear = false
   if acked ~= '' then
     if cur == acked then
       if kind == 'fail' then
         if not try('RPUSH', KEYS[4], entry) then return {'BADFAILED', false, false, false, 0, false} end
         if keep > 0 then redis.call('LTRIM', KEYS[4], -keep, -1) end
       end
-      redis.call('HDEL', inflight, slot, slot .. ':q', slot .. ':e', slot .. ':r')
-      clear = true
+      clear = true  -- its in-flight fields and worker keys go, or the next job's overwrite them
       if kind == 'ok' then
         processed = processed + 1
         try('INCR', pkey)
@@ -133,7 +133,10 @@ local function serve(a)
     end
   end
   local function nothing(why)
-    if clear then redis.call('DEL', wkey, skey) end
+    if clear then
+      redis.call('HDEL', inflight, slot, slot .. ':q', slot .. ':e', slot .. ':r')
+      redis.call('DEL', wkey, skey)
+    end
     return {ack, false, false, false, 0, why}
   end
   if fetch ~= '1' then return nothing(false) end
@@ -145,6 +148,7 @@ local function serve(a)
     if payload then
       if besides == '1' then park(idle) end
       redis.call('HSET', inflight, slot, payload, slot .. ':q', q, slot .. ':e', exec)
+      if clear and rec[2] then redis.call('HDEL', inflight, slot .. ':r') end  -- the acked copy's count
       take_recovered_count(slot, payload)
       local first = string.sub(payload, 1, 1)
       local body = payload
