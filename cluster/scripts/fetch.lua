@@ -3,6 +3,8 @@
 -- is recorded in the node's in-flight hash in the same step, so a node that dies mid-job leaves it
 -- where the leader's recovery finds it: nothing is popped and forgotten. A slot gets one job at
 -- most: a node takes work only for the slots that are free, which keeps the spread across nodes.
+-- Per call, not per job: the membership check, one LRANGE + LTRIM per queue, its qtimes runs and
+-- its length, the global stat counters; per job: the record's HMGET, HSET, MSET and its worker stat.
 -- KEYS[1] corral:inflight:<node>   KEYS[2] stat:processed   KEYS[3] stat:failed   KEYS[4] failed list
 -- KEYS[5] corral:recovered   KEYS[6] corral:members
 -- KEYS[7..] every other key the records name (worker keys, stats, idle zsets, queue:<q>, corral:qtimes:<q>),
@@ -87,16 +89,66 @@ local function take_recovered_count(slot, payload)
   end
 end
 
--- the enqueue time of the job just popped from the head of the queue (run-length "n:ms" entries)
-local function take_enqueued(qt)
-  local head = try('LINDEX', qt, 0)
-  if not head then return false end
-  local sep = string.find(head, ':', 1, true)
-  local n = sep and tonumber(string.sub(head, 1, sep - 1))
-  if not n then return false end
-  local enq = string.sub(head, sep + 1)
-  if n <= 1 then redis.call('LPOP', qt) else redis.call('LSET', qt, 0, (n - 1) .. ':' .. enq) end
-  return enq
+-- How many fetching records list each queue (by key index): the most this call can take from it.
+-- A queue's jobs are taken in one LRANGE + LTRIM on its first use and handed out in order; the
+-- ones left over (records that fetched nothing after all) go back to the head in the same step.
+local want = {}
+do
+  local a = 6
+  for _ = 1, tonumber(ARGV[5]) do
+    local nq = tonumber(ARGV[a + 13])
+    if ARGV[a + 4] == '1' then
+      for i = 0, nq - 1 do
+        local qi = ARGV[a + 15 + 3 * i]
+        want[qi] = (want[qi] or 0) + 1
+      end
+    end
+    a = a + 14 + 3 * nq
+  end
+end
+local bufs, order = {}, {}
+local function take(qi, q, qti)
+  local b = bufs[qi]
+  if not b then
+    local key = KEYS[tonumber(qi)]
+    local items = try('LRANGE', key, 0, want[qi] - 1) or {}
+    if #items > 0 then redis.call('LTRIM', key, #items, -1) end
+    b = {items = items, n = 0, served = {}, key = key, qt = KEYS[tonumber(qti)], qjson = cjson.encode(q)}
+    bufs[qi] = b
+    table.insert(order, b)
+  end
+  if b.n >= #b.items then return nil end
+  b.n = b.n + 1
+  return b.items[b.n], b
+end
+
+-- After the records: unused jobs back to the head; the served jobs' enqueue times from the head
+-- runs of corral:qtimes:<q> ("n:ms", one per enqueue call); the queue's length for every reply.
+local function settle(b)
+  if b.n < #b.items then
+    local back = {}
+    for i = #b.items, b.n + 1, -1 do table.insert(back, b.items[i]) end
+    redis.call('LPUSH', b.key, unpack(back))
+  end
+  local served = #b.served
+  if served == 0 then return end
+  local i = 1
+  while i <= served do
+    local head = try('LINDEX', b.qt, 0)
+    local sep = head and string.find(head, ':', 1, true)
+    local n = sep and tonumber(string.sub(head, 1, sep - 1))
+    if not n then break end
+    if n < 1 then n = 1 end
+    local enq = string.sub(head, sep + 1)
+    local use = math.min(n, served - i + 1)
+    for j = i, i + use - 1 do b.served[j][4] = enq end
+    i = i + use
+    if n <= use then redis.call('LPOP', b.qt) else redis.call('LSET', b.qt, 0, (n - use) .. ':' .. enq) end
+  end
+  -- producers that do not write qtimes (node-resque, LREM) desync it; an empty queue resets it
+  local left = redis.call('LLEN', b.key)
+  if left == 0 then redis.call('DEL', b.qt) end
+  for _, r in ipairs(b.served) do r[5] = left end
 end
 
 local function serve(a)
@@ -143,8 +195,8 @@ local function serve(a)
   if not is_member() then return nothing('NOTMEMBER') end
   for i = 0, nq - 1 do
     local at = a + 14 + 3 * i
-    local q, qkey = ARGV[at], KEYS[tonumber(ARGV[at + 1])]
-    local payload = try('LPOP', qkey)
+    local q = ARGV[at]
+    local payload, b = take(ARGV[at + 1], q, ARGV[at + 2])
     if payload then
       if besides == '1' then park(idle) end
       redis.call('HSET', inflight, slot, payload, slot .. ':q', q, slot .. ':e', exec)
@@ -153,14 +205,11 @@ local function serve(a)
       local first = string.sub(payload, 1, 1)
       local body = payload
       if first ~= '{' and first ~= '[' then body = cjson.encode(payload) end
-      redis.call('MSET', wkey, '{"run_at":' .. run_at .. ',"queue":' .. cjson.encode(q) .. ',"payload":' .. body
+      redis.call('MSET', wkey, '{"run_at":' .. run_at .. ',"queue":' .. b.qjson .. ',"payload":' .. body
         .. ',"worker":' .. cjson.encode(name) .. '}', skey, started)
-      local qt = KEYS[tonumber(ARGV[at + 2])]
-      local enq = take_enqueued(qt)
-      -- producers that do not write qtimes (node-resque, LREM) desync it; an empty queue resets it
-      local left = redis.call('LLEN', qkey)
-      if left == 0 then redis.call('DEL', qt) end
-      return {ack, q, payload, enq, left, false}
+      local reply = {ack, q, payload, false, 0, false}  -- enqueued ms and jobs left: settle()
+      table.insert(b.served, reply)
+      return reply
     end
   end
   park(idle)
@@ -173,6 +222,7 @@ for _ = 1, tonumber(ARGV[5]) do
   table.insert(out, serve(a))
   a = a + 14 + 3 * tonumber(ARGV[a + 13])
 end
+for _, b in ipairs(order) do settle(b) end
 if processed > 0 then try('INCRBY', KEYS[2], processed) end
 if failed > 0 then try('INCRBY', KEYS[3], failed) end
 if #bad > 0 then out[1] = table.concat(bad, '\n') end

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from pathlib import Path
 
@@ -81,6 +82,30 @@ async def test_acks_in_one_batch_apply_per_slot_and_a_bad_failed_key_holds_up_on
     assert await client.redis.get(K.stat("processed")) == "1"
     assert await client.redis.get(K.stat("processed", f"{NODE}+0")) == "1"
     assert not await client.redis.exists(K.stat("failed")), "nothing of the refused failure was written"
+
+
+async def test_a_batch_takes_a_queue_in_order_gives_back_what_it_could_not_serve_and_reads_enqueue_times(
+        client: Client) -> None:
+    await client.redis.zadd(K.members, {NODE: 1})
+    await client.enqueue_many([("noop", {"id": i}) for i in range(3)])  # one qtimes run of 3
+    await client.enqueue_many([("noop", {"id": i}) for i in range(3, 6)])  # and one of 3
+    runs = await client.redis.lrange(K.qtimes("default"), 0, -1)
+    fc = FetchCall(K, NODE, 0)
+    _, first = await _run(client, fc, [_call(fc, 0, "0.1")])
+    await client.redis.hset(K.failed, "not", "a list")
+    calls = [_call(fc, 1, "1.1"), _call(fc, 0, "0.2", ack_exec="0.1", ack_kind="fail", ack_entry="{}"),
+             _call(fc, 2, "2.1"), _call(fc, 3, "3.1")]
+    _, replies = await _run(client, fc, calls)
+    ids = [json.loads(r.payload)["args"][0]["id"] if r.payload else None for r in replies]
+    assert json.loads(first[0].payload or "")["args"][0]["id"] == 0
+    assert ids == [1, None, 2, 3], "served in queue order; the refused slot took nothing"
+    left = [json.loads(p)["args"][0]["id"] for p in await client.redis.lrange(K.queue("default"), 0, -1)]
+    assert left == [4, 5], "the job taken for the refused slot went back to the head, in order"
+    assert [r.left for r in replies if r.payload] == [2, 2, 2]
+    enq = [r.enqueued_ms for r in replies if r.payload]
+    ms = [float(x.split(":")[1]) for x in runs]
+    assert enq == [ms[0], ms[0], ms[1]], (enq, runs)
+    assert await client.redis.lrange(K.qtimes("default"), 0, -1) == [runs[1].replace("3:", "2:", 1)]
 
 
 async def test_a_node_draining_a_backlog_batches_its_slots_calls(inproc_node: NodeFactory, client: Client) -> None:
