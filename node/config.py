@@ -104,7 +104,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("namespace", _opt_str, "resque", "key namespace (node-resque's default)"),
     Option("tasks_dir", _opt_str, "tasks", "directory of task definition files"),
     Option("queues", _list, ("*",), "queues, one worker per entry (default,default = 2 workers; * = any)"),
-    Option("concurrency", _num(int, 1, 1000), 1, "async slots per worker entry"),
+    Option("concurrency", _num(int, 1, 1000), 32,
+           "slots per worker entry: async jobs run on slots; sync ones are bounded by --threads, cpu_bound by --processes"),
     Option("scheduler", _bool, True, "may this node lead (scheduler, periodic, recovery)"),
     Option("election", _choice("redis", "zookeeper"), "redis", "election backend"),
     Option("leader_process", _bool, True,
@@ -227,7 +228,7 @@ class NodeConfig:
     namespace: str = "resque"
     tasks_dir: str = "tasks"
     queues: tuple[str, ...] = ("*",)
-    concurrency: int = 1
+    concurrency: int = 32
     scheduler: bool = True
     election: str = "redis"
     leader_process: bool = True

@@ -133,6 +133,18 @@ class WorkerPool:
                 return True
         return False
 
+    def wake_more(self, queue: str, n: int) -> None:
+        """A slot's fetch left `n` jobs on `queue`: wake up to `n` parked slots serving it at once
+        (their fetches share the next call), rather than one per round trip."""
+        if not self.parked_on.get(queue) and not self.parked_on.get("*"):
+            return
+        for s in self.slots:
+            if n <= 0:
+                return
+            if s.parked and (s.spec == queue or s.spec == "*") and not s.wake.is_set():
+                s.wake.set()
+                n -= 1
+
     def on_targeted_wake(self, queue: str) -> None:
         """An enqueuer picked this node from the idle zset for one job. With no parked slot left
         (they all got work since), pass the wake-up on to every node rather than let the job wait
@@ -348,8 +360,8 @@ class Slot:
                     pool.parked_on[self.spec] -= 1
                 continue
             self._holding = (queue, payload, job_exec)
-            if self.left:  # more waiting behind this job: wake one more idle slot (a burst ramps up)
-                pool.on_wake(queue)
+            if self.left:  # more waiting behind this job: wake idle slots for them (a burst ramps up at once)
+                pool.wake_more(queue, self.left)
             if not await self._finish_held():
                 return
 
