@@ -819,30 +819,40 @@ async def sc_compare(h: Harness, runs: int, conc: int, base: tuple[Path, str]) -
     base_src, base_rev = base
     variants: dict[str, Path] = {f"baseline {base_rev[:7]}": base_src, f"measured {SRC_REV[:7]}": SRC}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
+    rcpu: dict[str, list[float]] = {k: [] for k in variants}
+    cmds: dict[str, list[float]] = {k: [] for k in variants}
     rate: dict[str, list[float]] = {k: [] for k in variants}
     p50: dict[str, list[float]] = {k: [] for k in variants}
     p99: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(runs):
         for name, src in variants.items():
-            r = await drain_once(h, 20_000, [(QUEUE, conc)], src=src)
+            r = await drain_once(h, 20_000, [(QUEUE, conc)], src=src, stats=True)
             cpu[name].append(r["node_cpu_us_per_job"])
+            rcpu[name].append(r["redis_cpu_us_per_job"])
+            cmds[name].append(sum(r["commandstats_delta"].values()) / 20_000)
             rate[name].append(r["jobs_per_s"])
             lat = await pickup_once(h, 1000, src)
             p50[name].append(pct(lat, 50))
             p99[name].append(pct(lat, 99))
-            log(f"compare run {i + 1} [{name}]: drain {rate[name][-1]:,.0f}/s, node CPU {cpu[name][-1]:.0f} us/job "
+            log(f"compare run {i + 1} [{name}]: drain {rate[name][-1]:,.0f}/s, node CPU {cpu[name][-1]:.0f} us/job, "
+                f"Redis CPU {rcpu[name][-1]:.1f} us/job, {cmds[name][-1]:.2f} Redis commands/job "
                 f"(others {r['others_cpu_pct']:.0f}%); pickup p50 {p50[name][-1]:.2f} ms p99 {p99[name][-1]:.2f} ms")
     metrics: dict[str, Any] = {}
     for name in variants:
         metrics[f"[{name}] drain node CPU per job (us)"] = {**summarize(cpu[name]), "target": "<= 200",
                                                             "ok": statistics.median(cpu[name]) <= 200}
+        metrics[f"[{name}] drain Redis CPU per job (us)"] = {**summarize(rcpu[name]), "target": "<= 15",
+                                                             "ok": statistics.median(rcpu[name]) <= 15}
+        metrics[f"[{name}] drain Redis commands per job (scripts and what they run)"] = {
+            **summarize(cmds[name]), "target": "(info)"}
         metrics[f"[{name}] drain, --concurrency {conc} (jobs/s)"] = {**summarize(rate[name]), "target": ">= 5000",
                                                                     "ok": statistics.median(rate[name]) >= 5000}
         metrics[f"[{name}] idle pickup p50 (ms)"] = {**summarize(p50[name]), "target": "<= 2",
                                                      "ok": statistics.median(p50[name]) <= 2}
         metrics[f"[{name}] idle pickup p99 (ms)"] = {**summarize(p99[name]), "target": "< 5",
                                                      "ok": statistics.median(p99[name]) < 5}
-    return {"baseline": base_rev, "detail": {"cpu": cpu, "rate": rate, "p50": p50, "p99": p99}, "metrics": metrics,
+    return {"baseline": base_rev, "detail": {"cpu": cpu, "redis_cpu": rcpu, "commands": cmds, "rate": rate, "p50": p50,
+                                             "p99": p99}, "metrics": metrics,
             "method": "warm drain of 20,000 no-op jobs and the idle-pickup scenario, for a baseline snapshot, the "
                       "measured snapshot; interleaved"}
 
