@@ -32,7 +32,8 @@ PROBES: dict[str, tuple[str, ...]] = {
     # strings
     "set": ("{k}:s", "1"), "setnx": ("{k}:s", "1"),
     "get": ("{k}:s",), "mget": ("{k}:s",), "incr": ("{k}:s",), "incrby": ("{k}:s", "1"),
-    "exists": ("{k}:s",),
+    "mset": ("{k}:s", "1"),  # fetch.lua: a worker's job record and its start time in one call
+    "exists": ("{k}:s",), "type": ("{k}:s",),  # scripts name a key of the wrong type in their bad-key reports
     "pttl": ("{k}:s",), "pexpire": ("{k}:s", "60000"), "expire": ("{k}:s", "60"),
     # lists: queues, failed, in-flight
     "rpush": ("{k}:l", "x"), "lpush": ("{k}:l", "x"), "llen": ("{k}:l",), "lrange": ("{k}:l", "0", "0"),
@@ -47,7 +48,7 @@ PROBES: dict[str, tuple[str, ...]] = {
     # sorted sets: delayed schedule, members
     "zadd": ("{k}:z", "1", "m"), "zscore": ("{k}:z", "m"), "zrange": ("{k}:z", "0", "0"),
     "zrangebyscore": ("{k}:z", "-inf", "+inf", "LIMIT", "0", "1"), "zrem": ("{k}:z", "y"),
-    "zpopmin": ("{k}:z", "0"),
+    "zpopmin": ("{k}:z", "0"), "zremrangebyscore": ("{k}:z", "-inf", "0"),  # the dashboard's history window
     # the audit stream (--audit)
     "xadd": ("{k}:x", "MAXLEN", "1", "*", "f", "v"),
     # wake-ups and inspection
