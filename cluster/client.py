@@ -17,6 +17,7 @@ as the enqueuer did.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
@@ -31,7 +32,7 @@ from .connection import RedisSettings, close_redis, make_redis
 from .errors import EnqueueError
 from .keys import Keys
 from .plugins import EnqueueGuard, Plugin, PluginContext, enqueue_checks, guard_script_args
-from .rawconn import FastScript, RawPool
+from .rawconn import FastScript, Prepared, RawPool
 from .scripts import Scripts, source
 from .task import Registry, Task
 from .wire import encode_job
@@ -83,6 +84,7 @@ class Client(DashboardClient):
         raw = RawPool.from_redis(redis) if fast else None
         self._fast_enqueue = FastScript(raw, source("enqueue")) if raw else None
         self._fast_enqueue_at = FastScript(raw, source("enqueue_at")) if raw else None
+        self._prepared: dict[str, Prepared] = {}  # queue -> its enqueue call, packed but for the payloads
         self.registry = registry
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
@@ -168,10 +170,20 @@ class Client(DashboardClient):
             gkeys, gargs = guard_script_args(guards)
             return int(await self.scripts.run("enqueue_guarded", [*keys, *gkeys], [*argv, *gargs])) >= 0
         if self._fast_enqueue is not None:
-            await self._fast_enqueue.run(keys, argv)
+            await self._prepared_enqueue(q).run([payload])
         else:
             await self.scripts.run("enqueue", keys, argv)
         return True
+
+    def _prepared_enqueue(self, q: str) -> Prepared:
+        p = self._prepared.get(q)
+        if p is None:
+            assert self._fast_enqueue is not None
+            if len(self._prepared) > 1000:  # many short-lived queue names
+                self._prepared.clear()
+            p = self._prepared[q] = Prepared(self._fast_enqueue, self._enqueue_keys(q),
+                                             [q, self.keys.wake_channel, self.keys.node_wake_prefix])
+        return p
 
     async def enqueue_many(self, jobs: Iterable[tuple[str, dict[str, Any] | None]], *, queue: str | None = None,
                            batch_size: int = 5000, unknown_ok: bool = False) -> int:
@@ -191,6 +203,14 @@ class Client(DashboardClient):
                 continue
             by_queue.setdefault(q, []).append(self._payload(task, q, _args(params, None)))
         count = count_guarded
+        if self._fast_enqueue is not None:  # chunks pipelined on the raw connection, packed once per queue
+            calls = [self._prepared_enqueue(q).run(payloads[i : i + batch_size])
+                     for q, payloads in by_queue.items() for i in range(0, len(payloads), batch_size)]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+            return count + sum(len(p) for p in by_queue.values())
         async with self.redis.pipeline(transaction=False) as pipe:
             for q, payloads in by_queue.items():
                 for i in range(0, len(payloads), batch_size):

@@ -40,7 +40,12 @@ except ImportError:  # pragma: no cover - a redis-py without the parser module
 
 
 def pack(parts: list[Any]) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
+    return b"*%d\r\n" % len(parts) + pack_bulk(parts)
+
+
+def pack_bulk(parts: list[Any]) -> bytes:
+    """The bulk strings of a command, without its array header."""
+    out = []
     for p in parts:
         b = p if isinstance(p, bytes) else str(p).encode("utf-8", "surrogateescape")
         out += [b"$%d\r\n" % len(b), b, b"\r\n"]
@@ -198,8 +203,11 @@ class RawPool:
             self.conn = fut.result()
 
     async def evalsha(self, sha: str, source: str, keys: list[str], args: list[Any]) -> Any:
+        return await self.evalsha_packed(pack(["EVALSHA", sha, len(keys), *keys, *args]), source)
+
+    async def evalsha_packed(self, cmd: bytes, source: str) -> Any:
+        """An EVALSHA packed by the caller (Prepared), loading `source` on NOSCRIPT."""
         conn = await self._get()
-        cmd = pack(["EVALSHA", sha, len(keys), *keys, *args])
         try:
             return await conn.call(cmd, self.timeout)
         except NoScriptError:
@@ -229,3 +237,18 @@ class FastScript:
 
     def close(self) -> None:
         self.pool.close()
+
+
+class Prepared:
+    """An EVALSHA whose keys and leading arguments are fixed (packed once): ``run(tail)`` adds the
+    arguments that vary (a payload, a chunk of payloads). Enqueue's per-queue call shape."""
+
+    def __init__(self, script: FastScript, keys: list[str], args: list[Any]) -> None:
+        parts = ["EVALSHA", script.sha, len(keys), *keys, *args]
+        self.script = script
+        self.n = len(parts)
+        self.body = pack_bulk(parts)
+
+    async def run(self, tail: list[Any]) -> Any:
+        cmd = b"*%d\r\n" % (self.n + len(tail)) + self.body + pack_bulk(tail)
+        return await self.script.pool.evalsha_packed(cmd, self.script.source)

@@ -32,6 +32,7 @@ PROBES: dict[str, tuple[str, ...]] = {
     # strings
     "set": ("{k}:s", "1"), "setnx": ("{k}:s", "1"),
     "get": ("{k}:s",), "mget": ("{k}:s",), "incr": ("{k}:s",), "incrby": ("{k}:s", "1"),
+    "mset": ("{k}:s", "1"),  # fetch.lua: a worker's job record and its start time in one call
     "exists": ("{k}:s",),
     "pttl": ("{k}:s",), "pexpire": ("{k}:s", "60000"), "expire": ("{k}:s", "60"),
     # lists: queues, failed, in-flight

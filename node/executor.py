@@ -105,6 +105,13 @@ class Executor:
         inner.add_done_callback(_consume)
 
     @property
+    def jobs_waiting(self) -> int:
+        """Sync and cpu_bound jobs of this node waiting for a thread or a process: while there are
+        any, the node's slots take no new job (node/worker.py), so --threads and --processes bound
+        what such jobs hold, whatever the slot count."""
+        return self.threads.waiting + self.processes.waiting
+
+    @property
     def unstoppable(self) -> int:
         """Task code still running that was given up on: threads (Python cannot stop them) and
         coroutines that ignored their cancellation. Both end with the process."""

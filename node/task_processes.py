@@ -131,6 +131,11 @@ class TaskProcesses:
     def snapshot(self) -> dict[str, Any]:
         return {"size": self.size, "busy": self.busy, "idle": len(self._idle), "replaced": dict(self.replaced)}
 
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for a process (their clock has not started)."""
+        return len(self._waiters)
+
     async def _recv(self, w: _Worker) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, w.conn.recv)

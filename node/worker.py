@@ -14,6 +14,7 @@ crashing makes `/healthz` fail (`WorkerPool.health_problem`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import json
@@ -33,6 +34,7 @@ from cluster.badkeys import BadKeys
 from cluster.client import Client, bucket
 from cluster.clock import Clock
 from cluster.errors import JobDecodeError, Retry, TaskNotFound
+from cluster.fetchbatch import FetchCall, SlotCall
 from cluster.keys import Keys
 from cluster.membership import worker_name
 from cluster.observe import Observer
@@ -43,6 +45,7 @@ from cluster.task import JobContext, Registry
 from cluster.wire import Job, decode_job, encode_failed, encode_job, js_date
 
 from .executor import Executor, TaskEscaped
+from .fetch_batcher import FetchBatcher
 
 log = logging.getLogger("corral.worker")
 
@@ -99,6 +102,8 @@ class WorkerPool:
         self.poll_interval = poll_interval
         self.failed_max = failed_max
         self.fast_fetch = fast_fetch  # the hot path's own RESP connections (cluster/rawconn.py)
+        self.fetch_call = FetchCall(keys, node_id, failed_max)
+        self.parked_on: dict[str, int] = {}  # parked slots per queue spec
         self.slots: list[Slot] = []
         n = 0
         for spec in queue_specs:
@@ -107,8 +112,13 @@ class WorkerPool:
                 n += 1
         self.stopping = False
         self.busy = 0
+        self._capacity_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._capacity_timer: asyncio.TimerHandle | None = None
         self.bad_keys = BadKeys(keys, observer)
         self.active_queues = ActiveQueues(redis, keys, self.scripts, self.bad_keys)
+        run = fast_fetch.run if fast_fetch is not None else functools.partial(self.scripts.run, "fetch")
+        self.batcher = FetchBatcher(self.fetch_call, run, clock,
+                                    functools.partial(self.bad_keys.report_lines, where="worker"))
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
 
@@ -120,11 +130,25 @@ class WorkerPool:
         """A producer queued work on `queue`: wake one parked slot that serves it. Returns whether
         one was found."""
         self.active_queues.add(queue)
+        if not self.parked_on.get(queue) and not self.parked_on.get("*"):
+            return False
         for s in self.slots:
             if s.parked and (s.spec == queue or s.spec == "*") and not s.wake.is_set():
                 s.wake.set()
                 return True
         return False
+
+    def wake_more(self, queue: str, n: int) -> None:
+        """A slot's fetch left `n` jobs on `queue`: wake up to `n` parked slots serving it at once
+        (their fetches share the next call), rather than one per round trip."""
+        if not self.parked_on.get(queue) and not self.parked_on.get("*"):
+            return
+        for s in self.slots:
+            if n <= 0:
+                return
+            if s.parked and (s.spec == queue or s.spec == "*") and not s.wake.is_set():
+                s.wake.set()
+                n -= 1
 
     def on_targeted_wake(self, queue: str) -> None:
         """An enqueuer picked this node from the idle zset for one job. With no parked slot left
@@ -141,8 +165,40 @@ class WorkerPool:
         except REDIS_FAILURES:  # the idle slots' poll picks the job up anyway
             pass
 
+    def backlogged(self) -> bool:
+        """Sync or cpu_bound jobs wait for a thread or a process: take no new job until one is free."""
+        return self.executor.jobs_waiting > 0
+
+    async def wait_capacity(self) -> None:
+        """Until a job of this node finishes, one waiting slot per finished job (a freed thread
+        takes one more job, not one per slot), or one slot per `poll_interval` (jobs of other kinds
+        may wait in the queue meanwhile)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._capacity_waiters.append(fut)
+        if self._capacity_timer is None:
+            self._capacity_timer = loop.call_later(self.poll_interval, self._capacity_tick)
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    def _capacity_tick(self) -> None:
+        self._capacity_timer = None
+        self.job_done()
+        if self._capacity_waiters:
+            self._capacity_timer = asyncio.get_running_loop().call_later(self.poll_interval, self._capacity_tick)
+
+    def job_done(self) -> None:
+        while self._capacity_waiters:
+            fut = self._capacity_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
     def parked_besides(self, slot: Slot) -> bool:
-        return any(s.parked and s is not slot and s.spec == slot.spec for s in self.slots)
+        return self.parked_on.get(slot.spec, 0) > (1 if slot.parked else 0)
 
     async def queues_for(self, spec: str) -> list[str]:
         if spec != "*":
@@ -195,6 +251,8 @@ class WorkerPool:
         self.stopping = True
         for s in self.slots:
             s.wake.set()
+        for _ in range(len(self._capacity_waiters)):
+            self.job_done()
         if not self._tasks:
             return 0
         _done, pending = await asyncio.wait(self._tasks, timeout=grace)
@@ -233,30 +291,21 @@ class Slot:
         self.acking: tuple[str, str] | None = None  # (queue, payload) of the job the next fetch acks
         self._ack_retried = False
         self.left = 0
-        k = pool.keys
-        self._fixed_keys = [k.inflight(pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
-                            k.stat("processed"), k.stat("processed", self.name), k.stat("failed"),
-                            k.stat("failed", self.name), k.failed, k.recovered, k.idle(spec), k.members]
+        self._keys = pool.fetch_call.slot_keys(self.wid, self.name, spec)
         self._not_member = False
 
     async def _fetch(self, ack: tuple[str, Outcome] | None, fetch: bool,
                      exec_id: str) -> tuple[str, str | None, str | None, str]:
         pool = self.pool
         queues = await pool.queues_for(self.spec) if fetch else []
-        now = pool.clock.time()
-        run = pool.fast_fetch.run if pool.fast_fetch is not None else functools.partial(pool.scripts.run, "fetch")
-        res = await run(
-            [*self._fixed_keys, *[pool.keys.queue(q) for q in queues], *[pool.keys.qtimes(q) for q in queues]],
-            [self.index, ack[0] if ack else "", ack[1].kind if ack else "", ack[1].entry if ack else "",
-             pool.failed_max, "1" if fetch and queues else "0", exec_id, js_date(now), self.name, int(now),
-             pool.node_id, "1" if pool.parked_besides(self) else "0", *queues],
-        )
-        status, queue, payload = res[0], res[1], res[2]
-        self.enqueued_ms = float(res[3]) if res[3] else None
-        self.left = int(res[4]) if len(res) > 4 and res[4] else 0
-        if len(res) > 5 and res[5]:  # keys of the wrong type the script skipped
-            pool.bad_keys.report_lines(str(res[5]), where="worker")
-        not_member = len(res) > 6 and res[6] == "NOTMEMBER"
+        call = SlotCall(self.index, self._keys, self.name, exec_id, fetch, queues, pool.parked_besides(self))
+        if ack is not None:
+            call.ack_exec, call.ack_kind, call.ack_entry = ack[0], ack[1].kind, ack[1].entry
+        res = await pool.batcher.call(call)  # with the other slots' calls of this round trip (node/fetch_batcher.py)
+        status, queue, payload = res.status, res.queue, res.payload
+        self.enqueued_ms = res.enqueued_ms
+        self.left = res.left
+        not_member = res.not_member
         if not_member and not self._not_member:
             log.warning("worker: not fetching, this node is not a member (declared dead); waiting for its heartbeat "
                         "to register it again", extra={"event": "fetch_refused_not_member", "worker": self.name})
@@ -273,6 +322,11 @@ class Slot:
             return
         while True:
             fetch = not pool.stopping
+            if fetch and pool.backlogged():  # --threads / --processes bound sync and cpu_bound jobs, not the slots
+                if self._ack is None:
+                    await pool.wait_capacity()
+                    continue
+                fetch = False  # the ack alone
             if not fetch and self._ack is None:
                 return
             try:
@@ -299,16 +353,20 @@ class Slot:
             if queue is None or payload is None:
                 if pool.stopping:
                     return
+                if not fetch:  # acked only (the node is backlogged): back to the gate, not parked
+                    continue
                 self.wake.clear()
                 self.parked = True
+                pool.parked_on[self.spec] = pool.parked_on.get(self.spec, 0) + 1
                 try:
                     await wait_event(self.wake, pool.poll_interval)
                 finally:
                     self.parked = False
+                    pool.parked_on[self.spec] -= 1
                 continue
             self._holding = (queue, payload, job_exec)
-            if self.left:  # more waiting behind this job: wake one more idle slot (a burst ramps up)
-                pool.on_wake(queue)
+            if self.left:  # more waiting behind this job: wake idle slots for them (a burst ramps up at once)
+                pool.wake_more(queue, self.left)
             if not await self._finish_held():
                 return
 
@@ -351,6 +409,7 @@ class Slot:
         self._release()
         self._ack = (job_exec, outcome)
         self.acking = (queue, payload)
+        pool.job_done()
         return True
 
     def _release(self) -> None:

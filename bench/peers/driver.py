@@ -217,7 +217,7 @@ class Corral(Contender):
     batch_api = "Client.enqueue_many"
     delayed_api = "Client.enqueue_at (filed under the ceiling second)"
     due_rounding = "ceil"
-    concurrency = int(os.environ.get("BENCH_CORRAL_CONCURRENCY", "16"))
+    concurrency: int | None = None  # None: `corral node` at its defaults (no --concurrency)
 
     def __init__(self, url: str, logdir: Path) -> None:
         super().__init__(url, logdir)
@@ -258,12 +258,14 @@ class Corral(Contender):
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             out.append([*launcher, "node", "--redis-url", self.url, "--tasks-dir", str(APPS / "corral_tasks"),
-                        "--queues", QUEUE, "--concurrency", str(self.concurrency), "--log-level", "warning",
+                        "--queues", QUEUE, *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
+                        "--log-level", "warning",
                         "--http-port", str(port), "--node-id", f"peer{k + 1}", "--shutdown-timeout", "5"])
         return out
 
     def config(self, nprocs: int) -> str:
-        return (f"{nprocs} x `corral node --queues {QUEUE} --concurrency {self.concurrency} --log-level warning` "
+        flag = f" --concurrency {self.concurrency}" if self.concurrency else ""
+        return (f"{nprocs} x `corral node --queues {QUEUE}{flag} --log-level warning` "
                 "(asyncio + uvloop; every node also runs the leader election, heartbeats, metrics and HTTP)")
 
     async def remaining(self, r: Any, n: int) -> int:
@@ -271,6 +273,11 @@ class Corral(Contender):
 
     async def failed(self, r: Any) -> int | None:
         return int(await r.get("resque:stat:failed") or 0)
+
+
+class CorralTuned(Corral):
+    name = "corral-tuned"
+    concurrency = int(os.environ.get("BENCH_CORRAL_CONCURRENCY", "128"))
 
 
 class NodeResque(Contender):
@@ -567,8 +574,8 @@ class Dramatiq(Contender):
         return int(await r.hlen(f"dramatiq:{QUEUE}.msgs"))  # a message leaves the hash when acked (after it ran)
 
 
-CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Corral, NodeResque, Arq, Saq, RqSimple, RqFork, Celery,
-                                                              Taskiq, Dramatiq)}
+CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Corral, CorralTuned, NodeResque, Arq, Saq, RqSimple,
+                                                              RqFork, Celery, Taskiq, Dramatiq)}
 
 
 # ---- phases ------------------------------------------------------------------------------------------------
@@ -657,12 +664,24 @@ class Phase:
             "leftover_redis_keys": int(await self.r.dbsize()),
         }
 
+    async def ping_rtt(self, n: int = 2000) -> float:
+        """Seconds per sequential PING on the harness's redis-py client: the round trip one call at a
+        time can at best approach (the issue's "loopback limit"), measured in the same phase."""
+        for _ in range(100):
+            await self.r.ping()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await self.r.ping()
+        return (time.perf_counter() - t0) / n
+
     async def drain1(self) -> dict[str, Any]:
         n = self.a.jobs
+        rtt = await self.ping_rtt()
         secs, cpu = await self.c.enqueue_sequential(n)
         await self.enqueue_check(n)
         out: dict[str, Any] = {"enqueue_sequential": {"jobs": n, "jobs_per_s": n / secs,
-                                                      "client_cpu_us_per_job": 1e6 * cpu / n}}
+                                                      "client_cpu_us_per_job": 1e6 * cpu / n,
+                                                      "ping_rtt_us": 1e6 * rtt, "share_of_ping_limit": rtt * n / secs}}
         out["drain"] = await self.drain(n, 1)
         return out
 

@@ -85,14 +85,15 @@ def _product_source() -> tuple[Path, str]:
 
 SRC, SRC_REV = _product_source()
 sys.path.insert(0, str(SRC))
+sys.path.insert(1, str(ROOT / "bench"))
 
 from redis.asyncio import Redis  # noqa: E402
+from servers import REDIS_SERVER, RedisServer, start_redis  # noqa: E402  (bench/servers.py)
 
 from cluster.client import Client  # noqa: E402
 from cluster.keys import Keys  # noqa: E402
 
 RAW = ROOT / "bench" / "raw"
-REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_BENCHMARK = "/usr/bin/redis-benchmark"
 NS = "resque"
 KEYS = Keys(NS)
@@ -388,30 +389,17 @@ class Harness:
             d.mkdir()
         (self.tasks_dir / "scale_tasks.py").write_text(TASKS_FILE.format(out=str(self.marks)))
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.redis_proc: subprocess.Popen[bytes] | None = None
+        self.server: RedisServer | None = None
         self.port = 0
         self.url = ""
         self.r: Redis | None = None
 
     async def start_redis(self) -> None:
-        for _ in range(5):
-            self.port = free_port()
-            self.redis_proc = spawn(
-                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--daemonize", "no", "--dir", str(self.tmp), "--logfile", str(self.tmp / "redis.log")])
-            self.procs.append(self.redis_proc)
-            self.url = f"redis://127.0.0.1:{self.port}/0"
-            self.r = Redis(host="127.0.0.1", port=self.port, decode_responses=True)
-            for _ in range(100):
-                if self.redis_proc.poll() is not None:
-                    break
-                with contextlib.suppress(OSError, Exception):
-                    if await self.r.ping():
-                        return
-                await asyncio.sleep(0.05)
-            await self.r.aclose()
-            self.redis_proc.kill()
-        raise RuntimeError("could not start redis-server")
+        self.server = start_redis(self.tmp / "redis")  # bench/servers.py: the benchmarks' one launcher
+        self.port = self.server.port
+        self.url = self.server.url
+        self.r = Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+        await self.r.ping()
 
     @property
     def redis(self) -> Redis:
@@ -420,10 +408,12 @@ class Harness:
 
     @property
     def redis_pid(self) -> int:
-        assert self.redis_proc is not None
-        return self.redis_proc.pid
+        assert self.server is not None
+        return self.server.pid
 
     def cleanup(self) -> None:
+        if self.server is not None:
+            self.server.kill()
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(OSError):

@@ -35,7 +35,8 @@ async def inproc_node(redis_url: str, tmp_path: Path) -> AsyncIterator[NodeFacto
         (tasks_dir / "t.py").write_text(textwrap.dedent(tasks_source))
         options: dict[str, Any] = {"redis_url": redis_url, "tasks_dir": str(tasks_dir), "http_port": 0,
                                    "node_id": f"test{counter}", "queues": ("default",), "shutdown_timeout": 5.0,
-                                   "poll_interval": 0.2, "metrics_refresh": 0.2, "processes": 1, "threads": 4}
+                                   "poll_interval": 0.2, "metrics_refresh": 0.2, "processes": 1, "threads": 4,
+                                   "concurrency": 1}  # one slot per entry unless a test asks for more
         options.update(overrides)
         cfg = NodeConfig(**options)
         node = Node(cfg, load_dir(cfg.tasks_dir), install_signals=False)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from cluster.client import Client
+from cluster.fetchbatch import FetchCall, SlotCall, parse
 from cluster.keys import Keys
 from cluster.scripts import Scripts
 from cluster.wire import encode_job
@@ -143,12 +144,11 @@ async def test_fetch_script_writes_nothing_when_failed_is_not_a_list(client: Cli
     await client.redis.hset(K.inflight("n1"), mapping={"0": "{}", "0:q": "default", "0:e": "0.1"})
     await client.redis.hset(K.failed, "x", "y")
     before = {k: await client.redis.dump(k) for k in await client.redis.keys("*")}
-    keys = [K.inflight("n1"), K.worker("n1+0:default"), K.worker_started("n1+0:default"), K.stat("processed"),
-            K.stat("processed", "n1+0"), K.stat("failed"), K.stat("failed", "n1+0"), K.failed, K.recovered,
-            K.idle("default"), K.members, K.queue("default"), K.qtimes("default")]
-    res = await scripts.run("fetch", keys, ["0", "0.1", "fail", '{"entry":1}', 0, "1", "0.2", "now", "n1+0", 0, "n1",
-                                            "0", "default"])
-    assert res[0] == "BADFAILED" and K.failed in res[5]
+    fc = FetchCall(K, "n1", 0)
+    call = SlotCall(0, fc.slot_keys("n1+0:default", "n1+0", "default"), "n1+0", "0.2", True, ["default"], False,
+                    ack_exec="0.1", ack_kind="fail", ack_entry='{"entry":1}')
+    bad, replies = parse(await scripts.run("fetch", *fc.build([call], time.time())), 1)
+    assert replies[0].status == "BADFAILED" and bad is not None and K.failed in bad
     after = {k: await client.redis.dump(k) for k in await client.redis.keys("*")}
     assert after == before
 

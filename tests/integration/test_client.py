@@ -191,6 +191,17 @@ async def test_enqueue_many_1000_jobs_costs_a_bounded_number_of_commands(
     assert round_trips <= 3, round_trips
 
 
+async def test_enqueue_many_onto_a_queue_key_of_the_wrong_type_raises_and_queues_the_other_queues(
+        api: Client, r: Redis) -> None:
+    """The chunks go out pipelined on the raw connection: one refused chunk is raised, not swallowed."""
+    await r.set("resque:queue:bad", "a string")
+    with pytest.raises(Exception, match="BADKEY"):
+        await api.enqueue_many([("t", {"i": 1}), ("u", {"i": 2})], queue="bad")
+    assert await r.get("resque:queue:bad") == "a string"
+    assert await api.enqueue_many([("t", {"i": i}) for i in range(7)], queue="good", batch_size=3) == 7
+    assert [json.loads(p)["args"][0]["i"] for p in await r.lrange("resque:queue:good", 0, -1)] == list(range(7))
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 BAD_CALLS: list[tuple[str, Callable[[Client], Awaitable[Any]], str]] = [

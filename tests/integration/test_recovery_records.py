@@ -21,6 +21,7 @@ import pytest
 
 from cluster.client import Client
 from cluster.clock import RedisClock
+from cluster.fetchbatch import FetchCall, SlotCall, SlotReply, parse
 from cluster.keys import Keys
 from cluster.scripts import Scripts
 from cluster.testing import FakeClock
@@ -99,16 +100,19 @@ async def test_fetch_from_a_node_that_is_not_a_member_is_refused(client: Client)
     recovery would ever look."""
     scripts = Scripts(client.redis)
     await client.enqueue("mark", {"id": "x"}, queue="default")
-    keys = [K.inflight("n1"), K.worker("n1+0:default"), K.worker_started("n1+0:default"), K.stat("processed"),
-            K.stat("processed", "n1+0"), K.stat("failed"), K.stat("failed", "n1+0"), K.failed, K.recovered,
-            K.idle("default"), K.members, K.queue("default"), K.qtimes("default")]
-    res = await scripts.run("fetch", keys, ["0", "", "", "", 0, "1", "0.1", "now", "n1+0", 0, "n1", "0", "default"])
-    assert res[6] == "NOTMEMBER" and not res[2]
+    fc = FetchCall(K, "n1", 0)
+
+    async def fetch(exec_id: str) -> SlotReply:
+        call = SlotCall(0, fc.slot_keys("n1+0:default", "n1+0", "default"), "n1+0", exec_id, True, ["default"], False)
+        return parse(await scripts.run("fetch", *fc.build([call], time.time())), 1)[1][0]
+
+    res = await fetch("0.1")
+    assert res.not_member and res.payload is None
     assert await client.redis.llen(K.queue("default")) == 1
     assert not await client.redis.exists(K.inflight("n1"))
     await client.redis.zadd(K.members, {"n1": await _redis_ms(client)})
-    res = await scripts.run("fetch", keys, ["0", "", "", "", 0, "1", "0.2", "now", "n1+0", 0, "n1", "0", "default"])
-    assert res[2] and await client.redis.hget(K.inflight("n1"), "0:e") == "0.2"
+    res = await fetch("0.2")
+    assert res.payload and await client.redis.hget(K.inflight("n1"), "0:e") == "0.2"
 
 
 async def test_an_orphaned_in_flight_hash_is_recovered(inproc_node: NodeFactory, client: Client) -> None:

@@ -92,8 +92,9 @@ class NodeProcess(ManagedProcess):
             "--node-id", node_id,
             "--log-format", log_format,
         ]
-        if concurrency is not None:
-            args += ["--concurrency", str(concurrency)]
+        # one slot per entry unless asked: these tests were written against that (the product's
+        # default is more); a --concurrency in extra_args comes later and wins
+        args += ["--concurrency", str(concurrency if concurrency is not None else 1)]
         if scheduler is not None:
             args.append("--scheduler" if scheduler else "--no-scheduler")
         if election is not None:
