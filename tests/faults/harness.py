@@ -115,21 +115,6 @@ def _rec(ev, task, params, ctx, **extra):
         _fh.write(line)
 
 
-async def _job(params, ctx):
-    _rec("start", "job", params, ctx, s=params.get("s", 0))
-    try:
-        await asyncio.sleep(float(params.get("s", 0)))
-    except asyncio.CancelledError:
-        _rec("end", "job", params, ctx, outcome="cancelled")
-        raise
-    _rec("end", "job", params, ctx, outcome="ok")
-
-
-job = Task(name="job", run=_job)
-'''
-
-_TASKS_PLUGINS = '''
-
 async def _sleeper(task, params, ctx, **extra):
     _rec("start", task, params, ctx, s=params.get("s", 0), **extra)
     try:
@@ -139,6 +124,15 @@ async def _sleeper(task, params, ctx, **extra):
         raise
     _rec("end", task, params, ctx, outcome="ok", **extra)
 
+
+async def _job(params, ctx):
+    await _sleeper("job", params, ctx)
+
+
+job = Task(name="job", run=_job)
+'''
+
+_TASKS_PLUGINS = '''
 
 async def _locked(params, ctx):
     await _sleeper("locked", params, ctx, key=lock_key("locked", params))
