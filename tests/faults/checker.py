@@ -4,12 +4,19 @@ Input: one cell's `History`, built by the harness (`tests/faults/harness.py`) af
 and drained, or by hand in the checker's own unit tests:
 
 - `enqueues`: every enqueue the producers invoked, with its outcome: `ok` (acknowledged),
-  `fail` (known not to have happened: refused before anything reached Redis), `info`
-  (indeterminate: a timeout or a connection lost after sending).
+  `fail` (known not to have happened: refused before anything reached Redis), `refused` (an
+  enqueue plugin - QueueLock, DelayQueueLock - refused it: `Client.enqueue` returned False),
+  `info` (indeterminate: a timeout or a connection lost after sending). A job is named by its
+  unique id, except the copies of a JobLock task, which share their args (the lock is on task +
+  queue + args) and are named by that lock `key` and counted per key.
 - `executions`: one entry per execution of a job, from the per-process JSONL logs the task code
   writes (never Redis): start, end (None when the process died mid-job) and outcome (`ok`,
   `error`, `cancelled` = interrupted by a graceful stop and pushed back, None = never ended), and
-  whether its node logged its late ack refused (`ack_lost`: the at-least-once case).
+  whether its node logged its late ack refused (`ack_lost`: the at-least-once case), and the
+  process's monotonic stamps (`m_start`, `m_end`: comparable across processes on one host, what
+  the JobLock overlap check uses).
+- `enqueue_hooks`: the tasks with an enqueue plugin; `dropped`: the jobs whose promotion the
+  leader logged as dropped by such a plugin (`promotion_dropped`), with when.
 - `audit`: the `<ns>:corral:audit` stream in stream order; every accepted leader write.
 - `leader_events`: from the nodes' JSON logs: acquired / stepped_down / released / stopping /
   stale_rejected, with the log's wall time and the term's epoch; plus `claimed`, the harness's
@@ -68,6 +75,7 @@ class Enqueue:
     t_complete: float
     due: float | None = None
     task: str = "job"
+    key: str | None = None  # a JobLock task's lock key (task + queue + args): copies are counted per key
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,9 @@ class Execution:
     # The node logged `ack_lost` for this run: it finished, but recovery had taken the job from it
     # (it was declared dead: frozen, partitioned), so its ack was refused and another copy runs.
     ack_refused: bool = False
+    key: str | None = None  # a JobLock task's lock key (task + queue + args), as for `Enqueue.key`
+    m_start: float | None = None  # time.monotonic() in the process at start / end
+    m_end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,11 @@ class History:
     settle: float = 15.0
     # Lateness counts only delayed buckets and periodic slots in [start, end] (default: all).
     lateness_window: tuple[float, float] | None = None
+    # Tasks with an enqueue plugin (QueueLock, DelayQueueLock): their delayed jobs are staged at
+    # promotion and their hooks run there (issue 20.1: such a job could be dropped by its own lock).
+    enqueue_hooks: frozenset[str] = frozenset()
+    # (job id, wall time) of every promotion an enqueue plugin dropped (the leaders' logs).
+    dropped: list[tuple[str, float]] = field(default_factory=list)
 
 
 # ---- statistics -------------------------------------------------------------------------------
@@ -229,6 +245,7 @@ class Bounds:
     max_duplicated: int = 0  # docs/FAULTS.md: <= jobs in flight on killed / stopped / partitioned nodes
     max_completed_twice: int | None = None  # None: same as max_duplicated
     max_unexpected: int = 0
+    max_lock_overlaps: int = 0  # two runs holding one JobLock key at once
     max_dup_slots: int = 0
     max_stale_accepted: int = 0
     max_overlap: float = 0.0
@@ -277,6 +294,17 @@ class Report:
     periodic_lateness: list[float] = field(default_factory=list)
     early_promotions: list[str] = field(default_factory=list)  # "ts:count" promoted before the due second
     flaps: list[tuple[int, float]] = field(default_factory=list)  # (epoch, acquired at) outside fault windows
+    refused: int = 0  # enqueues an enqueue plugin refused (known not queued)
+    # Delayed jobs of a task with an enqueue plugin, acknowledged, never run (a subset of `lost`).
+    lost_hooked: list[str] = field(default_factory=list)
+    hooked_delayed: int = 0  # such jobs acknowledged
+    # JobLock: two runs with one lock key at once ("key: exec a / exec b +overlap s"). Those where one
+    # run's ack was refused (its node was declared dead, recovery freed its lock) are the
+    # at-least-once case, bounded as duplicates.
+    lock_overlaps: list[str] = field(default_factory=list)
+    lock_overlaps_refused: list[str] = field(default_factory=list)
+    lock_runs: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (copies acknowledged, runs)
+    lock_lost: list[str] = field(default_factory=list)  # "key#n": acknowledged copies that never ran
 
     # -- derived ---------------------------------------------------------------------------------
 
@@ -310,6 +338,10 @@ class Report:
         over("unexpected", self.unexpected, b.max_unexpected)
         over("refused ack but never run again (recovered copy lost)", self.refused_not_rerun, 0)
         over("resurrected (failed enqueue executed)", self.resurrected, b.max_unexpected)
+        over("lost delayed jobs with enqueue hooks", self.lost_hooked, b.max_lost)
+        over("JobLock violations (two copies at once)", self.lock_overlaps, b.max_lock_overlaps)
+        over("JobLock copies at once after a refused ack", self.lock_overlaps_refused, b.max_duplicated)
+        over("JobLock copies lost", self.lock_lost, b.max_lost)
         over("duplicate periodic slots", self.dup_slots, b.max_dup_slots)
         over("stale-leader writes accepted", self.stale_accepted, b.max_stale_accepted)
         over("flaps", self.flaps, b.max_flaps)
@@ -365,7 +397,7 @@ class Report:
         ov = [o.seconds for o in self.overlaps]
         rows = [
             ("enqueues attempted", f"{self.attempted} (ok {self.acknowledged}, fail {self.failed}, "
-                                   f"info {self.indeterminate})"),
+                                   f"refused {self.refused}, info {self.indeterminate})"),
             ("lost", f"{ids(self.lost)}  ({self.fraction('lost'):.4f})"),
             ("unfinished", ids(self.unfinished)),
             ("duplicated", f"{ids(self.duplicated)}  ({self.fraction('duplicated'):.4f})"),
@@ -375,6 +407,11 @@ class Report:
             ("cancelled (pushed back)", str(self.cancelled)),
             ("unexpected", f"{ids(self.unexpected)}  ({self.fraction('unexpected'):.4f})"),
             ("resurrected (fail executed)", ids(self.resurrected)),
+            ("hooked delayed lost", f"{ids(self.lost_hooked)}  (of {self.hooked_delayed} acknowledged)"),
+            ("JobLock violations", f"{ids(self.lock_overlaps)}  ({len(self.lock_overlaps_refused)} after a refused "
+                                   f"ack; {sum(n for _, n in self.lock_runs.values())} runs of "
+                                   f"{len(self.lock_runs)} keys)"),
+            ("JobLock copies lost", ids(self.lock_lost)),
             ("recovered (info executed)", f"{len(self.recovered)}  ({self.fraction('recovered'):.4f})"),
             ("duplicate periodic slots", ids(self.dup_slots)),
             ("periodic claimed/executed", ", ".join(f"{k} {c}/{e}" for k, (c, e) in self.periodic_runs.items()) or "-"),
@@ -410,11 +447,14 @@ def _check_jobs(h: History, r: Report) -> None:
     r.attempted = len(h.enqueues)
     by_outcome: dict[str, set[str]] = defaultdict(set)
     for e in h.enqueues:
-        by_outcome[e.outcome].add(e.id)
-    ok, fail, info = by_outcome["ok"], by_outcome["fail"], by_outcome["info"]
-    r.acknowledged, r.failed, r.indeterminate = len(ok), len(fail), len(info)
+        if e.key is None:  # JobLock copies are counted per key (_check_job_locks)
+            by_outcome[e.outcome].add(e.id)
+    count = Counter(e.outcome for e in h.enqueues)
+    r.acknowledged, r.failed, r.refused, r.indeterminate = count["ok"], count["fail"], count["refused"], count["info"]
+    ok, info = by_outcome["ok"], by_outcome["info"]
+    fail = by_outcome["fail"] | by_outcome["refused"]
     invoked = ok | fail | info
-    jobs = [x for x in h.executions if x.id is not None]
+    jobs = [x for x in h.executions if x.id is not None and x.key is None]
     starts: Counter[str] = Counter()
     effective: Counter[str] = Counter()
     completed: Counter[str] = Counter()
@@ -441,6 +481,44 @@ def _check_jobs(h: History, r: Report) -> None:
     r.unexpected = sorted(set(starts) - invoked)
     r.resurrected = sorted(fail & set(starts))
     r.recovered = sorted(info & set(starts))
+    hooked = {e.id for e in h.enqueues if e.outcome == "ok" and e.due is not None and e.task in h.enqueue_hooks
+              and e.key is None}
+    r.hooked_delayed = len(hooked)
+    dropped = {i for i, _ in h.dropped}
+    r.lost_hooked = [i + (" (dropped at promotion)" if i in dropped else "") for i in r.lost if i in hooked]
+
+
+def _interval(x: Execution, h: History) -> tuple[float, float] | None:
+    """When a run held its JobLock, on its process's monotonic clock (wall time for a record
+    without one). A run that never ended held it until its process died: the first fault that
+    took its node down after it started (killed; a frozen node's run goes on after the resume and
+    logs its end); with no such fault the end is unknown and nothing is asserted about it."""
+    offset = x.start - x.m_start if x.m_start is not None else 0.0  # wall - monotonic in that process
+    start = x.m_start if x.m_start is not None else x.start
+    if x.end is not None:
+        return start, (x.m_end if x.m_start is not None and x.m_end is not None else x.end - offset)
+    died = [f.t for f in h.faults if f.node == x.node and not f.frozen and f.t >= x.start]
+    return (start, min(died) - offset) if died else None
+
+
+def _check_job_locks(h: History, r: Report) -> None:
+    """JobLock: no two runs with one lock key at once; every acknowledged copy runs."""
+    runs: dict[str, list[Execution]] = defaultdict(list)
+    for x in h.executions:
+        if x.key is not None:
+            runs[x.key].append(x)
+    acked = Counter(e.key for e in h.enqueues if e.key is not None and e.outcome == "ok")
+    for key in sorted(set(runs) | set(acked)):
+        effective = [x for x in runs.get(key, []) if x.outcome != "cancelled"]
+        r.lock_runs[key] = (acked.get(key, 0), len(effective))
+        done = sum(1 for x in effective if x.outcome in TERMINAL or x.ack_refused)
+        r.lock_lost += [f"{key}#{n}" for n in range(done + 1, acked.get(key, 0) + 1)]
+        held = sorted(((iv, x) for x in runs.get(key, []) if (iv := _interval(x, h)) is not None),
+                      key=lambda p: p[0][0])
+        for (a_iv, a), (b_iv, b) in itertools.combinations(held, 2):
+            if b_iv[0] < a_iv[1] and a_iv[0] < b_iv[1]:
+                text = f"{key}: {a.execution_id} / {b.execution_id} +{min(a_iv[1], b_iv[1]) - b_iv[0]:.3f}s"
+                (r.lock_overlaps_refused if a.ack_refused or b.ack_refused else r.lock_overlaps).append(text)
 
 
 def _check_audit(h: History, r: Report) -> None:
@@ -486,7 +564,7 @@ def _check_periodic(h: History, r: Report) -> None:
         spec = h.periodic.get(task)
         if spec is not None and spec.missed == "catch_up" and rec.t - slot > spec.catch_up_window:
             r.beyond_window.append(f"{task}@{slot:g} ({rec.t - slot:.1f}s late)")
-    executed = Counter(x.task for x in h.executions if x.id is None and x.outcome != "cancelled")
+    executed = Counter(x.task for x in h.executions if x.id is None and x.key is None and x.outcome != "cancelled")
     for task in sorted(set(claimed) | set(h.periodic)):
         if task in h.periodic and not h.periodic[task].count_runs:
             continue
@@ -610,6 +688,7 @@ def check(h: History) -> Report:
     """Run every check of docs/FAULTS.md §3 over one history."""
     r = Report()
     _check_jobs(h, r)
+    _check_job_locks(h, r)
     _check_audit(h, r)
     _check_periodic(h, r)
     _check_lateness(h, r)

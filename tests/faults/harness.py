@@ -33,6 +33,7 @@ import shutil
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,8 @@ from tests.support.nodes import NodeCluster, NodeProcess
 from tests.support.proxy import TcpProxy
 from tests.support.servers import ZOOKEEPER_JAR, RedisServer, ServerError, ZooKeeperServer, find_binary
 
-__all__ = ["Cell", "CellConfig", "Producer", "redis_binary", "task_source", "zookeeper_java"]
+__all__ = ["Cell", "CellConfig", "Producer", "lock_key", "redis_binary", "skipped_jobs", "task_source",
+           "zookeeper_java"]
 
 NAMESPACE = "cell"
 REDIS_CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
@@ -97,6 +99,11 @@ _fh = None
 _lock = threading.Lock()  # sync tasks (`spin`) write from the node's thread pool
 
 
+def lock_key(task, params):
+    """A JobLock task's lock key as the checker names it (one queue: task + args)."""
+    return task + ":" + json.dumps(params, sort_keys=True)
+
+
 def _rec(ev, task, params, ctx, **extra):
     global _fh
     line = json.dumps({"ev": ev, "task": task, "id": (params or {}).get("id"), "exec": ctx.execution_id,
@@ -108,17 +115,38 @@ def _rec(ev, task, params, ctx, **extra):
         _fh.write(line)
 
 
-async def _job(params, ctx):
-    _rec("start", "job", params, ctx, s=params.get("s", 0))
+async def _sleeper(task, params, ctx, **extra):
+    _rec("start", task, params, ctx, s=params.get("s", 0), **extra)
     try:
         await asyncio.sleep(float(params.get("s", 0)))
     except asyncio.CancelledError:
-        _rec("end", "job", params, ctx, outcome="cancelled")
+        _rec("end", task, params, ctx, outcome="cancelled", **extra)
         raise
-    _rec("end", "job", params, ctx, outcome="ok")
+    _rec("end", task, params, ctx, outcome="ok", **extra)
+
+
+async def _job(params, ctx):
+    await _sleeper("job", params, ctx)
 
 
 job = Task(name="job", run=_job)
+'''
+
+_TASKS_PLUGINS = '''
+
+async def _locked(params, ctx):
+    await _sleeper("locked", params, ctx, key=lock_key("locked", params))
+
+
+async def _hooked(params, ctx):
+    await _sleeper("hooked", params, ctx)
+
+
+# {lock, s}: every copy of one lock has the same args, so JobLock must run them one at a time
+# (a blocked copy is re-enqueued 1 s later); {id, s}, enqueued delayed: staged at promotion and
+# queued through its enqueue guards (issue 20.1).
+locked = Task(name="locked", run=_locked, plugins=["JobLock"])
+hooked = Task(name="hooked", run=_hooked, plugins=["QueueLock", "DelayQueueLock"])
 '''
 
 _TASKS_TICK = '''
@@ -189,14 +217,24 @@ PERIODIC_TASKS = ("tick", "pulse", "beat")
 
 
 def task_source(*, tick: bool = True, tick_frequency: float = 1.0, pulse: bool = False, beat: bool = False,
-                block: bool = False, spin: bool = False) -> str:
+                block: bool = False, spin: bool = False, plugins: bool = False) -> str:
     """The task file: `job` ({id, s}: sleeps s seconds), optionally `tick` (every
     `tick_frequency` s, catch-up), `pulse` (0.1 s, skip missed: times a failover's first write to
     0.1 s), `beat` (0.1 s, catch-up, on a queue no worker serves: many slots to measure, no jobs
-    to run), `block` and `spin` ({id, s, until}: a sync pure-Python CPU loop in a pool thread)."""
+    to run), `block`, `spin` ({id, s, until}: a sync pure-Python CPU loop in a pool thread) and,
+    with `plugins`, `locked` (JobLock) and `hooked` (QueueLock + DelayQueueLock)."""
     tick_src = _TASKS_TICK.replace("TICK_FREQUENCY", repr(float(tick_frequency)))
     return _TASKS_HEAD + (tick_src if tick else "") + (_TASKS_PULSE if pulse else "") + (
-        _TASKS_BEAT if beat else "") + (_TASKS_BLOCK if block else "") + (_TASKS_SPIN if spin else "")
+        _TASKS_BEAT if beat else "") + (_TASKS_BLOCK if block else "") + (_TASKS_SPIN if spin else "") + (
+        _TASKS_PLUGINS if plugins else "")
+
+
+# what the task file's `lock_key` gives, for the producer's records
+def lock_key(task: str, params: dict[str, Any]) -> str:
+    return task + ":" + json.dumps(params, sort_keys=True)
+
+
+HOOKED_TASKS = frozenset({"hooked"})  # the task file's tasks with an enqueue plugin
 
 
 # ---- producer ---------------------------------------------------------------------------------
@@ -221,13 +259,19 @@ def _async_client(url: str, timeout: float) -> aredis.Redis:
 
 class Producer:
     """Enqueues uniquely identified `job`s at `rate` per second in a thread, recording every
-    invoke -> ok / fail / info. `duration(rng)` gives each job's run time; `delay(rng)` (optional)
-    returns seconds from now for a delayed enqueue or None for an immediate one."""
+    invoke -> ok / fail / refused / info. `duration(rng)` gives each job's run time; `delay(rng)`
+    (optional) returns seconds from now for a delayed enqueue or None for an immediate one.
+
+    With the plugin tasks loaded (`CellConfig.plugins`), a fraction `locked` of the enqueues are
+    copies of `locked` (JobLock) on one of `locks` keys (args {lock, s: `lock_run`}: identical
+    per key, so copies contend), and a fraction `hooked` are `hooked` jobs (QueueLock +
+    DelayQueueLock) enqueued delayed by `delay` (1-10 s when it says immediate or is None)."""
 
     def __init__(self, url: str, prefix: str, *, rate: float, seed: int = 0,
                  duration: Callable[[random.Random], float] = lambda rng: 0.0,
                  delay: Callable[[random.Random], float | None] | None = None, timeout: float = 2.0,
-                 sink: list[Enqueue] | None = None) -> None:
+                 sink: list[Enqueue] | None = None, locked: float = 0.0, hooked: float = 0.0, locks: int = 2,
+                 lock_run: float = 0.5) -> None:
         self.url = url
         self.prefix = prefix
         self.rate = rate
@@ -236,6 +280,10 @@ class Producer:
         self.delay = delay
         self.timeout = timeout
         self.records: list[Enqueue] = sink if sink is not None else []
+        self.locked = locked
+        self.hooked = hooked
+        self.locks = locks
+        self.lock_run = lock_run
         self.count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name=f"producer-{prefix}",
@@ -275,21 +323,31 @@ class Producer:
     async def one(self, client: Client) -> None:
         self.count += 1
         job_id = f"{self.prefix}-{self.count}"
-        params = {"id": job_id, "s": round(self.duration(self.rng), 3)}
+        params: dict[str, Any] = {"id": job_id, "s": round(self.duration(self.rng), 3)}
         delay = self.delay(self.rng) if self.delay else None
+        task, key = "job", None
+        pick = self.rng.random() if self.locked or self.hooked else 1.0  # other cells' job streams unchanged
+        if pick < self.locked:
+            task, delay = "locked", None
+            params = {"lock": f"L{self.rng.randrange(self.locks)}", "s": self.lock_run}
+            key = lock_key(task, params)
+        elif pick < self.locked + self.hooked:
+            task = "hooked"
+            if delay is None:
+                delay = self.rng.uniform(1.0, 10.0)
         t0 = time.time()
         due = None
         try:
             if delay is None:
-                await client.enqueue("job", params, queue="default")
+                queued = await client.enqueue(task, params, queue="default")
             else:
                 when = t0 + delay
                 due = float(bucket(when))
-                await client.enqueue_at(when, "job", params, queue="default")
-            outcome = "ok"
+                queued = bool(await client.enqueue_at(when, task, params, queue="default"))
+            outcome = "ok" if queued else "refused"
         except Exception as e:  # every outcome is recorded, none is fatal
             outcome = classify(e)
-        self.records.append(Enqueue(job_id, outcome, t0, time.time(), due=due))
+        self.records.append(Enqueue(job_id, outcome, t0, time.time(), due=due, task=task, key=key))
 
 
 # ---- audit collector --------------------------------------------------------------------------
@@ -381,6 +439,7 @@ class CellConfig:
     beat: bool = False
     block: bool = False
     spin: bool = False  # the sync CPU-bound `spin` task (F13b)
+    plugins: bool = False  # the JobLock task `locked` and the QueueLock + DelayQueueLock task `hooked`
     per_node_queue: bool = False  # each node also serves "only-<node>" (to run a job on one node)
     clock_seam: bool = False  # --clock-offset-file per node (F9)
     proxied: bool = False  # each node reaches Redis through its own TcpProxy
@@ -428,7 +487,7 @@ class Cell:
         self.tasks_dir.mkdir(exist_ok=True)
         cfg = self.config
         source = task_source(tick=cfg.tick, tick_frequency=cfg.tick_frequency, pulse=cfg.pulse, beat=cfg.beat,
-                             block=cfg.block, spin=cfg.spin)
+                             block=cfg.block, spin=cfg.spin, plugins=cfg.plugins)
         (self.tasks_dir / "cell_tasks.py").write_text(source)
         if cfg.election == "zookeeper":
             java = zookeeper_java()
@@ -567,9 +626,13 @@ class Cell:
 
     def producer(self, prefix: str = "p", *, rate: float = 50.0, seed: int = 0,
                  duration: Callable[[random.Random], float] = lambda rng: 0.0,
-                 delay: Callable[[random.Random], float | None] | None = None, timeout: float = 2.0) -> Producer:
+                 delay: Callable[[random.Random], float | None] | None = None, timeout: float = 2.0,
+                 locked: float = 0.0, hooked: float = 0.0) -> Producer:
+        """A producer recording into this cell (`locked` / `hooked`: see `Producer`; they need
+        `CellConfig.plugins`)."""
+        assert self.config.plugins or not (locked or hooked), "the plugin tasks need CellConfig(plugins=True)"
         p = Producer(self.redis_server.url, f"{self.name}-{prefix}", rate=rate, seed=seed, duration=duration,
-                     delay=delay, timeout=timeout, sink=self.enqueues)
+                     delay=delay, timeout=timeout, sink=self.enqueues, locked=locked, hooked=hooked)
         self.producers.append(p)
         return p
 
@@ -584,11 +647,11 @@ class Cell:
                     due = None
                     try:
                         if at is None:
-                            await client.enqueue(task, params, queue=queue)
+                            queued = await client.enqueue(task, params, queue=queue)
                         else:
                             due = float(bucket(at[i]))
-                            await client.enqueue_at(at[i], task, params, queue=queue)
-                        outcome = "ok"
+                            queued = bool(await client.enqueue_at(at[i], task, params, queue=queue))
+                        outcome = "ok" if queued else "refused"  # refused: an enqueue plugin said no
                     except Exception as e:
                         outcome = classify(e)
                     self.enqueues.append(Enqueue(str(params["id"]), outcome, t0, time.time(), due=due, task=task))
@@ -605,7 +668,7 @@ class Cell:
         with self.client() as c:
             for key in c.scan_iter(match=self.keys.inflight("*"), count=1000):
                 node = str(key).rpartition(":")[2]
-                ids = [job_id for f, v in c.hgetall(key).items() if ":" not in f and (job_id := _job_id(v))]
+                ids = [job_id for f, v in c.hgetall(key).items() if ":" not in f and (job_id := _job_name(v))]
                 if ids:
                     out[node] = ids
         return out
@@ -706,8 +769,12 @@ class Cell:
                 return False
             if not empty_since:
                 empty_since.append(time.monotonic())
-            done = {x.id for x in self.executions() if x.outcome in ("ok", "error")}
-            if all(e.id in done for e in self.enqueues if e.outcome == "ok"):
+            runs = self.executions()
+            done = {x.id for x in runs if x.outcome in ("ok", "error")}
+            copies = Counter(x.key for x in runs if x.key is not None and x.outcome in ("ok", "error"))
+            acked = Counter(e.key for e in self.enqueues if e.outcome == "ok" and e.key is not None)
+            if all(e.id in done for e in self.enqueues if e.outcome == "ok" and e.key is None) \
+                    and all(copies[k] >= n for k, n in acked.items()):
                 return True
             return time.monotonic() - empty_since[0] >= 2.0
 
@@ -730,7 +797,9 @@ class Cell:
             specs["beat"] = BEAT
         return History(enqueues=list(self.enqueues), executions=self.executions(acks=True), audit=audit,
                        leader_events=self.leader_events(), faults=list(self.faults), periodic=specs,
-                       window=window, settle=settle, lateness_window=lateness_window)
+                       window=window, settle=settle, lateness_window=lateness_window,
+                       enqueue_hooks=HOOKED_TASKS if self.config.plugins else frozenset(),
+                       dropped=dropped_promotions(self.cluster.nodes))
 
     def finish(self, bounds: Bounds, *, drain: bool = True, drain_timeout: float | None = None,
                window: tuple[float, float] | None = None, settle: float = 15.0, check_bounds: bool = True,
@@ -847,6 +916,22 @@ def _job_id(payload: str) -> str | None:
     return str(value) if value is not None else None
 
 
+def _job_name(payload: str) -> str | None:
+    """The job's id, or for a copy of the JobLock task `locked` its lock key (copies share args)."""
+    job_id = _job_id(payload)
+    if job_id is not None or _task(payload) != "locked":
+        return job_id
+    with contextlib.suppress(ValueError, AttributeError, IndexError, TypeError):
+        return lock_key("locked", json.loads(payload)["args"][0])
+    return None
+
+
+def skipped_jobs(nodes: Iterable[NodeProcess], task: str) -> int:
+    """How many fetched jobs of `task` a before_perform hook skipped (`job_skipped`: JobLock held)."""
+    return sum(1 for node in nodes for r in node.log_records()
+               if r.get("event") == "job_skipped" and r.get("task") == task)
+
+
 def _claims_leadership(path: str, status: int, body: bytes) -> int | None:
     """None unless the answer says "this node leads"; then the epoch it names (0 if none)."""
     if status != 200:
@@ -883,7 +968,7 @@ def read_executions(log_dir: Path, refused: set[str] | frozenset[str] = frozense
             except ValueError:
                 continue
             key = f"{r['node']}/{r['exec']}"
-            if r["ev"] == "run":
+            if r["ev"] == "run":  # periodic occurrences: one record
                 out.append(Execution(id=r["id"], task=r["task"], execution_id=key, node=r["node"], pid=r["pid"],
                                      start=r["t"], end=r["t"], outcome=r.get("outcome", "ok")))
             elif r["ev"] == "start":
@@ -894,8 +979,20 @@ def read_executions(log_dir: Path, refused: set[str] | frozenset[str] = frozense
         e = ends.get(exec_id)
         out.append(Execution(id=s["id"], task=s["task"], execution_id=exec_id, node=s["node"], pid=s["pid"],
                              start=s["t"], end=e["t"] if e else None, outcome=e.get("outcome") if e else None,
-                             planned=s.get("s"), ack_refused=exec_id in refused))
+                             planned=s.get("s"), ack_refused=exec_id in refused, key=s.get("key"),
+                             m_start=s.get("m"), m_end=e.get("m") if e else None))
     return sorted(out, key=lambda x: x.start)
+
+
+def dropped_promotions(nodes: Iterable[NodeProcess]) -> list[tuple[str, float]]:
+    """(job id, wall time) of each promoted job an enqueue plugin dropped (`promotion_dropped`)."""
+    out = []
+    for node in nodes:
+        for r in node.log_records():
+            if r.get("event") == "promotion_dropped":
+                job_id = _job_id(str(r.get("payload", "")))
+                out.append((job_id or str(r.get("payload", ""))[:80], float(r["ts"])))
+    return sorted(out, key=lambda d: d[1])
 
 
 _EVENTS = {"leader_acquired": "acquired", "leader_stepped_down": "stepped_down", "leader_released": "released",

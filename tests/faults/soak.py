@@ -36,13 +36,19 @@ from pathlib import Path
 import redis
 
 from tests.faults.checker import Bounds, Fault, History, Report, check, percentile
-from tests.faults.harness import Cell, CellConfig, Producer
+from tests.faults.harness import Cell, CellConfig, Producer, skipped_jobs
 from tests.support.nodes import NodeProcess
 
 FAULTS = ("kill-leader", "sigterm-leader", "sigstop-leader", "kill-worker", "redis-stall", "redis-restart")
 
 IDLE_SETTLE = 2.0  # an idle stretch is measured from this long after the producer stopped
 LATENESS_P99 = 0.025  # F16/F18: p99 lateness in idle stretches
+# Of the producer's enqueues: copies of the JobLock task `locked` (2 keys, 0.5 s runs: copies
+# contend, a blocked one is re-enqueued 1 s later) and delayed jobs of `hooked` (QueueLock +
+# DelayQueueLock: staged at promotion, queued through their guards). Checked: no two runs of
+# one JobLock key at once, no hooked delayed job lost (issue 20).
+LOCKED_SHARE = 0.05
+HOOKED_SHARE = 0.05
 KEYS_SLACK = 2  # quiet key count: at most this many keys above the first quiet sample after warm-up
 RSS_SLACK = 0.10  # quiet node RSS: at most 10 % above the first quiet sample after warm-up
 
@@ -175,6 +181,7 @@ class SoakResult:
     leadership_changes: int = 0
     load_average: float = 0.0
     host_lag_p99: float = 0.0  # how late the host woke any process in the idle stretches, p99
+    locked_skipped: int = 0  # JobLock copies fetched while another held the lock (re-enqueued)
 
     @property
     def replay(self) -> str:
@@ -188,6 +195,16 @@ class SoakResult:
         if self.nemesis:
             lines.append(f"faults injected: {', '.join(self.injected) or 'none'}")
         lines.append(f"leadership changes: {self.leadership_changes}")
+        r = self.report
+        if r is not None:
+            acked = sum(a for a, _ in r.lock_runs.values())
+            runs = sum(n for _, n in r.lock_runs.values())
+            lines.append(f"JobLock: {acked} copies acknowledged on {len(r.lock_runs)} keys, {runs} runs, "
+                         f"{self.locked_skipped} fetches skipped while the lock was held; violations "
+                         f"{len(r.lock_overlaps)} (+{len(r.lock_overlaps_refused)} after a refused ack), "
+                         f"copies lost {len(r.lock_lost)}")
+            lines.append(f"hooked delayed jobs (QueueLock + DelayQueueLock): {r.hooked_delayed} acknowledged, "
+                         f"lost {len(r.lost_hooked)}")
         if self.idle_lateness:
             lat = self.idle_lateness
             lines.append(f"lateness in {len(self.idle_windows)} idle stretches: n={len(lat)} "
@@ -221,7 +238,7 @@ def soak(minutes: float, seed: int, *, nemesis: bool, workdir: Path, rate: float
     rng = random.Random(seed)
     result = SoakResult(seed, minutes, nemesis, rate, workdir)
     log(f"soak: seed {seed}, {minutes:g} min, {rate:g}/s, nemesis {'on' if nemesis else 'off'}, workdir {workdir}")
-    cell = Cell("soak", workdir, CellConfig(pulse=nemesis, concurrency=2))
+    cell = Cell("soak", workdir, CellConfig(pulse=nemesis, concurrency=2, plugins=True))
     samples = result.samples
     try:
         cell.start()
@@ -233,7 +250,8 @@ def soak(minutes: float, seed: int, *, nemesis: bool, workdir: Path, rate: float
             return cell.producer(
                 f"p{k}", rate=rate, seed=seed * 1000 + k,
                 duration=lambda r: min(5.0, r.lognormvariate(-2.5, 1.0)),  # median ~80 ms, a tail of seconds
-                delay=lambda r: r.uniform(1.0, 10.0) if r.random() < 0.2 else None).start()
+                delay=lambda r: r.uniform(1.0, 10.0) if r.random() < 0.2 else None,
+                locked=LOCKED_SHARE, hooked=HOOKED_SHARE).start()
 
         burst = 0
         current: Producer | None = producer(burst)
@@ -270,6 +288,7 @@ def soak(minutes: float, seed: int, *, nemesis: bool, workdir: Path, rate: float
             bounds = Bounds(max_duplicated=0, periodic_slack=2)
         result.report = cell.finish(bounds, check_bounds=False)
         result.problems = list(cell.problems)
+        result.locked_skipped = skipped_jobs(cell.cluster.nodes, "locked")
         result.leadership_changes = len([e for e in cell.leader_events() if e.kind == "acquired"]) - 1
         if chaos is None:
             result.problems += _quiet_run_problems(cell, result)

@@ -3,7 +3,10 @@
 Both run `tests/faults/soak.py`'s `soak()` (the same code as `python -m tests.faults.soak`):
 one Redis (AOF, `appendfsync always`), three audited `corral node`s with docs/FAULTS.md §1's timing, a
 seeded producer at the soak's target load (20 enqueues/s, 1 in 5 delayed by 1-10 s, job run
-times lognormal with a median of ~80 ms and a tail to 5 s), the checker at the end.
+times lognormal with a median of ~80 ms and a tail to 5 s; 1 in 20 a copy of a JobLock task on
+one of 2 keys, 1 in 20 a delayed job of a QueueLock + DelayQueueLock task), the checker at the end.
+Both cells assert 0 JobLock violations (two runs of one lock key at once) and 0 lost hooked
+delayed jobs, and that the load had both.
 
 - F16: no faults; the load comes in 30 s cycles ending with 12 s of rest. Asserted: the
   checker's invariants (0 lost, 0 duplicated, 0 unexpected, 0 accepted stale writes, 0 duplicate
@@ -56,6 +59,9 @@ def run_soak(tmp_path: Path, name: str, *, nemesis: bool, seed: int) -> SoakResu
     print(f"\n{name}: seed {seed} (CORRAL_SOAK_SEED={seed} replays this run)")
     result = soak(MINUTES, seed, nemesis=nemesis, workdir=tmp_path / name, log=lambda line: print(line, flush=True))
     assert result.report is not None, f"{name}: no report; seed {seed}"
+    report = result.report
+    assert report.lock_runs and report.hooked_delayed, f"{name}: no JobLock or hooked delayed load\n" + result.figures()
+    assert report.lock_overlaps == [] and report.lost_hooked == [], f"{name}: " + result.describe()
     return result
 
 

@@ -36,16 +36,35 @@ def run(job: str | None, start: float, end: float | None, outcome: str | None = 
                      outcome=outcome)
 
 
+LOCK = "locked:L1"
+MONO = 1000.0  # the processes' monotonic clock reads wall time minus this
+
+
+def locked(start: float, end: float | None, outcome: str | None = "ok", *, node: str = "n2",
+           ack_refused: bool = False, mono: float = MONO) -> Execution:
+    """A run of the JobLock task `locked` (every copy has the same args: named by its lock key)."""
+    return Execution(id=None, task="locked", execution_id=f"x{next(_seq)}", node=node, pid=2, start=start, end=end,
+                     outcome=outcome, key=LOCK, m_start=start - mono, m_end=None if end is None else end - mono,
+                     ack_refused=ack_refused)
+
+
 def clean() -> History:
     """n1 leads epoch 100, is SIGTERMed at 12.70 and hands over to n2 (epoch 101); n3 is killed at
-    14.0 with j4 in flight, recovered at 22.5 and run again; j5 was pushed back by n1's drain."""
+    14.0 with j4 in flight, recovered at 22.5 and run again; j5 was pushed back by n1's drain. Two
+    copies of the JobLock job L1 run one after the other; the delayed job h1 of `hooked` (an
+    enqueue plugin) runs at its due second, and h2 (immediate) was refused by that plugin."""
     enqueues = [Enqueue(f"j{i}", "ok", 1.0 + i / 10, 1.001 + i / 10) for i in range(1, 6)]
     enqueues += [Enqueue("j6", "info", 2.0, 4.0), Enqueue("j7", "fail", 2.1, 2.2), Enqueue("j8", "info", 2.3, 4.3),
-                 Enqueue("d1", "ok", 3.0, 3.001, due=20.0), Enqueue("d2", "ok", 3.1, 3.101, due=20.0)]
+                 Enqueue("d1", "ok", 3.0, 3.001, due=20.0), Enqueue("d2", "ok", 3.1, 3.101, due=20.0),
+                 Enqueue("L1a", "ok", 3.2, 3.201, task="locked", key=LOCK),
+                 Enqueue("L1b", "ok", 3.3, 3.301, task="locked", key=LOCK),
+                 Enqueue("h1", "ok", 3.4, 3.401, due=21.0, task="hooked"),
+                 Enqueue("h2", "refused", 3.5, 3.501, task="hooked")]
     executions = [run("j1", 2, 2.5), run("j2", 2, 2.5), run("j3", 2, 2.5), run("j6", 5, 5.1),
                   run("j4", 13.5, None, None, node="n3"), run("j4", 22.6, 23.0),
                   run("j5", 12.0, 12.72, "cancelled", node="n1"), run("j5", 12.8, 13.0),
-                  run("d1", 20.01, 20.02), run("d2", 20.01, 20.03)]
+                  run("d1", 20.01, 20.02), run("d2", 20.01, 20.03),
+                  locked(4.0, 4.5, node="n3"), locked(4.52, 5.0), run("h1", 21.01, 21.05, task="hooked")]
     executions += [run(None, s + 0.01, s + 0.02, task="tick") for s in range(10, 17)]
     audit = [rec(10.003, 100, "periodic", "tick@10"), rec(11.003, 100, "periodic", "tick@11"),
              rec(12.002, 100, "periodic", "tick@12"), rec(13.003, 101, "periodic", "tick@13"),
@@ -58,7 +77,8 @@ def clean() -> History:
     faults = [Fault("sigterm", 12.70, node="n1", old_epoch=100, graceful=True),
               Fault("kill", 14.0, node="n3", inflight=(("j4", "n3"),))]
     return History(enqueues=enqueues, executions=executions, audit=sorted(audit, key=lambda r: r.seq),
-                   leader_events=events, faults=faults, periodic={"tick": PeriodicSpec(1.0)})
+                   leader_events=events, faults=faults, periodic={"tick": PeriodicSpec(1.0)},
+                   enqueue_hooks=frozenset({"hooked"}))
 
 
 BOUNDS = Bounds(max_duplicated=1, handoff=0.5, failover=6.0, recovery=15.0, lateness_p99=0.025, lateness_max=0.1)
@@ -71,7 +91,7 @@ def with_(h: History, **changes: object) -> History:
 def test_clean_history_passes_and_is_measured() -> None:
     r = check(clean())
     assert r.violations(BOUNDS) == [], r.table()
-    assert (r.attempted, r.acknowledged, r.failed, r.indeterminate) == (10, 7, 1, 2)
+    assert (r.attempted, r.acknowledged, r.failed, r.refused, r.indeterminate) == (14, 10, 1, 1, 2)
     assert r.lost == [] and r.unexpected == [] and r.unfinished == [] and r.resurrected == []
     assert r.recovered == ["j6"]  # indeterminate but executed: reported, not an anomaly
     assert r.duplicated == ["j4"] and r.completed_twice == []  # within the kill's in-flight bound
@@ -84,6 +104,8 @@ def test_clean_history_passes_and_is_measured() -> None:
     assert (ov.old_epoch, ov.new_epoch) == (100, 101) and ov.seconds == pytest.approx(12.701 - 12.704)
     assert r.promote_lateness == [pytest.approx(0.004)] and max(r.periodic_lateness) == pytest.approx(0.003)
     assert r.flaps == [] and r.early_promotions == []
+    assert r.lock_runs == {LOCK: (2, 2)} and r.lock_overlaps == [] and r.lock_lost == []
+    assert r.hooked_delayed == 1 and r.lost_hooked == []
     assert "duplicate periodic slots" in r.table()
 
 
@@ -165,6 +187,26 @@ def _plant(kind: str) -> tuple[History, Callable[..., bool]]:
     if kind == "early_promotion":
         audit = sorted([*h.audit, rec(20.9, 101, "promote", "21:1")], key=lambda r: r.seq)
         return with_(h, audit=audit), lambda r: len(r.early_promotions) == 1
+    if kind == "lock_overlap":
+        # a third copy of L1 starts while the second one runs (0.3 s on both clocks)
+        return with_(h, executions=[*h.executions, locked(4.7, 4.8, node="n1")]), \
+            lambda r: len(r.lock_overlaps) == 1 and r.lock_overlaps[0].endswith("+0.100s")
+    if kind == "lock_overlap_killed":
+        # n3 is killed at 4.3 mid-run (no end record): a copy started at 4.2 on n1 ran beside it
+        ex = [x for x in h.executions if not (x.key == LOCK and x.node == "n3")]
+        ex += [locked(4.0, None, None, node="n3"), locked(4.2, 4.25, node="n1")]
+        faults = [*h.faults, Fault("kill-worker", 4.3, node="n3")]
+        return with_(h, executions=ex, faults=faults), lambda r: len(r.lock_overlaps) == 1
+    if kind == "lock_lost":
+        return with_(h, enqueues=[*h.enqueues, Enqueue("L1c", "ok", 3.6, 3.601, task="locked", key=LOCK)]), \
+            lambda r: r.lock_lost == [f"{LOCK}#3"] and r.lost == []
+    if kind == "lost_hooked":
+        enqueues = [*h.enqueues, Enqueue("h3", "ok", 3.6, 3.601, due=22.0, task="hooked")]
+        return with_(h, enqueues=enqueues, dropped=[("h3", 22.001)]), \
+            lambda r: r.lost_hooked == ["h3 (dropped at promotion)"] and r.lost == ["h3"]
+    if kind == "refused_executed":
+        return with_(h, executions=[*h.executions, run("h2", 3.6, 3.7, task="hooked")]), \
+            lambda r: r.resurrected == ["h2"]
     if kind == "flap":
         events = [*h.leader_events, LeaderEvent("n1", "acquired", 100.0, 102)]
         return with_(h, leader_events=events), lambda r: r.flaps == [(102, 100.0)]
@@ -174,7 +216,7 @@ def _plant(kind: str) -> tuple[History, Callable[..., bool]]:
 KINDS = ["lost", "duplicated", "unexpected", "resurrected", "unfinished", "dup_slot", "stale_epoch", "stale_token",
          "overlap", "frozen_overlap", "missed_slot", "beyond_window", "periodic_runs", "slow_handoff", "slow_failover",
          "no_recovery", "late_promotion", "early_promotion", "flap", "frozen_claim", "frozen_attempt",
-         "refused_not_rerun"]
+         "refused_not_rerun", "lock_overlap", "lock_overlap_killed", "lock_lost", "lost_hooked", "refused_executed"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -256,3 +298,42 @@ def test_parse_audit_and_percentiles() -> None:
     assert records[1].t == pytest.approx(1700000000.0025)
     values = [float(i) for i in range(1, 101)]
     assert percentile(values, 50) == 50 and percentile(values, 99) == 99 and percentile([3.0], 99) == 3.0
+
+
+def test_a_lost_job_is_counted_as_hooked_only_when_delayed_with_an_enqueue_plugin() -> None:
+    h = clean()
+    enqueues = [*h.enqueues, Enqueue("h3", "ok", 3.6, 3.601, task="hooked"),  # immediate
+                Enqueue("d3", "ok", 3.7, 3.701, due=22.0)]  # delayed, task without enqueue hooks
+    r = check(with_(h, enqueues=enqueues))
+    assert r.lost == ["d3", "h3"] and r.lost_hooked == []
+    assert "hooked delayed lost" in r.table()
+
+
+def test_job_lock_runs_are_judged_on_monotonic_stamps() -> None:
+    # The third copy's process had its wall clock stepped back 1 s: by wall time it overlaps the
+    # second copy, by the monotonic clock (what the lock's holders really did) it ran after it.
+    h = clean()
+    later = locked(4.1, 4.2, node="n1", mono=MONO - 1.0)  # monotonic 5.1 .. 5.2, after 3.52 .. 4.0
+    r = check(with_(h, executions=[*h.executions, later]))
+    assert r.lock_overlaps == [] and r.lock_runs == {LOCK: (2, 3)}, r.table()
+
+
+def test_job_lock_overlap_after_a_refused_ack_is_the_at_least_once_case() -> None:
+    # n3 was frozen and declared dead while it held L1: recovery freed its lock and re-queued the
+    # copy, which ran on n2 while n3, resumed, finished its own run (its ack refused).
+    h = clean()
+    ex = [x for x in h.executions if x.key != LOCK]
+    ex += [locked(4.0, 20.0, node="n3", ack_refused=True), locked(14.0, 14.5), locked(14.6, 15.0)]
+    r = check(with_(h, executions=ex))
+    assert r.lock_overlaps == [] and len(r.lock_overlaps_refused) == 2, r.table()
+    assert any("after a refused ack" in v for v in r.violations(BOUNDS))  # 2 > the 1 in flight
+    assert not [v for v in r.violations(dataclasses.replace(BOUNDS, max_duplicated=2)) if "JobLock" in v]
+
+
+def test_a_killed_run_without_its_fault_is_not_judged() -> None:
+    # No fault says when n9's process died: how long it held L1 is unknown, nothing is asserted.
+    h = clean()
+    ex = [x for x in h.executions if not (x.key == LOCK and x.node == "n3")]
+    ex += [locked(4.0, None, None, node="n9"), locked(4.2, 4.25, node="n1")]
+    r = check(with_(h, executions=ex))
+    assert r.lock_overlaps == [] and r.lock_lost == [], r.table()
