@@ -1,6 +1,6 @@
 """CPU cost, in µs per job, of the per-job steps the drain profile shows, each timed alone in this
-process (best of several repeats, so other load on the machine inflates it least). Used by
-`python bench/run.py --only experiments`; also runnable alone: `PYTHONPATH=. python bench/microcosts.py`.
+process (best of several repeats, so other load on the machine inflates it least):
+`PYTHONPATH=. python bench/microcosts.py`.
 """
 
 from __future__ import annotations
