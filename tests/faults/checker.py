@@ -303,6 +303,9 @@ class Report:
     # at-least-once case, bounded as duplicates.
     lock_overlaps: list[str] = field(default_factory=list)
     lock_overlaps_refused: list[str] = field(default_factory=list)
+    # the stale runs behind those overlaps: one frozen copy can overlap several later copies that
+    # took the lock one after the other, and it is one duplicate (at-least-once), not several
+    lock_refused_runs: set[str] = field(default_factory=set)
     lock_runs: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (copies acknowledged, runs)
     lock_lost: list[str] = field(default_factory=list)  # "key#n": acknowledged copies that never ran
 
@@ -340,7 +343,8 @@ class Report:
         over("resurrected (failed enqueue executed)", self.resurrected, b.max_unexpected)
         over("lost delayed jobs with enqueue hooks", self.lost_hooked, b.max_lost)
         over("JobLock violations (two copies at once)", self.lock_overlaps, b.max_lock_overlaps)
-        over("JobLock copies at once after a refused ack", self.lock_overlaps_refused, b.max_duplicated)
+        over("JobLock runs overlapping later copies after a refused ack", sorted(self.lock_refused_runs),
+             b.max_duplicated)
         over("JobLock copies lost", self.lock_lost, b.max_lost)
         over("duplicate periodic slots", self.dup_slots, b.max_dup_slots)
         over("stale-leader writes accepted", self.stale_accepted, b.max_stale_accepted)
@@ -518,7 +522,11 @@ def _check_job_locks(h: History, r: Report) -> None:
         for (a_iv, a), (b_iv, b) in itertools.combinations(held, 2):
             if b_iv[0] < a_iv[1] and a_iv[0] < b_iv[1]:
                 text = f"{key}: {a.execution_id} / {b.execution_id} +{min(a_iv[1], b_iv[1]) - b_iv[0]:.3f}s"
-                (r.lock_overlaps_refused if a.ack_refused or b.ack_refused else r.lock_overlaps).append(text)
+                if a.ack_refused or b.ack_refused:
+                    r.lock_overlaps_refused.append(text)
+                    r.lock_refused_runs.update(x.execution_id for x in (a, b) if x.ack_refused)
+                else:
+                    r.lock_overlaps.append(text)
 
 
 def _check_audit(h: History, r: Report) -> None:

@@ -187,6 +187,9 @@ def test_f13b_cpu_bound_sync_jobs(make_cell: MakeCell) -> None:  # noqa: F811
     assert not changes, f"leadership changed under CPU-bound sync jobs: {changes}"
     assert all(r.epoch == epoch for r in cell.audit()), "a leader write of another epoch"
     assert len(report.promote_lateness) == len(due)
-    assert percentile(lat, 99) <= 0.1, (
-        f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms > 100 ms (max {max(lat) * 1000:.0f} ms; 1-min load "
-        f"average {load:.1f} on {os.cpu_count()} CPUs: was anything else running?)")
+    # the FAULTS bound plus what the host itself added to any process's wake-ups meanwhile (another
+    # session's load; tests/faults/hostlag.py), as F10/F16/F18: a quiet host asserts 100 ms as written
+    host_p99 = cell.lateness_allowance((t_on, until))
+    assert percentile(lat, 99) <= 0.1 + host_p99, (
+        f"lateness p99 {percentile(lat, 99) * 1000:.1f} ms > 100 ms + host lag {host_p99 * 1000:.1f} ms (max "
+        f"{max(lat) * 1000:.0f} ms; 1-min load average {load:.1f} on {os.cpu_count()} CPUs)")
