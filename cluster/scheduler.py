@@ -104,8 +104,6 @@ class Scheduler:
                     "lateness_ms": round(max(lateness) * 1000, 1) if lateness else 0})
             if staged or await self._staging_left():
                 await self._run_staged(term)
-            lag = max(0.0, now - next_due) if 0 <= next_due <= now else 0.0
-            self.observer.scheduler_lag(lag)
             if moved + staged < self.batch:
                 return next_due
             await asyncio.sleep(0)  # let the loop breathe between batches of a backlog

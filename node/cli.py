@@ -1,4 +1,7 @@
-"""The `corral` command. Every flag also reads `CORRAL_<FLAG>` (flag wins).
+"""The `corral` command. Every option of `corral node` (and `web`), and the connection options of
+the client commands (enqueue, status, failed, tasks: `--redis-*`, `--namespace`, `--config`), also
+reads `CORRAL_<OPTION>` (flag > env > config file > default), as do `corral up`'s flags; the client
+commands' own flags (`--queue`, `--json`, ...) are flags only.
 
     corral up                      local demo cluster: embedded Redis + 3 nodes
     corral node --redis-url URL    one node
@@ -45,8 +48,9 @@ from .cli_checks import (
 )
 from .cli_tasks import cmd_tasks
 from .cli_up import cmd_up
-from .config import BY_NAME, CONNECTION_OPTIONS, OPTIONS, NodeConfig, Option, env_name, environ_options
+from .config import NodeConfig
 from .config_numbers import Number
+from .options import BY_NAME, CONNECTION_OPTIONS, OPTIONS, Option, env_name, environ_options
 
 
 def _flag(name: str) -> str:

@@ -25,8 +25,9 @@ from cluster.sentinel_probe import explain_sentinel_failure
 from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_date
 
-from .config import CONNECTION_OPTIONS, NodeConfig
+from .config import NodeConfig
 from .logs import describe_error
+from .options import CONNECTION_OPTIONS
 
 UP_STATE = Path(".data") / "up.json"
 

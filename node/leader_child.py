@@ -40,11 +40,12 @@ from cluster.observe import Observer
 from .config import NodeConfig
 from .leadership import Leadership
 from .lifeline import die_with_parent
+from .loop_clock import LoopLag, apply_clock_offset
 
 log = logging.getLogger("corral.leader_process")
 
 # Observer methods the leader side calls; the node applies them to its metrics.
-FORWARDED = ("leader_changed", "stale_write_rejected", "scheduler_lag", "promoted", "periodic_enqueued",
+FORWARDED = ("leader_changed", "stale_write_rejected", "promoted", "periodic_enqueued",
              "jobs_recovered", "redis_error", "bad_key")
 EXIT_STALLED = 3  # the node's loop stopped answering: start a new candidate when it runs again
 
@@ -119,13 +120,13 @@ class LeaderChild:
         loop.add_signal_handler(signal.SIGTERM, lambda: self._finish("the node process ended", 0))
         loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C reaches the node, which asks us
         if cfg.clock_offset_file:
-            loop.add_signal_handler(signal.SIGUSR1, self._apply_clock_offset)
+            loop.add_signal_handler(signal.SIGUSR1, apply_clock_offset, self.clock, cfg.clock_offset_file, log)
         election = asyncio.create_task(self.leadership.run(), name="election")
         election.add_done_callback(self._election_ended)
         tasks = [election,
                  asyncio.create_task(notifier.run(), name="notifier"),
                  asyncio.create_task(self._read_node(), name="node-link"),
-                 asyncio.create_task(self._watch(), name="watchdog")]
+                 asyncio.create_task(LoopLag(0.05, self._on_wake).run(), name="watchdog")]
         try:
             await self.done.wait()
             await self._release()
@@ -169,27 +170,16 @@ class LeaderChild:
             elif cmd == b"release":
                 self._finish("the node is shutting down", 0)
 
-    async def _watch(self) -> None:
-        limit = self.cfg.stall_limit()
-        while True:
-            t = time.monotonic()
-            await asyncio.sleep(0.05)
-            lag = time.monotonic() - t - 0.05
-            if lag > 0.25:  # the host starves the leader of CPU: due seconds and slots fall due late
-                log.warning("leader loop woke %.0f ms late", lag * 1000, extra={"event": "leader_loop_lag"})
-            stalled = time.monotonic() - self.last_ping
-            if stalled > limit:
-                self._finish(f"the node's event loop has not answered for {stalled:.2f} s", EXIT_STALLED)
-                return
-            self.send_state()
-
-    def _apply_clock_offset(self) -> None:
-        assert self.cfg.clock_offset_file
-        try:
-            with open(self.cfg.clock_offset_file) as fh:
-                self.clock.offset = float(fh.read().strip() or 0)
-        except (OSError, ValueError) as e:
-            log.warning("clock offset file unreadable: %r", e)
+    def _on_wake(self, lag: float) -> bool:
+        """Every 0.05 s: warn when the host starves us, give up when the node has stalled."""
+        if lag > 0.25:  # the host starves the leader of CPU: due seconds and slots fall due late
+            log.warning("leader loop woke %.0f ms late", lag * 1000, extra={"event": "leader_loop_lag"})
+        stalled = time.monotonic() - self.last_ping
+        if stalled > self.cfg.stall_limit():
+            self._finish(f"the node's event loop has not answered for {stalled:.2f} s", EXIT_STALLED)
+            return True
+        self.send_state()
+        return False
 
 
 def _plain(v: Any) -> bool:

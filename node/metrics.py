@@ -15,10 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from cluster.activequeues import ActiveQueues
-from cluster.badkeys import BadKeys
 from cluster.observe import Observer
-from cluster.scripts import Scripts
 
 # 1 ms to 10 min: no-op jobs through report generation
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -91,22 +88,6 @@ class ClusterGauges(Collector):
         yield GaugeMetricFamily("corral_delayed_jobs", "Delayed jobs not yet due (cluster-wide)", value=self.delayed)
         yield GaugeMetricFamily("corral_failed_jobs", "Entries in the failed list (cluster-wide)", value=self.failed)
         yield GaugeMetricFamily("corral_cluster_members", "Live nodes seen in Redis (cluster-wide)", value=self.members)
-
-
-async def read_queue_stats(scripts: Scripts, active: ActiveQueues, bad: BadKeys) -> tuple[dict[str, int], dict[str, str]]:
-    """(length of every queue in `queues`, qtimes head of every non-empty one), in one script;
-    if `queues` is not a set, the names the `*` workers found by SCAN."""
-    keys = active.keys
-    prefixes = [keys.queue_prefix(), keys.qtimes(""), "all"]
-    res = await scripts.run("queue_stats", [keys.queues], prefixes)
-    if res[4]:
-        bad.report(keys.queues, str(res[4]), where="metrics", expected="set")
-        res = await scripts.run("queue_stats", [keys.queues], [*prefixes, *await active.scan_names()])
-    bad.report_lines(res[3], where="metrics")
-    names = [str(q) for q in res[0]]
-    lengths = {q: int(n) for q, n in zip(names, res[1], strict=True)}
-    heads = {q: str(h) for q, h in zip(names, res[2], strict=True) if h}
-    return lengths, heads
 
 
 class _ProcessesReplaced(Collector):
@@ -229,9 +210,6 @@ class NodeMetrics(Observer):
 
     def stale_write_rejected(self, op: str) -> None:
         self.stale.labels(op).inc()
-
-    def scheduler_lag(self, seconds: float) -> None:
-        pass  # cluster-wide: every node computes it from Redis in the gauge refresher
 
     def promoted(self, count: int, lateness: list[float]) -> None:
         self.promoted_total.inc(count)

@@ -1,4 +1,6 @@
-"""One node process: wires the cluster library to workers, HTTP, metrics and signals.
+"""One node process: wires the cluster library to workers, HTTP, metrics and signals, and runs
+them from start to shutdown. What it answers on HTTP is node/handlers.py; the reads behind the
+cluster-wide gauges are node/gauge_refresh.py.
 
 Shutdown order on SIGTERM/SIGINT (docs/FAULTS.md): release leadership first (compare-and-delete +
 publish, so a successor takes over in milliseconds), stop fetching, let running jobs finish
@@ -13,21 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.process_collector import ProcessCollector
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError
 
 from cluster.aio import REDIS_FAILURES
-from cluster.catalogue import listing
 from cluster.catalogue_publish import CataloguePublisher
 from cluster.client import Client
 from cluster.clock import Clock, SystemClock
@@ -38,18 +37,20 @@ from cluster.membership import Membership
 from cluster.notify import Notifier
 from cluster.rawconn import FastScript
 from cluster.rawconn import supported as rawconn_supported
-from cluster.scripts import Scripts, source
+from cluster.scripts import source
 from cluster.sentinel_probe import explain_sentinel_failure
 from cluster.task import Registry
 from cluster.tls_probe import explain_tls_failure
 
 from .config import NodeConfig
 from .executor import Executor
-from .http import HttpServer, Response, json_response
+from .gauge_refresh import GaugeRefresher
+from .handlers import NodeHandlers
+from .http import HttpServer
 from .leader_process import LeaderProcess
 from .leadership import Leadership
-from .metrics import NodeMetrics, read_queue_stats
-from .redact import job_view
+from .loop_clock import LoopLag, apply_clock_offset
+from .metrics import NodeMetrics
 from .worker import WorkerPool
 
 log = logging.getLogger("corral.node")
@@ -86,7 +87,8 @@ class Node:
         self.started_wall = self.clock.time()
         self.stopping = False
         self.http_port: int | None = None
-        self.loop_lag = 0.0
+        self.loop_watch = LoopLag(0.25)  # how late this loop wakes: /healthz reports it
+        self.version = version()
         self.install_signals = install_signals
         self.leader_process = leader_process
         self.exit_process = exit_process
@@ -125,7 +127,7 @@ class Node:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the exposition for no dashboard use
         self.metrics_registry = CollectorRegistry()
         ProcessCollector(registry=self.metrics_registry)
-        self.metrics = NodeMetrics(self.metrics_registry, node_id=self.node_id, version=version(), backend=backend)
+        self.metrics = NodeMetrics(self.metrics_registry, node_id=self.node_id, version=self.version, backend=backend)
         self.metrics.leader_candidate.set(1 if cfg.scheduler else 0)
         self.client = Client(self.redis, cfg.namespace, registry=self.registry, clock=self.clock)
         self.executor = Executor(threads=cfg.threads, processes=cfg.pool_processes(), tasks_dir=cfg.tasks_dir,
@@ -138,7 +140,7 @@ class Node:
                                poll_interval=cfg.poll_interval, failed_max=cfg.failed_max,
                                fast_fetch=FastScript(self.settings, source("fetch")) if rawconn_supported(self.settings)
                                else None)
-        info = {"node": self.node_id, "host": socket.gethostname(), "pid": os.getpid(), "version": version(),
+        info = {"node": self.node_id, "host": socket.gethostname(), "pid": os.getpid(), "version": self.version,
                 "queues": list(cfg.queues), "concurrency": cfg.concurrency, "scheduler": cfg.scheduler,
                 "started": self.started_wall, "http_port": None}
         self.info = info
@@ -158,9 +160,11 @@ class Node:
             self.elector = self.leadership.elector
             channels[self.keys.delayed_channel] = self.leadership.scheduler.notify
         self.notifier = Notifier(self.redis, channels)
-        self.http = HttpServer({"/metrics": self.h_metrics, "/healthz": self.h_healthz, "/readyz": self.h_readyz,
-                                "/leader": self.h_leader, "/status": self.h_status}, cfg.http_host, cfg.http_port)
+        self.gauges = GaugeRefresher(redis=self.redis, keys=self.keys, pool=self.pool, metrics=self.metrics,
+                                     clock=self.clock, dead_after=cfg.dead_after, interval=cfg.metrics_refresh)
         self._build_catalogue()
+        self.handlers = NodeHandlers(self)
+        self.http = HttpServer(self.handlers.routes(), cfg.http_host, cfg.http_port)
         self._mount_dashboard()
 
     def _build_catalogue(self) -> None:
@@ -172,14 +176,6 @@ class Node:
                                             registry=self.registry, dead_after=self.cfg.dead_after,
                                             started=self.started_wall, interval=self.cfg.metrics_refresh,
                                             on_conflicts=lambda view: conflicts.set(len(view.conflicts())))
-        self.http.routes["/tasks"] = self.h_tasks
-
-    async def h_tasks(self) -> Response:
-        try:
-            view = await asyncio.wait_for(self.client.catalogue.view(), 1.0)
-        except REDIS_FAILURES as e:
-            return json_response(503, {"error": f"Redis unreachable: {type(e).__name__}"})
-        return json_response(200, await listing(self.redis, self.keys, view, self.clock.time()))
 
     def _mount_dashboard(self) -> None:
         """The web dashboard at /ui/ (node/ui, docs/UI.md); its history sampler runs in `run`."""
@@ -189,7 +185,7 @@ class Node:
 
             self.dashboard = Dashboard(self.client, registry=self.registry, metrics=self.metrics_registry,
                                        token=self.cfg.dashboard_token(), payloads=self.cfg.status_payloads,
-                                       node_id=self.node_id, version=version(), dead_after=self.cfg.dead_after,
+                                       node_id=self.node_id, version=self.version, dead_after=self.cfg.dead_after,
                                        backend=self.cfg.election)
             self.http.mount("/ui/", self.dashboard.handle)
 
@@ -199,15 +195,16 @@ class Node:
     def _apply_clock_offset(self) -> None:
         """Fault-test seam (docs/FAULTS.md F9): jump this node's wall clock; leases stay on the monotonic clock."""
         assert isinstance(self.clock, SystemClock) and self.cfg.clock_offset_file
-        try:
-            with open(self.cfg.clock_offset_file) as fh:
-                self.clock.offset = float(fh.read().strip() or 0)
-        except (OSError, ValueError) as e:
-            log.warning("clock offset file unreadable: %r", e)
+        if not apply_clock_offset(self.clock, self.cfg.clock_offset_file, log):
             return
         if isinstance(self.elector, LeaderProcess):
             self.elector.forward_signal(signal.SIGUSR1)
         log.warning("wall clock shifted for a fault test", extra={"event": "clock_jump", "offset": self.clock.offset})
+
+    @property
+    def loop_lag(self) -> float:
+        """How late this node's event loop woke last (0.25 s sleeps), seconds."""
+        return self.loop_watch.seconds
 
     async def run(self, ready: asyncio.Event | None = None) -> int:
         await self._connect()
@@ -232,8 +229,8 @@ class Node:
                 self.pool.start(tg)
                 background.append(tg.create_task(self.membership.run(), name="membership"))
                 background.append(tg.create_task(self.notifier.run(), name="notifier"))
-                background.append(tg.create_task(self._refresh_gauges(), name="gauges"))
-                background.append(tg.create_task(self._watch_loop(), name="loop-lag"))
+                background.append(tg.create_task(self.gauges.run(), name="gauges"))
+                background.append(tg.create_task(self.loop_watch.run(), name="loop-lag"))
                 background.append(tg.create_task(self.catalogue.run(), name="catalogue"))
                 if self.dashboard is not None:
                     from .ui import HistoryRecorder
@@ -295,181 +292,6 @@ class Node:
             with contextlib.suppress(Exception):
                 h.flush()
         os._exit(0)
-
-    # ---- background ----------------------------------------------------------------------------
-
-    async def _watch_loop(self) -> None:
-        """Loop lag: how late a 0.25 s sleep wakes. /healthz reports it."""
-        while True:
-            t = time.monotonic()
-            await asyncio.sleep(0.25)
-            self.loop_lag = max(0.0, time.monotonic() - t - 0.25)
-
-    async def _refresh_gauges(self) -> None:
-        c = self.metrics.cluster
-        self._qtimes_scripts = Scripts(self.redis)
-        while True:
-            try:
-                c.queue_lengths, heads = await read_queue_stats(self.pool.scripts, self.pool.active_queues,
-                                                                self.pool.bad_keys)
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.zrange(self.keys.delayed_schedule, 0, 999)
-                    pipe.llen(self.keys.failed)
-                    pipe.time()
-                    pipe.zrange(self.keys.members, 0, -1, withscores=True)
-                    tss, failed, now, members = await pipe.execute(raise_on_error=False)
-                for key, got in ((self.keys.delayed_schedule, tss), (self.keys.failed, failed)):
-                    if isinstance(got, ResponseError):  # a key of the wrong type: reported, counted as empty
-                        self.pool.bad_keys.report(key, str(await self.redis.type(key)), where="metrics")
-                tss = [] if isinstance(tss, ResponseError) else [t for t in tss if _is_number(t)]  # not "garbage"
-                failed = 0 if isinstance(failed, ResponseError) else failed
-                for got in (now, members):
-                    if isinstance(got, Exception):
-                        raise got
-                if heads:  # trims what other clients' pops left behind (cluster/scripts/qtimes_head.lua)
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for q in heads:
-                            await self._qtimes_scripts.run("qtimes_head", [self.keys.queue(q), self.keys.qtimes(q)],
-                                                           [1000], client=pipe)
-                        trimmed = await pipe.execute(raise_on_error=False)
-                    heads = {q: str(h) for q, h in zip(heads, trimmed, strict=True) if isinstance(h, str | bytes) and h}
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for ts in tss:
-                        pipe.llen(self.keys.delayed(int(float(ts))))
-                    c.delayed = sum(int(n) for n in await pipe.execute(raise_on_error=False)
-                                    if not isinstance(n, ResponseError)) if tss else 0
-                c.failed = int(failed)
-                now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
-                c.oldest_age = {}
-                for q, length in c.queue_lengths.items():
-                    if length > 0:
-                        head = heads.get(q)
-                        stamp = head.partition(":")[2] if head else ""
-                        c.oldest_age[q] = max(0.0, (now_ms - float(stamp)) / 1000) if _is_number(stamp) else 0.0
-                # scheduler lag, cluster-wide: how overdue the earliest delayed second is, on Redis' clock
-                c_lag = max(0.0, now_ms / 1000 - float(tss[0])) if tss else 0.0
-                self.metrics.lag.set(c_lag if c_lag > 1.0 else 0.0)
-                c.members = sum(1 for _m, s in members if now_ms - float(s) < self.cfg.dead_after * 1000)
-                c.refreshed_mono = self.clock.monotonic()
-            except REDIS_FAILURES:
-                self.metrics.redis_error("metrics")
-            except Exception:  # data no one expected must not end the node: the gauges go stale, visibly
-                log.exception("metrics: refreshing the cluster-wide gauges failed", extra={"event": "gauges_failed"})
-            await asyncio.sleep(self.cfg.metrics_refresh)
-
-    # ---- HTTP ------------------------------------------------------------------------------------
-
-    def _leader_view(self) -> dict[str, Any]:
-        e = self.elector
-        if e is None:
-            return {"node": self.node_id, "leader": None, "is_leader": False, "epoch": 0, "since": None,
-                    "backend": self.cfg.election, "candidate": False}
-        s = e.state
-        leads = self._leads_now()
-        return {"node": self.node_id, "leader": s.leader if leads or not s.is_leader else None, "is_leader": leads,
-                "epoch": s.epoch, "since": s.since if leads else s.extra.get("since"), "backend": s.backend,
-                "candidate": True}
-
-    def _leads_now(self) -> bool:
-        """Leading as far as anyone outside may be told: the elector says so *and* its term's
-        deadline is ahead. A node resuming from a freeze (SIGSTOP, a blocked loop) still holds the
-        view it had before; until its lease check runs it must not say it leads (docs/FAULTS.md F2)."""
-        e = self.elector
-        if e is None or not e.state.is_leader:
-            return False
-        term = e.term
-        return term is not None and self.clock.monotonic() < term.deadline
-
-    async def h_leader(self) -> Response:
-        view = self._leader_view()
-        # no elector, or one that has not seen the holder yet (a leader process starting): ask Redis
-        if self.elector is None or (not view["is_leader"] and view["leader"] is None):
-            try:
-                info = await asyncio.wait_for(self.client.leader_info(), 0.5)
-                if info:
-                    view.update(leader=info["node"], epoch=info["epoch"] or 0, since=info["since"])
-            except REDIS_FAILURES:
-                pass
-        elif not view["is_leader"] and view["leader"] is not None:
-            with contextlib.suppress(*REDIS_FAILURES):
-                info = await asyncio.wait_for(self.client.leader_info(), 0.5)
-                if info and info["node"] == view["leader"]:
-                    view["since"] = info["since"]
-        return json_response(200, view)
-
-    async def h_metrics(self) -> Response:
-        if self.elector is not None:  # corral_is_leader: the same lease check as /leader
-            self.metrics.is_leader.set(1 if self._leads_now() else 0)
-        age = self.membership.age()
-        self.metrics.heartbeat_age.set(age if age is not None else -1)
-        c = self.metrics.cluster
-        self.metrics.gauges_age.set(-1 if c.refreshed_mono is None else self.clock.monotonic() - c.refreshed_mono)
-        return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.metrics_registry)
-
-    async def h_healthz(self) -> Response:
-        e = self.elector
-        term = e.term if e is not None else None
-        if term is not None and self.clock.monotonic() > term.deadline + self.cfg.lease_margin:
-            return json_response(503, {"ok": False, "reason": "this node believes it leads past its lease"})
-        problem = self.pool.health_problem()
-        if problem is not None:
-            return json_response(503, {"ok": False, "reason": problem})
-        return json_response(200, {"ok": True, "loop_lag_seconds": round(self.loop_lag, 4)})
-
-    async def h_readyz(self) -> Response:
-        if self.stopping:
-            return json_response(503, {"ready": False, "reason": "node is shutting down"})
-        try:
-            await asyncio.wait_for(self.redis.ping(), 0.5)
-        except REDIS_FAILURES as e:
-            why = type(e).__name__
-            return json_response(503, {"ready": False, "reason": f"Redis unreachable: {why}"})
-        if self.membership.last_error is not None:
-            return json_response(503, {"ready": False, "reason": f"heartbeat failing: {self.membership.last_error}"})
-        age = self.membership.age()
-        if age is None or age > self.cfg.dead_after:
-            return json_response(503, {"ready": False, "reason": "membership heartbeat is stale"})
-        return json_response(200, {"ready": True, "workers": len(self.pool.slots)})
-
-    async def h_status(self) -> Response:
-        workers = []
-        for s in self.pool.slots:
-            job = None
-            if s.current is not None:
-                job = {**job_view(s.current, self.cfg.status_payloads),  # params only if asked, never secrets
-                       "running_seconds": round(self.clock.time() - s.current["started"], 3)}
-            workers.append({"name": s.name, "queues": s.spec, "busy": not s.idle, "job": job, "restarts": s.restarts})
-        node = {"id": self.node_id, "is_leader": self._leader_view()["is_leader"], "workers": workers,
-                "queues": list(self.cfg.queues), "uptime_seconds": round(self.clock.monotonic() - self.started_mono, 3),
-                "version": version(), "http_port": self.http_port,
-                "task_threads": self.executor.threads.snapshot(), "task_processes": self.executor.processes.snapshot(),
-                "task_coroutines_abandoned": len(self.executor.abandoned)}
-        if isinstance(self.elector, LeaderProcess):
-            proc = self.elector.proc
-            node["leader_process"] = {"pid": proc.pid if proc is not None else None,
-                                      "restarts": self.elector.restarts}
-        cluster: dict[str, Any] = {}
-        try:
-            members = await asyncio.wait_for(self.client.members(), 1.0)
-            cluster["members"] = {m: {"heartbeat_age_seconds": round(a, 3), "alive": a < self.cfg.dead_after}
-                                  for m, a in members.items()}
-            c = self.metrics.cluster
-            cluster["queues"] = dict(c.queue_lengths)
-            cluster["delayed"] = c.delayed
-            cluster["failed"] = c.failed
-            cluster["leader"] = self._leader_view()["leader"]
-            if self.catalogue.view is not None:
-                cluster["catalogue"] = self.catalogue.view.summary()
-        except REDIS_FAILURES as e:
-            cluster["error"] = f"Redis unreachable: {type(e).__name__}"
-        return json_response(200, {"node": node, "cluster": cluster})
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 async def cancel_until_done(tasks: list[asyncio.Task[Any]]) -> None:

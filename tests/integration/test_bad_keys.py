@@ -70,7 +70,7 @@ async def test_string_at_a_listed_queue_key_is_skipped_and_every_other_queue_ser
     assert "string" in records[0].getMessage() and records[0].kind == "queue"  # type: ignore[attr-defined]
     assert _bad_keys_metric(node, "queue") == 1
     assert await client.redis.get(K.queue("aaa")) == "not a list", "the bad key is left as it was"
-    assert (await node.h_readyz())[0] == 200
+    assert (await node.handlers.readyz())[0] == 200
 
 
 async def test_string_at_a_named_queue_is_reported_once(inproc_node: NodeFactory, client: Client,
@@ -213,7 +213,7 @@ async def test_5000_empty_queue_names_cost_star_workers_nothing_per_fetch(
     # one LPOP per job plus the empty fetches of idle slots (each tries the listed non-empty queues only)
     assert lpops < 3 * n_jobs, f"{lpops} LPOPs for {n_jobs} jobs: fetches still try the empty queues"
     await asyncio.sleep(2 * node.cfg.metrics_refresh)
-    text = (await node.h_metrics())[2].decode()
+    text = (await node.handlers.metrics())[2].decode()
     series = [ln for ln in text.splitlines() if ln.startswith("corral_queue_length{")]
     assert len(series) <= 51, f"{len(series)} corral_queue_length series"
     assert any('queue="__other__"' in ln for ln in series)

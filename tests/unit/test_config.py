@@ -115,8 +115,8 @@ def test_toml_numbers_of_the_wrong_type_are_refused(tmp_path: Path) -> None:
 
 
 def test_every_numeric_option_documents_its_range() -> None:
-    from node.config import OPTIONS, options_markdown
     from node.config_numbers import Number
+    from node.options import OPTIONS, options_markdown
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md").read_text()
     assert options_markdown() in doc, "docs/CONFIGURATION.md is stale: regenerate it (see its first lines)"
