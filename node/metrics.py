@@ -1,9 +1,9 @@
 """Prometheus metrics of one node (a `CollectorRegistry` per node, created in the runtime).
 
 Per node: job counters and histograms, workers, leadership, Redis errors, recovered jobs.
-Cluster-wide (every node exports the same values, read from Redis on a cached interval; take
-`max` across nodes, never `sum`): queue lengths, oldest job age, delayed and failed counts,
-cluster members.
+Cluster-wide (every node exports the same values, read from Redis on a cached interval by
+node/gauge_refresh.py; take `max` across nodes, never `sum`): queue lengths, oldest job age,
+delayed and failed counts, cluster members, scheduler lag.
 """
 
 from __future__ import annotations
