@@ -186,3 +186,21 @@ def test_task_numbers_are_finite_and_in_range(kwargs: dict[str, object], needle:
     assert needle in str(e.value)
     assert Task(name="t", run=lambda p, c: None, frequency=0.1).periodic
     assert not Task(name="t", run=lambda p, c: None, frequency=0).periodic
+
+
+def test_config_fields_must_match_the_options() -> None:
+    """`NodeConfig` takes its defaults from `OPTIONS`: a field with no option (or an option with no
+    field) stops the import instead of leaving a field without a default or an option unread."""
+    from node.config import _defaults_from_options
+
+    class Extra:
+        __annotations__ = {**NodeConfig.__annotations__, "not_an_option": "int"}
+
+    with pytest.raises(TypeError, match="not_an_option"):
+        _defaults_from_options(Extra)
+
+    class Missing:
+        __annotations__ = {k: v for k, v in NodeConfig.__annotations__.items() if k != "lease"}
+
+    with pytest.raises(TypeError, match="lease"):
+        _defaults_from_options(Missing)
