@@ -11,7 +11,6 @@ that token (fencing), so a paused or partitioned ex-leader cannot write.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ LeadFn = Callable[["Term"], Coroutine[Any, Any, None]]
 SeenFn = Callable[[str | None, int | None, float | None], None]
 # acquire.lua's lock value while a new Redis run waits out the previous run's leases: nobody leads
 LOCK_DELAY_PREFIX = "corral-lock-delay/"
-log = logging.getLogger("corral.election")
 
 
 @dataclass(frozen=True)
