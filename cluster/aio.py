@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 T = TypeVar("T")
@@ -19,6 +20,8 @@ T = TypeVar("T")
 # be retried as an outage. uvloop's RuntimeError on a reset transport reaches callers as redis-py's
 # ConnectionError (the connection classes of cluster/connection.py convert it).
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+# Among them, a dropped connection (RST, a closed socket): worth one retry at once, not a wait.
+REDIS_DROPPED: tuple[type[BaseException], ...] = (RedisConnectionError, ConnectionError)
 
 
 async def within(seconds: float, aw: Awaitable[T]) -> T:

@@ -17,6 +17,7 @@ from cluster.client import Client
 from cluster.clock import Clock
 from cluster.connection import RedisSettings, close_redis, make_redis
 from cluster.election.base import Term
+from cluster.election.elector import LockElector
 from cluster.election.redis import RedisElector
 from cluster.foreign import ForeignWorkers
 from cluster.keys import Keys
@@ -59,7 +60,7 @@ class Leadership:
         self.foreign = None if not cfg.foreign_stuck_timeout else ForeignWorkers(
             redis=duty["foreign"], keys=keys, clock=clock, observer=observer, stuck_timeout=cfg.foreign_stuck_timeout,
             policy=cfg.foreign_stuck_jobs, audit=cfg.audit, node_id=node_id)
-        self.elector: Any
+        self.elector: LockElector
         if cfg.election == "zookeeper":
             from cluster.election.zookeeper import ZooKeeperElector
 

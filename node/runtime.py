@@ -31,6 +31,7 @@ from cluster.catalogue_publish import CataloguePublisher
 from cluster.client import Client
 from cluster.clock import Clock, SystemClock
 from cluster.connection import close_redis, make_redis
+from cluster.election.base import Contender
 from cluster.errors import RedisUnavailable
 from cluster.keys import Keys
 from cluster.membership import Membership
@@ -149,7 +150,7 @@ class Node:
                                      interval=cfg.heartbeat_interval)
         # The leader side: in a process of its own by default (`corral node`), here when embedded.
         self.leadership: Leadership | None = None
-        self.elector: Any = None
+        self.elector: Contender | None = None
         channels: dict[str, Callable[[str], object]] = {
             self.keys.wake_channel: self.pool.on_wake, self.keys.node_wake(self.node_id): self.pool.on_targeted_wake}
         if cfg.scheduler and self.leader_process:
@@ -237,7 +238,7 @@ class Node:
 
                     background.append(tg.create_task(HistoryRecorder(self.redis, self.keys).run(), name="ui-history"))
                 # in-process: the Leadership runs its elector; else the LeaderProcess supervises the child
-                leader_side = self.leadership or self.elector
+                leader_side = self.leadership or (self.elector if isinstance(self.elector, LeaderProcess) else None)
                 if leader_side is not None:
                     background.append(tg.create_task(leader_side.run(), name="election"))
                 if ready is not None:

@@ -1,5 +1,6 @@
-"""Leader election backends. `RedisElector` (default) and `ZooKeeperElector` (kazoo)."""
+"""Leader election: one elector loop (`elector.LockElector`) over a `LeaderLock`, the Redis lock
+(`redis.RedisElector`, default) or a ZooKeeper lock (`zookeeper.ZooKeeperElector`, kazoo)."""
 
-from .base import ElectionConfig, ElectionState, Term, parse_token
+from .base import Contender, ElectionConfig, ElectionState, LeaderLock, Term, parse_token
 
-__all__ = ["ElectionConfig", "ElectionState", "Term", "parse_token"]
+__all__ = ["Contender", "ElectionConfig", "ElectionState", "LeaderLock", "Term", "parse_token"]

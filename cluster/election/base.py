@@ -1,8 +1,9 @@
-"""What every election backend shares: timing config, the term, and the node's view of it.
+"""What every election backend shares: timing config, the term, the node's view of it, and the
+two interfaces: `LeaderLock` (what a backend implements) and `Contender` (what a node uses).
 
-A term is a scope. The backend calls `lead(term)` when this node wins and cancels it, before any
-further write, when the lease cannot be renewed by `term.deadline` (local monotonic clock,
-counted from when the last good renew was *sent*). Leases alone never make one leader: every
+A term is a scope. The elector (elector.py) calls `lead(term)` when this node wins and cancels it,
+before any further write, when the lease cannot be renewed by `term.deadline` (local monotonic
+clock, counted from when the last good renew was *sent*). Leases alone never make one leader: every
 leader write also passes `term.token` to a Lua script that refuses it unless the lock still holds
 that token (fencing), so a paused or partitioned ex-leader cannot write.
 """
@@ -10,20 +11,22 @@ that token (fencing), so a paused or partitioned ex-leader cannot write.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from ..aio import within
 from ..clock import Clock
-from ..errors import ConfigError, LeaseLost
-from ..observe import Observer
+from ..errors import ConfigError
+from ..keys import Keys
+from ..scripts import Scripts
 
 LeadFn = Callable[["Term"], Coroutine[Any, Any, None]]
+# what a lock reports of the holder it sees: (leader or None, its epoch or None = unknown, since)
+SeenFn = Callable[[str | None, int | None, float | None], None]
 # acquire.lua's lock value while a new Redis run waits out the previous run's leases: nobody leads
 LOCK_DELAY_PREFIX = "corral-lock-delay/"
-log = logging.getLogger("corral.election")
 
 
 @dataclass(frozen=True)
@@ -122,61 +125,57 @@ class ElectionState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class ElectorBase:
-    """The term scope both backends share: become leader, run the duties next to the backend's
-    renewals (`_keep_term`), and step down the moment either ends."""
+class HasDeadline(Protocol):
+    @property
+    def deadline(self) -> float: ...
+
+
+class Contender(Protocol):
+    """What a node reads and drives of whoever contends for it: an elector in this process
+    (elector.py) or the leader process that runs one in a child (node/leader_process.py)."""
+
+    @property
+    def state(self) -> ElectionState: ...
+    @property
+    def term(self) -> HasDeadline | None: ...
+    async def release(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class LeaderLock(Protocol):
+    """One backend's lock, as client-go's resourcelock.Interface is to its LeaderElector: the
+    elector loop (elector.py) runs over it. Redis calls raise cluster.aio's REDIS_FAILURES;
+    a lock found held by another token raises LeaseLost."""
 
     backend: str
     node_id: str
-    state: ElectionState
-    clock: Clock
-    observer: Observer
-    term: Term | None
+    scripts: Scripts
+    extra: dict[str, Any]  # what the backend adds to the node's view (ElectionState.extra)
+    lost_reason: str | None  # why the backend set `term.lost` (None: released)
 
-    async def _keep_term(self, term: Term) -> None:
-        """Renew until the term cannot be kept; raise LeaseLost then."""
-        raise NotImplementedError
+    async def open(self, seen: SeenFn) -> None:
+        """Start contending: `seen` takes every holder the lock observes while this node follows."""
 
-    def _set_follower(self, leader: str | None, epoch: int, since: float | None = None) -> None:
-        changed = self.state.is_leader
-        epoch_changed = epoch != self.state.epoch
-        self.state.is_leader = False
-        self.state.leader = leader
-        self.state.epoch = epoch
-        self.state.extra["since"] = since
-        if changed:
-            self.state.transitions += 1
-        if changed or epoch_changed:
-            self.observer.leader_changed(False, epoch)  # followers export the epoch they see too
+    async def acquire(self) -> Term | None:
+        """One attempt: a new term, or None once the backend's retry wait is over."""
 
-    async def _lead_term(self, term: Term, lead: LeadFn) -> None:
-        self.term = term
-        self.state.is_leader = True
-        self.state.leader = self.node_id
-        self.state.epoch = term.epoch
-        self.state.since = term.since
-        self.state.transitions += 1
-        self.observer.leader_changed(True, term.epoch)
-        log.info("election: became leader", extra={"epoch": term.epoch, "event": "leader_acquired",
-                                                   "backend": self.backend})
-        reason = "stopped"
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._renewals(term), name="election-renew")
-                tg.create_task(lead(term), name="leader-duties")
-        except* LeaseLost as eg:
-            reason = str(eg.exceptions[0])
-        finally:
-            term.lost.set()
-            self.term = None
-            self._set_follower(None, term.epoch)
-            log.warning("election: stepped down", extra={"epoch": term.epoch, "reason": reason,
-                                                          "event": "leader_stepped_down"})
+    async def renew(self, term: Term) -> bool:
+        """Extend the lock for `term`: True when it counts (the caller moves the deadline)."""
 
-    async def _renewals(self, term: Term) -> None:
-        try:
-            await self._keep_term(term)
-        finally:
-            # Set before the duties are cancelled: a duty that missed its cancellation still ends
-            # when it sees the term lost, instead of keeping this node "leader" forever.
-            term.lost.set()
+    async def release(self, term: Term, *, shutdown: bool) -> bool:
+        """After `term` ended (`shutdown`: a graceful stop): give the lock up; True to log it."""
+
+    async def observe(self) -> None:
+        """Run while the elector runs: keep the follower's view (`seen`), wake the candidate."""
+
+    def stop(self) -> None:
+        """Stop contending: no new attempt, a pending one cancelled."""
+
+    async def close(self) -> None:
+        """End the backend's session (bounded, idempotent)."""
+
+
+async def release_token(scripts: Scripts, keys: Keys, token: str, limit: float) -> Any:
+    """Compare-and-delete Corral's lock (and node-resque's, with our token) and wake the candidates."""
+    return await within(limit, scripts.run("release", [keys.corral_lock, keys.leader, keys.leader_lock],
+                                           [token, keys.released_channel]))

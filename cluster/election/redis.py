@@ -9,12 +9,10 @@ Why this shape:
   Corral's promotion (a scope of the term, `Term.promotes`), never its other duties.
 - Acquire is one `SET NX PX` with a token never used before (`<node>/<epoch>/<random>`), and the
   epoch (`corral:epoch`) grows by one per term. No lock ever exists without a TTL.
-- Renew is compare-and-PEXPIRE in Lua, sent every `renew_period` on a dedicated connection with
-  a `renew_timeout` socket timeout, on the same loop as the leader duties: a starved loop loses
-  the lease instead of holding it while doing nothing.
-- The leader stops its duties at `last renew sent + lease - margin` on the monotonic clock, even
-  with no error seen, strictly before Redis can expire the key for anyone else. A refused renew
-  or a connection that cannot be re-established at once stops it immediately.
+- Renew is compare-and-PEXPIRE in Lua, sent by the elector loop (elector.py) every `renew_period`
+  on a dedicated connection with a `renew_timeout` socket timeout. The term ends at `last renew
+  sent + lease - margin`, strictly before Redis can expire the key for anyone else; a refused
+  renew, a read-only Redis or one without its replicas (NOREPLICAS) ends it at once.
 - Lease safety is not enough (client-go says as much): every leader write is a Lua script that
   compares the token first (see scheduler, periodic, recovery), so a stale leader cannot write.
 - SIGTERM: compare-and-delete plus a publish on `corral:leader_released` wakes the candidates,
@@ -33,10 +31,10 @@ import contextlib
 import logging
 import random
 import secrets
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
 from ..aio import REDIS_FAILURES, wait_event, within
 from ..clock import Clock
@@ -44,48 +42,62 @@ from ..errors import LeaseLost
 from ..keys import Keys
 from ..observe import Observer
 from ..scripts import Scripts, source
-from .base import LOCK_DELAY_PREFIX, ElectionConfig, ElectionState, ElectorBase, LeadFn, Term, parse_token
+from .base import LOCK_DELAY_PREFIX, ElectionConfig, SeenFn, Term, parse_token, release_token
+from .elector import LockElector
 
 log = logging.getLogger("corral.election")
 
 
-class RedisElector(ElectorBase):
+class RedisElector(LockElector):
+    """``RedisElector(node_id=, keys=, redis=, election_redis=, config=, clock=, observer=)``: the
+    elector loop over `RedisLock`; `redis` is the general client (release notices), `election_redis`
+    the dedicated one (short socket timeout)."""
+
+    def __init__(self, *, node_id: str, keys: Keys, redis: Redis, election_redis: Redis, config: ElectionConfig,
+                 clock: Clock, observer: Observer) -> None:
+        lock = RedisLock(node_id=node_id, keys=keys, redis=redis, election_redis=election_redis,
+                         config=config, clock=clock, observer=observer)
+        super().__init__(lock, config=config, clock=clock, observer=observer)
+        self.redis_lock = lock
+
+    @property
+    def confirmed_renewals(self) -> int:
+        """Renewals WAIT confirmed (wait_replicas > 0)."""
+        return self.redis_lock.confirmed_renewals
+
+
+class RedisLock:
+    """Corral's Redis lock `corral:leader_lock` (and node-resque's, see the module's docstring)."""
+
     backend = "redis"
 
     def __init__(self, *, node_id: str, keys: Keys, redis: Redis, election_redis: Redis, config: ElectionConfig,
                  clock: Clock, observer: Observer) -> None:
-        self.node_id = node_id
-        self.keys = keys
-        self.redis = redis
-        self.eredis = election_redis
-        self.scripts = Scripts(election_redis)
-        self.config = config
-        self.clock = clock
-        self.observer = observer
-        self.state = ElectionState(node=node_id, backend=self.backend)
-        self.term: Term | None = None
+        self.node_id, self.keys, self.config = node_id, keys, config
+        self.redis, self.election_redis = redis, election_redis
+        self.clock, self.observer = clock, observer
+        self.scripts: Scripts = Scripts(election_redis)
+        self.extra: dict[str, Any] = {}
+        self.lost_reason: str | None = None
+        self._seen: SeenFn = lambda leader, epoch, since: None
         self._released = asyncio.Event()
         self._orphans: list[str] = []
         self._stopping = False
+        self._pttl = -1
         self.confirmed_renewals = 0  # renewals WAIT confirmed (wait_replicas > 0)
         self._delaying = False  # the lock holds acquire.lua's lock-delay placeholder
 
+    async def open(self, seen: SeenFn) -> None:
+        self._seen = seen
+
     # ---- candidate -----------------------------------------------------------------------
 
-    async def run(self, lead: LeadFn) -> None:
-        """Contend forever; while elected, run `lead(term)` and cancel it when the term ends."""
-        listener = asyncio.create_task(self._listen_released(), name="election-release-listener")
-        try:
-            while not self._stopping:
-                term = await self._try_acquire()
-                if term is None:
-                    await self._wait_retry()
-                    continue
-                await self._lead_term(term, lead)
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+    async def acquire(self) -> Term | None:
+        """One `acquire.lua`; when it does not win, report the holder and wait for the retry."""
+        term = await self._try_acquire()
+        if term is None:
+            await self._wait_retry()
+        return term
 
     async def _try_acquire(self) -> Term | None:
         sent = self.clock.monotonic()
@@ -104,7 +116,7 @@ class RedisElector(ElectorBase):
             self._orphans.append(suffix)
             del self._orphans[:-8]
             self.observer.redis_error("election")
-            self._set_follower(None, self.state.epoch)
+            self._seen(None, None, None)
             log.debug("election: acquire failed: %r", e)
             return None
         if int(res[0]) == 1:
@@ -133,23 +145,23 @@ class RedisElector(ElectorBase):
                             "until any lease of the previous run is over", max(0, self._pttl) / 1000,
                             extra={"event": "leader_lock_delay"})
             self._delaying = True
-            self._set_follower(None, self.state.epoch)
+            self._seen(None, None, None)
             return None
         self._delaying = False
-        self._set_follower(holder, holder_epoch if holder_epoch is not None else self.state.epoch)
+        self._seen(holder, holder_epoch, None)
         return None
 
     async def _wait_retry(self) -> None:
         self._released.clear()
         delay = self.config.retry_period
-        pttl = getattr(self, "_pttl", -1)
-        if 0 < pttl / 1000 < delay:
-            delay = pttl / 1000
+        if 0 < self._pttl / 1000 < delay:
+            delay = self._pttl / 1000
         delay += random.uniform(0, 0.05)
         await wait_event(self._released, delay)
 
-    async def _listen_released(self) -> None:
-        """Wake candidates when a leader releases (graceful handoff in milliseconds)."""
+    async def observe(self) -> None:
+        """Wake candidates when a leader releases (graceful handoff in milliseconds); the holder
+        itself is seen by every acquire."""
         while not self._stopping:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
@@ -166,6 +178,32 @@ class RedisElector(ElectorBase):
 
     # ---- leader ----------------------------------------------------------------------------
 
+    async def renew(self, term: Term) -> bool:
+        """Compare-and-PEXPIRE; False when fewer than `wait_replicas` replicas confirmed it in time
+        (the term keeps its deadline: it ends there unless a replica confirms first)."""
+        try:
+            res = await self._renew(term)
+        except ReadOnlyError:
+            # a Sentinel failover demoted our primary: whoever leads now, it is not us
+            raise LeaseLost("Redis became a read-only replica") from None
+        except ResponseError as e:
+            if "NOREPLICAS" not in str(e):
+                raise
+            # the primary lost its replicas (min-replicas-to-write): it is the isolated side of a
+            # partition, and no renew can succeed there; stop now, not at the deadline
+            self.observer.redis_error("election")
+            raise LeaseLost("Redis refuses writes: not enough good replicas") from None
+        if res == "lost":
+            raise LeaseLost("lock no longer holds our token")
+        if res == "unconfirmed":
+            self.observer.redis_error("election")
+            log.warning("election: renew not confirmed by %d replica(s)", self.config.wait_replicas,
+                        extra={"epoch": term.epoch, "event": "renew_unconfirmed"})
+            return False
+        if self.config.wait_replicas:
+            self.confirmed_renewals += 1
+        return True
+
     async def _renew(self, term: Term) -> str:
         """Compare-and-PEXPIRE: "ok", "lost" (the lock holds another token), or "unconfirmed"
         (renewed, but fewer than `wait_replicas` replicas acknowledged it in time)."""
@@ -178,7 +216,7 @@ class RedisElector(ElectorBase):
         wait_ms = max(1, int(cfg.renew_timeout * 800))  # leave a fifth of the timeout for the replies
         for attempt in (1, 2):
             try:
-                async with self.eredis.pipeline(transaction=False) as pipe:
+                async with self.election_redis.pipeline(transaction=False) as pipe:
                     pipe.evalsha(self.scripts.sha("renew"), 2, *locks, term.token, cfg.lease_ms)
                     pipe.execute_command("WAIT", cfg.wait_replicas, wait_ms)
                     ok, acked = await pipe.execute()
@@ -186,7 +224,7 @@ class RedisElector(ElectorBase):
             except NoScriptError:  # a restarted or promoted Redis: load it, once
                 if attempt == 2:
                     raise
-                await self.eredis.script_load(source("renew"))
+                await self.election_redis.script_load(source("renew"))
         if not ok:
             return "lost"
         _promotes(term, ok)
@@ -204,78 +242,26 @@ class RedisElector(ElectorBase):
         log.warning("election: won the lock, but %d replica(s) did not confirm it; releasing",
                     self.config.wait_replicas, extra={"epoch": term.epoch, "event": "leader_unconfirmed"})
         with contextlib.suppress(*REDIS_FAILURES):
-            await within(self.config.renew_timeout * 2,
-                         self.scripts.run("release", [self.keys.corral_lock, self.keys.leader, self.keys.leader_lock],
-                                          [term.token, self.keys.released_channel]))
-        self._set_follower(None, term.epoch)
+            await release_token(self.scripts, self.keys, term.token, self.config.renew_timeout * 2)
+        self._seen(None, term.epoch, None)
         return False
 
-    async def _keep_term(self, term: Term) -> None:
-        cfg = self.config
-        while True:
-            # wake for the next renew, or at the deadline if that comes first
-            await wait_event(term.lost, max(0.0, min(cfg.renew_period, term.deadline - self.clock.monotonic())))
-            if term.lost.is_set():
-                raise LeaseLost("released")
-            if self.clock.monotonic() >= term.deadline:
-                raise LeaseLost("deadline passed before a renew")
-            retried = False
-            while True:
-                sent = self.clock.monotonic()
-                try:
-                    # never wait for a reply past the deadline: the term ends there, not a timeout later
-                    res = await within(max(0.001, min(cfg.renew_timeout, term.deadline - sent)), self._renew(term))
-                except (RedisConnectionError, ConnectionError, RuntimeError) as e:
-                    self.observer.redis_error("election")
-                    if retried:
-                        raise LeaseLost(f"connection to Redis lost: {e}") from None
-                    retried = True
-                    continue
-                except ReadOnlyError:
-                    # a Sentinel failover demoted our primary: whoever leads now, it is not us
-                    raise LeaseLost("Redis became a read-only replica") from None
-                except REDIS_FAILURES as e:
-                    self.observer.redis_error("election")
-                    if "NOREPLICAS" in str(e):
-                        # the primary lost its replicas (min-replicas-to-write): it is the isolated
-                        # side of a partition, and no renew can succeed there; stop now, not at the deadline
-                        raise LeaseLost("Redis refuses writes: not enough good replicas") from None
-                    if self.clock.monotonic() >= term.deadline:
-                        raise LeaseLost("renew timed out past the deadline") from None
-                    break
-                if res == "lost":
-                    raise LeaseLost("lock no longer holds our token")
-                if res == "unconfirmed":
-                    # the term keeps its deadline: it ends there unless a replica confirms first
-                    self.observer.redis_error("election")
-                    log.warning("election: renew not confirmed by %d replica(s)", cfg.wait_replicas,
-                                extra={"epoch": term.epoch, "event": "renew_unconfirmed"})
-                    break
-                if cfg.wait_replicas:
-                    self.confirmed_renewals += 1
-                term.deadline = sent + cfg.lease - cfg.margin
-                break
-            if self.clock.monotonic() >= term.deadline:
-                raise LeaseLost("deadline passed")
-
-    async def release(self) -> None:
-        """Give up leadership now (SIGTERM): compare-and-delete and wake the candidates."""
-        self._stopping = True
-        term = self.term
-        if term is None:
-            return
-        term.lost.set()
+    async def release(self, term: Term, *, shutdown: bool) -> bool:
+        """On a graceful stop, compare-and-delete and wake the candidates; a term that ended
+        otherwise leaves the lock to expire (or to its new holder)."""
+        if not shutdown:
+            return False
         try:
-            await within(
-                self.config.renew_timeout * 2,
-                self.scripts.run("release", [self.keys.corral_lock, self.keys.leader, self.keys.leader_lock],
-                                 [term.token, self.keys.released_channel]),
-            )
-            log.info("election: released leadership", extra={"epoch": term.epoch, "event": "leader_released"})
+            await release_token(self.scripts, self.keys, term.token, self.config.renew_timeout * 2)
+            return True
         except REDIS_FAILURES as e:
-            log.warning("election: release failed (lock will expire): %r", e)
+            log.warning("election: release failed (lock will expire): %r", e, extra={"epoch": term.epoch})
+            return False
 
     def stop(self) -> None:
+        self._stopping = True
+
+    async def close(self) -> None:
         self._stopping = True
 
 

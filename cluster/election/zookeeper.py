@@ -14,8 +14,8 @@ Why this shape:
   it, as the Redis backend does. Every leader script then
   compares the token exactly as with the Redis backend; installing a newer term overwrites the
   lock, so a deposed leader's next write is refused as STALE even before its lease runs out.
-- The leader re-runs install_term every `renew_period` and keeps the Redis backend's deadline:
-  it stops at `last renew sent + lease - margin` (monotonic), even with no error seen.
+- The elector loop (elector.py) re-runs install_term every `renew_period` (`ZooKeeperLock.renew`)
+  and keeps the Redis backend's deadline: `last renew sent + lease - margin` (monotonic).
 - kazoo's `Election.run` never interrupts the leader on connection loss (kazoo's docs), so the
   term is ours: SUSPENDED (about 2/3 of the session timeout without an answer, before the
   server can expire the session) ends it at once, and so does LOST. Every term ends by deleting
@@ -26,10 +26,9 @@ Why this shape:
 - A loop blocked past the deadline cannot step down by itself, while kazoo's own thread keeps
   the session (and the lock) alive: a watchdog thread deletes the lock node then, so a
   successor can win; the blocked node's writes are refused by the fencing when it wakes.
-- On Python 3.11 redis-py's own `asyncio.wait_for` loses a cancellation that races the reply: the
-  call returns normally and the task runs on. A renewals task that missed its cancel keeps the term
-  and hangs whoever awaits it (the node's shutdown), so Redis calls go through `within`
-  (cluster/aio.py), which raises the cancellation it swallowed.
+- Redis calls go through `within` (cluster/aio.py): on Python 3.11 redis-py's own `wait_for` can
+  lose a cancellation that races the reply, and a renewals task that missed its cancel would keep
+  the term and hang the node's shutdown.
 - Limit: epochs come from ZooKeeper's zxids. A ZooKeeper rebuilt from empty restarts them low;
   install_term then refuses every term until `corral:zk_epoch` is deleted (logged as an error).
 """
@@ -49,59 +48,58 @@ from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import SequentialThreadingHandler
 from kazoo.retry import KazooRetry
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
-from ..aio import within
+from ..aio import REDIS_FAILURES, within
 from ..clock import Clock
 from ..errors import LeaseLost
 from ..keys import Keys
 from ..observe import Observer
 from ..scripts import Scripts
-from .base import ElectionConfig, ElectionState, ElectorBase, LeadFn, Term, parse_token
+from .base import ElectionConfig, SeenFn, Term, parse_token, release_token
+from .elector import LockElector
 
 log = logging.getLogger("corral.election")
 
 T = TypeVar("T")
 
-# A Redis call can fail these ways: redis-py's errors, socket errors, our timeouts, and uvloop's
-# RuntimeError ("unable to perform operation on <TCPTransport closed=True>") when redis-py writes
-# to a connection the peer reset. Each one means "Redis did not answer", never a crash.
-REDIS_DOWN = (RedisError, OSError, TimeoutError, RuntimeError)
-# Dropped connections among them: retried once at once, then the term ends (F4: RST -> stop now).
-REDIS_DROPPED = (RedisConnectionError, ConnectionError, RuntimeError)
-
 _CLOSE_WAIT = 3.0  # bound on closing the ZooKeeper session (release, shutdown)
 _ZK_CALL_WAIT = 2.0  # bound on one short blocking ZooKeeper call awaited from the loop
+# a follower's read of the holder that failed: Redis did not answer, or `corral:leader` is malformed
+_UNREADABLE: tuple[type[BaseException], ...] = (*REDIS_FAILURES, ValueError, KeyError)
 
 
-class ZooKeeperElector(ElectorBase):
-    """``ZooKeeperElector(node_id=, keys=, redis=, hosts="127.0.0.1:2181", config=, clock=, observer=)``
-
-    Same interface as `RedisElector`: `state`, `term`, `await run(lead)`, `await release()`,
-    `stop()`. `redis` is the dedicated election client (short socket timeout).
-    """
-
-    backend = "zookeeper"
+class ZooKeeperElector(LockElector):
+    """``ZooKeeperElector(node_id=, keys=, redis=, hosts="127.0.0.1:2181", config=, clock=, observer=)``:
+    the elector loop over `ZooKeeperLock`. `redis` is the dedicated election client (short socket
+    timeout)."""
 
     def __init__(self, *, node_id: str, keys: Keys, redis: Redis, hosts: str, config: ElectionConfig,
                  clock: Clock, observer: Observer, session_timeout: float = 10.0,
                  namespace: str = "resque") -> None:
+        lock = ZooKeeperLock(node_id=node_id, keys=keys, redis=redis, hosts=hosts, config=config, clock=clock,
+                             observer=observer, session_timeout=session_timeout, namespace=namespace)
+        super().__init__(lock, config=config, clock=clock, observer=observer)
+        self.hosts = hosts
+
+
+class ZooKeeperLock:
+    """kazoo's `Lock` recipe under `/corral/<namespace>/leader`, its term installed in Redis."""
+
+    backend = "zookeeper"
+
+    def __init__(self, *, node_id: str, keys: Keys, redis: Redis, hosts: str, config: ElectionConfig,
+                 clock: Clock, observer: Observer, session_timeout: float, namespace: str) -> None:
         if not hosts:
             raise ValueError("ZooKeeperElector needs ZooKeeper hosts (host:port,...)")
-        self.node_id = node_id
-        self.keys = keys
-        self.redis = redis
-        self.scripts = Scripts(redis)
-        self.hosts = hosts
-        self.config = config
-        self.clock = clock
-        self.observer = observer
+        self.node_id, self.keys, self.redis, self.hosts = node_id, keys, redis, hosts
+        self.config, self.clock, self.observer = config, clock, observer
+        self.scripts: Scripts = Scripts(redis)
         self.session_timeout = session_timeout
         self.path = f"/corral/{namespace}/leader"
-        self.state = ElectionState(node=node_id, backend=self.backend)
-        self.state.extra["zk_state"] = "not started"
-        self.term: Term | None = None
+        self.extra: dict[str, Any] = {"zk_state": "not started"}
+        self.lost_reason: str | None = None
+        self._seen: SeenFn = lambda leader, epoch, since: None
+        self.term: Term | None = None  # from the win on: a SUSPENDED/LOST event ends it
         self._zk: Any = None
         self._lock: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +107,6 @@ class ZooKeeperElector(ElectorBase):
         self._stopping = False
         self._closed = False
         self._closing = threading.Event()  # ends the watchdog thread
-        self._lost_reason: str | None = None
         self._watched: tuple[Term, str] | None = None  # the term and its lock node path, for the watchdog
         self._deleted: set[str] = set()  # lock node paths ZooKeeper told us were deleted
 
@@ -152,7 +149,7 @@ class ZooKeeperElector(ElectorBase):
                 loop.call_soon_threadsafe(self._on_state, str(state))
 
     def _on_state(self, state: str) -> None:
-        self.state.extra["zk_state"] = state.lower()
+        self.extra["zk_state"] = state.lower()
         if state == KazooState.CONNECTED:
             self._connected.set()
             log.info("election: ZooKeeper connected", extra={"event": "zk_connected"})
@@ -164,7 +161,7 @@ class ZooKeeperElector(ElectorBase):
                   else "ZooKeeper session lost")
         term = self.term
         if term is not None and not term.lost.is_set():
-            self._lost_reason = reason
+            self.lost_reason = reason
             term.lost.set()  # fenced() refuses from now on; the renew loop cancels the duties
         log.warning("election: %s", reason, extra={"event": "zk_" + state.lower(),
                                                     "epoch": term.epoch if term else None})
@@ -180,7 +177,7 @@ class ZooKeeperElector(ElectorBase):
         self._deleted.add(path)
         watched = self._watched
         if watched is not None and watched[1] == path and not watched[0].lost.is_set():
-            self._lost_reason = "our ZooKeeper lock node was deleted"
+            self.lost_reason = "our ZooKeeper lock node was deleted"
             watched[0].lost.set()
 
     def _watchdog(self) -> None:
@@ -201,8 +198,9 @@ class ZooKeeperElector(ElectorBase):
 
     # ---- candidate -------------------------------------------------------------------------
 
-    async def run(self, lead: LeadFn) -> None:
-        """Contend forever; while elected, run `lead(term)` and cancel it when the term ends."""
+    async def open(self, seen: SeenFn) -> None:
+        """Start the ZooKeeper session (kazoo's own threads) and the watchdog."""
+        self._seen = seen
         self._loop = asyncio.get_running_loop()
         self._zk = KazooClient(
             hosts=self.hosts, timeout=self.session_timeout, handler=SequentialThreadingHandler(),
@@ -212,22 +210,13 @@ class ZooKeeperElector(ElectorBase):
         self._zk.add_listener(self._listener)
         self._zk.start_async()
         threading.Thread(target=self._watchdog, name="corral-zk-watchdog", daemon=True).start()
-        follower = asyncio.create_task(self._follow(), name="election-follow")
-        try:
-            while not self._stopping:
-                await self._contend_once(lead)
-        finally:
-            follower.cancel()
-            # Bounded: `await follower` waits as long as the follower runs, cancelled or not.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([follower], timeout=_CLOSE_WAIT)
-            await self._close()
 
-    async def _contend_once(self, lead: LeadFn) -> None:
+    async def acquire(self) -> Term | None:
+        """Wait for the ZooKeeper lock (with a fresh node), then install its term in Redis."""
         if not self._connected.is_set():
             with contextlib.suppress(TimeoutError):
                 await within(self.config.retry_period, self._connected.wait())
-            return
+            return None
         lock = self._zk.Lock(self.path, identifier=self.node_id)
         self._lock = lock
         try:
@@ -236,20 +225,20 @@ class ZooKeeperElector(ElectorBase):
             if not self._stopping:
                 log.info("election: ZooKeeper lock attempt failed: %r", e)
                 await asyncio.sleep(self.config.retry_period)
-            return
+            return None
         if epoch is None or self._stopping or not self._connected.is_set():
             await self._release_zk(lock)
-            return
+            return None
         node_path = f"{self.path}/{lock.node}"
         token = f"{self.node_id}/{epoch}/{secrets.token_hex(4)}"
         sent = self.clock.monotonic()
         term = Term(node=self.node_id, token=token, epoch=epoch, since=self.clock.time(),
                     deadline=sent + self.config.lease - self.config.margin, clock=self.clock)
         self.term = term  # from here a SUSPENDED/LOST event ends it
-        self._lost_reason = None
+        self.lost_reason = None
         try:
-            installed = await self._install(term, self.config.renew_timeout * 2)
-        except REDIS_DOWN as e:
+            installed = await within(self.config.renew_timeout * 2, self._install(term))
+        except REDIS_FAILURES as e:
             self.observer.redis_error("election")
             log.warning("election: won the ZooKeeper lock but cannot install the term in Redis: %r", e,
                         extra={"epoch": epoch})
@@ -263,18 +252,12 @@ class ZooKeeperElector(ElectorBase):
             await self._release_zk(lock)
             if not self._stopping:
                 await asyncio.sleep(self.config.retry_period)
-            return
+            return None
         self._watched = (term, node_path)
         if node_path in self._deleted:  # deleted before the term began
-            self._lost_reason = "our ZooKeeper lock node was deleted"
+            self.lost_reason = "our ZooKeeper lock node was deleted"
             term.lost.set()
-        try:
-            await self._lead_term(term, lead)
-        finally:
-            self._watched = None
-            # Both at once: a leader cut off from Redis must not hold the ZooKeeper lock while its
-            # Redis release times out (the lock being overwritten by the next term is enough).
-            await asyncio.gather(self._release_redis(term), self._release_zk(lock))
+        return term
 
     def _acquire(self, lock: Any) -> int | None:
         """Thread: drop lock nodes left by our earlier terms, wait for the lock, return its czxid."""
@@ -293,20 +276,18 @@ class ZooKeeperElector(ElectorBase):
             return None
         return int(stat.czxid)
 
-    async def _install(self, term: Term, limit: float) -> int:
-        res = await within(
-            limit,
-            self.scripts.run("install_term", [self.keys.corral_lock, self.keys.corral("zk_epoch"), self.keys.leader,
-                                              self.keys.leader_lock],
-                             [self.node_id, term.token, term.epoch, self.config.lease_ms, term.since]),
-        )
+    async def _install(self, term: Term) -> int:
+        res = await self.scripts.run(
+            "install_term", [self.keys.corral_lock, self.keys.corral("zk_epoch"), self.keys.leader,
+                             self.keys.leader_lock],
+            [self.node_id, term.token, term.epoch, self.config.lease_ms, term.since])
         if int(res) == 2:  # node-resque's lock holds our token: delayed promotion is ours
             term.promotes.set()
         elif int(res) == 1:
             term.promotes.clear()
         return int(res)
 
-    async def _follow(self) -> None:
+    async def observe(self) -> None:
         """Keep the follower's view of the leader: Redis `corral:leader`, else the lock's contenders."""
         while True:
             if self.term is None:
@@ -315,7 +296,7 @@ class ZooKeeperElector(ElectorBase):
 
     async def _refresh_follower(self) -> None:
         leader: str | None = None
-        epoch = self.state.epoch
+        epoch: int | None = None
         since: float | None = None
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -326,9 +307,8 @@ class ZooKeeperElector(ElectorBase):
                 if info and info.get("token") == token:
                     leader, epoch, since = str(info["node"]), int(info["epoch"]), float(info["since"])
                 else:
-                    holder, holder_epoch = parse_token(str(token))
-                    leader, epoch = holder, holder_epoch if holder_epoch is not None else epoch
-        except (*REDIS_DOWN, ValueError, KeyError):
+                    leader, epoch = parse_token(str(token))
+        except _UNREADABLE:
             self.observer.redis_error("election")
             lock = self._lock
             if lock is not None and self._connected.is_set():
@@ -336,58 +316,31 @@ class ZooKeeperElector(ElectorBase):
                     contenders = await self._zk_call(lock.contenders, "contenders")
                     leader = str(contenders[0]) if contenders else None
         if self.term is None:
-            self._set_follower(leader, epoch, since)
+            self._seen(leader, epoch, since)
 
     # ---- leader ----------------------------------------------------------------------------
 
-    async def _keep_term(self, term: Term) -> None:
-        """Re-install the term every `renew_period`; end it at the deadline at the latest (every
-        wait is cut at the deadline, so the duties stop then, not at the next renew)."""
-        cfg = self.config
-        while True:
-            wait = min(cfg.renew_period, term.deadline - self.clock.monotonic())
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await within(wait, term.lost.wait())
-            if term.lost.is_set():
-                raise LeaseLost(self._lost_reason or "released")
-            if self.clock.monotonic() >= term.deadline:
-                raise LeaseLost("deadline passed before a renew")
-            retried = False
-            while True:
-                sent = self.clock.monotonic()
-                try:
-                    ok = await self._install(term, min(cfg.renew_timeout, max(0.001, term.deadline - sent)))
-                except REDIS_DROPPED as e:
-                    self.observer.redis_error("election")
-                    if retried:
-                        raise LeaseLost(f"connection to Redis lost: {e}") from None
-                    retried = True
-                    continue
-                except REDIS_DOWN:
-                    self.observer.redis_error("election")
-                    if self.clock.monotonic() >= term.deadline:
-                        raise LeaseLost("renew timed out past the deadline") from None
-                    break
-                if not ok:
-                    raise LeaseLost("Redis holds a newer term")
-                if term.lost.is_set():
-                    raise LeaseLost(self._lost_reason or "released")
-                term.deadline = sent + cfg.lease - cfg.margin
-                break
-            if self.clock.monotonic() >= term.deadline:
-                raise LeaseLost("deadline passed")
+    async def renew(self, term: Term) -> bool:
+        """Re-install the term; a newer one installed ends ours (its next write would be STALE)."""
+        if not await self._install(term):
+            raise LeaseLost("Redis holds a newer term")
+        return True
+
+    async def release(self, term: Term, *, shutdown: bool) -> bool:
+        """Compare-and-delete our token in Redis (True if it was ours); after a term, also delete
+        its lock node, both at once: a leader cut off from Redis must not hold the ZooKeeper lock
+        while its Redis release times out (the lock being overwritten by the next term is enough)."""
+        if shutdown:
+            return await self._release_redis(term)
+        self._watched = None
+        self.term = None
+        released, _ = await asyncio.gather(self._release_redis(term), self._release_zk(self._lock))
+        return released
 
     async def _release_redis(self, term: Term) -> bool:
-        """Compare-and-delete our token and wake Redis-side candidates; False if not ours or failed."""
         try:
-            res = await within(
-                self.config.renew_timeout * 2,
-                self.scripts.run("release", [self.keys.corral_lock, self.keys.leader, self.keys.leader_lock],
-                                 [term.token, self.keys.released_channel]),
-            )
-            return bool(res)
-        except REDIS_DOWN as e:
+            return bool(await release_token(self.scripts, self.keys, term.token, self.config.renew_timeout * 2))
+        except REDIS_FAILURES as e:
             log.warning("election: Redis release failed (the lock will expire): %r", e, extra={"epoch": term.epoch})
             return False
 
@@ -402,24 +355,13 @@ class ZooKeeperElector(ElectorBase):
         with contextlib.suppress(KazooException, OSError, TimeoutError):
             await self._zk_call(release, "release")
 
-    async def release(self) -> None:
-        """Give up leadership now (SIGTERM): fence off our token, delete the lock node, close the session."""
-        self._stopping = True
-        term = self.term
-        if term is not None:
-            self._lost_reason = "released"
-            term.lost.set()
-            if await self._release_redis(term):
-                log.info("election: released leadership", extra={"epoch": term.epoch, "event": "leader_released"})
-        await self._close()
-
     def stop(self) -> None:
         self._stopping = True
         lock = self._lock
         if lock is not None:
             lock.cancel()
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
         """Cancel a pending acquire, delete our lock node and end the session (bounded, once)."""
         self._stopping = True
         if self._closed or self._zk is None:
@@ -444,4 +386,4 @@ class ZooKeeperElector(ElectorBase):
         with contextlib.suppress(Exception):
             await within(_CLOSE_WAIT, asyncio.shield(self._in_thread(close, "close")))
         self._connected.clear()
-        self.state.extra["zk_state"] = "closed"
+        self.extra["zk_state"] = "closed"
