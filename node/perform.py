@@ -84,10 +84,7 @@ def with_attempt(task: str, queue: str, args: list[Any], attempt: int) -> str:
 
 def describe(error: BaseException) -> str:
     """`Name: message`, even for an exception whose `__str__` raises."""
-    try:
-        return f"{type(error).__name__}: {error}"
-    except Exception:
-        return type(error).__name__
+    return f"{type(error).__name__}: {_text(error)}"
 
 
 def failed_outcome(worker: str, queue: str, payload: str, error: BaseException, failed_at: float, *,
@@ -97,22 +94,33 @@ def failed_outcome(worker: str, queue: str, payload: str, error: BaseException, 
     cannot be read or a payload JSON cannot carry still gives an entry (the payload as a string),
     so the job is never lost."""
     name = error.kind if isinstance(error, TaskEscaped) else type(error).__name__
+    text = _text(error) or name
     try:
         lines = None
         if backtrace:
             tb = traceback.format_exception(error)
             lines = [ln.rstrip() for chunk in tb[1:] for ln in chunk.splitlines() if ln.strip()] or None
         return Outcome("fail", encode_failed(worker=worker, queue=queue, payload_raw=payload, exception=name,
-                                             error=str(error) or name, backtrace=lines, failed_at=failed_at))
+                                             error=text, backtrace=lines, failed_at=failed_at))
     except Exception:
         entry = {"worker": worker, "queue": queue, "payload": payload.encode("utf-8", "replace").decode(),
-                 "exception": name, "error": _safe_repr(error), "backtrace": None, "failed_at": js_date(failed_at)}
+                 "exception": name, "error": text[:1000], "backtrace": None, "failed_at": js_date(failed_at)}
         return Outcome("fail", json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
 
 
-def _safe_repr(error: BaseException, limit: int | None = 1000) -> str:
+def _text(error: BaseException) -> str:
+    """The error's message; its repr if `__str__` raises; "" if both do."""
+    for spell in (str, repr):
+        try:
+            return spell(error)
+        except Exception:
+            continue
+    return ""
+
+
+def _safe_repr(error: BaseException) -> str:
     try:
-        return repr(error)[:limit]
+        return repr(error)
     except Exception:
         return type(error).__name__
 
@@ -231,7 +239,7 @@ class JobRunner:
             self.observer.job_finished(queue, job.task, duration, False)
             log.warning("worker: job failed, retry scheduled", extra={
                 "event": "job_retry", "task": job.task, "queue": queue, "delay": pctx.retry_in,
-                "error": _safe_repr(error, None), "duration_ms": ms})
+                "error": _safe_repr(error), "duration_ms": ms})
             return FAILCOUNT
         if error is not None:
             self.observer.job_finished(queue, job.task, duration, False)

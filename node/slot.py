@@ -254,7 +254,7 @@ class Slot:
         for attempt in range(3):
             try:
                 n = await pool.scripts.run(
-                    "pushback", [k.inflight(pool.node_id), k.worker(self.wid), k.worker_started(self.wid),
+                    "pushback", [k.inflight(pool.node_id), self._keys.worker, self._keys.started,
                                  k.queue(queue), k.queues, k.qtimes(queue), k.recovered],
                     [self.index, exec_id, queue, k.wake_channel])
                 self.pushed_back += int(n)
