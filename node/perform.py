@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from cluster.client import Client, bucket
+from cluster.client import bucket
 from cluster.clock import Clock
+from cluster.enqueuer import Enqueuer
 from cluster.errors import JobDecodeError, Retry, TaskNotFound
 from cluster.keys import Keys
 from cluster.observe import Observer
@@ -145,7 +146,7 @@ class JobRunner:
     scripts: Scripts
     registry: Registry
     executor: Executor
-    client: Client  # the task's and the plugins' `ctx.client`
+    client: Enqueuer  # the task's and the plugins' `ctx.client` (the node's Client)
     clock: Clock
     observer: Observer
     node_id: str
