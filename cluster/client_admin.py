@@ -137,7 +137,7 @@ class AdminClient:
             queues = (await self.workers()).get(worker)
             if queues is None:
                 return None
-        raw = await self.redis.get(self.keys.worker(f"{worker}:{queues}"))
+        raw = await self.redis.get(self.keys.worker_keys(worker, queues).record)
         return None if raw is None else self._parse(str(raw))
 
     async def all_working_on(self) -> dict[str, Any]:
@@ -146,7 +146,7 @@ class AdminClient:
         if not workers:
             return out
         names = list(workers)
-        raws = await self.redis.mget([self.keys.worker(f"{n}:{workers[n]}") for n in names])
+        raws = await self.redis.mget([self.keys.worker_keys(n, workers[n]).record for n in names])
         for n, raw in zip(names, raws, strict=True):
             out[n] = "started" if raw is None else self._parse(str(raw))
         return out
@@ -189,7 +189,8 @@ class AdminClient:
         from .wire import parse_date
 
         for name, queues in (await self.workers()).items():
-            wid = f"{name}:{queues}"
+            wk = self.keys.worker_keys(name, queues)
+            wid = wk.wid
             if wid in live or node_of_worker(name) in members:
                 continue
             record = await self.working_on(name, queues)
@@ -199,14 +200,14 @@ class AdminClient:
             seen = await foreign_last_seen(self.redis, self.keys, wid)
             if seen is None:
                 started = parse_date(record.get("run_at")) if isinstance(record, dict) else None
-                ping = await self.redis.get(self.keys.worker_ping(name))
+                ping = await self.redis.get(wk.ping)
                 try:
                     pinged = float(json.loads(str(ping))["time"]) if ping else None
                 except (ValueError, KeyError, TypeError):
                     pinged = None
                 seen = max((x for x in (started, pinged) if x is not None), default=None)
             if seen is None or now - seen > age_seconds:
-                await self.redis.delete(self.keys.worker(wid), self.keys.worker_started(wid), self.keys.worker_ping(name))
+                await self.redis.delete(wk.record, wk.started, wk.ping)
                 await self.redis.srem(self.keys.workers, wid)
                 removed[name] = record
         return removed

@@ -49,6 +49,8 @@ Example: ``Keys("resque").queue("mail") == "resque:queue:mail"``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # The families a key belongs to (`Keys.kind`): a bounded label for reports about keys, never the key.
 KEY_KINDS = ("queues", "queue", "delayed_queue_schedule", "delayed", "timestamps", "failed", "stat", "workers",
              "corral:qtimes", "corral:recovered", "corral:idle", "corral:members", "corral:periodic",
@@ -110,6 +112,13 @@ class Keys:
     def timestamps(self, payload: str) -> str:
         return f"{self._prefix}timestamps:{payload}"
 
+    def worker_keys(self, name: str, queues: str) -> WorkerKeys:
+        """The keys of one resque worker `<name>:<queues>` (what its node writes, its cleaner deletes)."""
+        wid = f"{name}:{queues}"
+        return WorkerKeys(wid, self.worker(wid), self.worker_started(wid), self.worker_ping(name),
+                          self.stat("processed", name), self.stat("failed", name),
+                          self.stat("processed", wid), self.stat("failed", wid))
+
     def worker(self, worker_id: str) -> str:
         """worker_id is `<name>:<queues>` as stored in the `workers` set."""
         return f"{self._prefix}worker:{worker_id}"
@@ -170,3 +179,23 @@ class Keys:
     @property
     def history_last(self) -> str:
         return self.corral("history", "last")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerKeys:
+    """One resque worker's keys. `wid` is the member of `workers` (`<name>:<queues>`), not a key;
+    its per-worker stats have two spellings: node-resque's `<name>`, Ruby's `<name>:<queues>`."""
+
+    wid: str
+    record: str  # worker:<name>:<queues>, the working-on JSON
+    started: str  # worker:<name>:<queues>:started
+    ping: str  # worker:ping:<name> (node-resque's liveness)
+    processed: str  # stat:processed:<name>
+    failed: str  # stat:failed:<name>
+    processed_wid: str  # stat:processed:<name>:<queues>
+    failed_wid: str  # stat:failed:<name>:<queues>
+
+    def all(self) -> list[str]:
+        """Every key one worker leaves (resque's and node-resque's untrack remove the same)."""
+        return [self.record, self.started, self.ping, self.processed, self.failed, self.processed_wid,
+                self.failed_wid]

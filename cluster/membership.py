@@ -120,7 +120,7 @@ class Membership:
     async def deregister(self) -> int:
         keys: list[str] = []
         for name, queues in self.workers:
-            keys += worker_record_keys(self.keys, name, queues)
+            keys += self.keys.worker_keys(name, queues).all()
         left = await self.scripts.run(
             "deregister",
             [self.keys.members, self.keys.node(self.node_id), self.keys.inflight(self.node_id), self.keys.workers,
@@ -129,12 +129,3 @@ class Membership:
         )
         return int(left)
 
-
-def worker_record_keys(keys: Keys, name: str, queues: str) -> list[str]:
-    """Every key one resque worker leaves (resque's and node-resque's untrack remove the same):
-    working-on record and start time, node-resque's ping, and the per-worker stats under both
-    spellings (node-resque's `<name>`, Ruby's `<name>:<queues>`)."""
-    wid = f"{name}:{queues}"
-    return [keys.worker(wid), keys.worker_started(wid), keys.worker_ping(name),
-            keys.stat("processed", name), keys.stat("failed", name),
-            keys.stat("processed", wid), keys.stat("failed", wid)]

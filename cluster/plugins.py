@@ -37,7 +37,9 @@ log = logging.getLogger("corral.plugins")
 
 @dataclass
 class PluginContext:
-    """What a hook sees. After-perform hooks may clear `error` (swallow) or set `retry_in`."""
+    """What a hook sees. After-perform hooks may clear `error` (swallow) or set `retry_in`; a
+    before-perform hook that refuses the job may set `requeue_in` (the worker queues the same job
+    again after that many seconds, node/perform.py)."""
 
     redis: Redis
     keys: Keys
@@ -46,9 +48,10 @@ class PluginContext:
     queue: str
     args: list[Any]
     payload: str
-    client: Enqueuer | None = None  # the Client at run time; JobLock re-enqueues through it
+    client: Enqueuer | None = None  # the Client at run time, for hooks that queue other jobs
     error: BaseException | None = None
     retry_in: float | None = None
+    requeue_in: float | None = None  # set by a before-perform hook that refuses: the worker queues the job again
     state: dict[str, Any] = field(default_factory=dict)
     clock: Clock = SYSTEM_CLOCK
     node_id: str = ""  # the worker's node and execution (JobLock's value names them); "" outside a worker
@@ -186,10 +189,8 @@ class JobLock(Plugin):
         if got:
             ctx.state["JobLock"] = value
             return True
-        if self.options["re_enqueue"] and ctx.client is not None:
-            params = ctx.args[0] if len(ctx.args) == 1 and isinstance(ctx.args[0], dict) else None
-            await ctx.client.enqueue_in(self.options["enqueue_timeout"], ctx.task, params, queue=ctx.queue,
-                                        raw_args=ctx.args)
+        if self.options["re_enqueue"]:  # the worker queues this copy again, as it does a Retry
+            ctx.requeue_in = float(self.options["enqueue_timeout"])
         return False
 
     async def after_perform(self, ctx: PluginContext) -> None:

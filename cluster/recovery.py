@@ -31,7 +31,6 @@ from .clock import Clock
 from .election.base import Term
 from .keys import Keys
 from .leader import fenced
-from .membership import worker_record_keys
 from .observe import Observer
 from .plugins import JobLock
 from .scripts import Scripts
@@ -143,7 +142,7 @@ class Recovery:
         extra: list[str] = []
         for m in members:
             name, _, queues = m.rpartition(":")
-            extra += worker_record_keys(self.keys, name, queues)
+            extra += self.keys.worker_keys(name, queues).all()
         for field, payload in inflight.items():
             if ":" not in field and f"{field}:q" in inflight:
                 extra += self._lock_keys(payload, inflight[f"{field}:q"])

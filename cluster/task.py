@@ -11,7 +11,6 @@ Nothing registers itself at import: the loader collects every `Task` a file defi
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import math
@@ -214,10 +213,3 @@ class Registry:
     def periodic(self) -> list[Task]:
         return [t for t in self._tasks.values() if t.periodic]
 
-
-async def call_run(t: Task, params: dict[str, Any], ctx: JobContext) -> Any:
-    """Run an async task on the loop (sync ones are dispatched by the node's executor)."""
-    result = t.run(params, ctx)
-    if asyncio.iscoroutine(result):
-        return await result
-    return result

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cluster.task import JobContext, Task, call_run
+from cluster.task import JobContext, Task
 
 from .task_processes import TaskEscaped, TaskProcesses
 from .task_threads import TaskThreads
@@ -30,6 +30,14 @@ log = logging.getLogger("corral.executor")
 CANCEL_GRACE = 1.0  # seconds a cancelled coroutine gets to wind down before it is abandoned
 
 __all__ = ["Executor", "TaskEscaped"]
+
+
+async def call_run(t: Task, params: dict[str, Any], ctx: JobContext) -> Any:
+    """Run an async task on the loop (sync ones go to the task threads or processes)."""
+    result = t.run(params, ctx)
+    if asyncio.iscoroutine(result):
+        return await result
+    return result
 
 
 def _describe(e: BaseException) -> str:

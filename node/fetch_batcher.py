@@ -23,12 +23,8 @@ Run = Callable[[list[str], list[Any]], Awaitable[Any]]
 class FetchBatcher:
     def __init__(self, call: FetchCall, run: Run, clock: Clock, on_bad_keys: Callable[[str], None], *,
                  max_batch: int = 64, max_inflight: int = 1) -> None:
-        self.call_builder = call
-        self.run = run
-        self.clock = clock
-        self.on_bad_keys = on_bad_keys
-        self.max_batch = max_batch
-        self.max_inflight = max_inflight
+        self.call_builder, self.run, self.clock, self.on_bad_keys = call, run, clock, on_bad_keys
+        self.max_batch, self.max_inflight = max_batch, max_inflight
         self.pending: list[tuple[SlotCall, asyncio.Future[SlotReply]]] = []
         self.inflight = 0
         self.scheduled = False

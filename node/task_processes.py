@@ -19,12 +19,13 @@ import multiprocessing
 import os
 import pickle
 import traceback
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
 from cluster.errors import Retry
+
+from .waiters import Waiters
 
 log = logging.getLogger("corral.executor")
 
@@ -123,7 +124,7 @@ class TaskProcesses:
         self._mp = multiprocessing.get_context("spawn")
         self._all: set[_Worker] = set()
         self._idle: list[_Worker] = []
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters = Waiters()
         self._readers = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix="corral-cpu-reader")
         self.busy = 0
         self.closed = False
@@ -158,13 +159,7 @@ class TaskProcesses:
                     self._drop(w, None)
                     raise TaskProcessDied(f"a cpu_bound worker process could not load the tasks: {detail}")
                 return w
-            fut = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
-            try:
-                await fut
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(fut)
+            await self._waiters.wait()
 
     def _drop(self, w: _Worker, reason: str | None) -> None:
         w.kill()
@@ -174,11 +169,7 @@ class TaskProcesses:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters:
-            f = self._waiters.popleft()
-            if not f.done():
-                f.set_result(None)
-                return
+        self._waiters.wake_one()
 
     async def run(self, task_name: str, params: dict[str, Any], meta: dict[str, Any],
                   timeout: float | None = None) -> None:  # noqa: ASYNC109  # from the start of the job
@@ -221,9 +212,7 @@ class TaskProcesses:
             w.kill()
         self._all.clear()
         self._idle.clear()
-        for f in self._waiters:
-            if not f.done():
-                f.set_result(None)
+        self._waiters.wake_all()
         self._readers.shutdown(wait=False, cancel_futures=True)
 
 

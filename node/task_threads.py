@@ -22,9 +22,10 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from .waiters import Waiters
 
 log = logging.getLogger("corral.executor")
 _names = itertools.count(1)
@@ -63,7 +64,7 @@ class TaskThreads:
         self.waiting = 0  # jobs waiting for a thread (their clock has not started)
         self.closed = False
         self._idle: list[queue.SimpleQueue[_Job | None]] = []
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters = Waiters()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _can_start(self) -> bool:
@@ -92,17 +93,7 @@ class TaskThreads:
             self.waiting += 1
             try:
                 while not self._can_start():
-                    fut = loop.create_future()
-                    self._waiters.append(fut)
-                    try:
-                        await fut
-                    except asyncio.CancelledError:
-                        if fut.done() and not fut.cancelled():
-                            self._wake()  # woken, but leaving: pass the free thread on
-                        raise
-                    finally:
-                        with contextlib.suppress(ValueError):
-                            self._waiters.remove(fut)
+                    await self._waiters.wait()  # one woken but leaving (cancelled) passes the free thread on
             finally:
                 self.waiting -= 1
         self.busy += 1
@@ -171,11 +162,8 @@ class TaskThreads:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self._can_start():
-            w = self._waiters.popleft()
-            if not w.done():
-                w.set_result(None)
-                return
+        if self._can_start():
+            self._waiters.wake_one()
 
     def shutdown(self) -> None:
         """Idle threads end; running ones are daemons and end with the process."""
@@ -183,9 +171,7 @@ class TaskThreads:
         for inbox in self._idle:
             inbox.put(None)
         self._idle.clear()
-        for w in self._waiters:
-            if not w.done():
-                w.set_result(None)
+        self._waiters.wake_all()
 
 
 def _set(fut: asyncio.Future[None], value: None) -> None:

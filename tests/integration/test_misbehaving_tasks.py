@@ -35,6 +35,16 @@ async def echo(params, ctx):
     await ctx.client.redis.rpush("results", json.dumps(params))
 
 
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text")
+
+
+@task(name="unprintable")
+async def unprintable(params, ctx):
+    raise Unprintable()
+
+
 @task(name="cancelme")
 async def cancelme(params, ctx):
     raise asyncio.CancelledError()
@@ -203,6 +213,19 @@ async def test_a_crashed_slot_is_restarted_and_a_crash_loop_fails_healthz(
     faults["left"] = 0
     await wait_for(lambda: _true(slot.crashes == 0), timeout=10, what="the slot recovered")
     assert (await _healthz(node))[0] == 200
+
+
+async def test_an_error_without_text_is_named_as_itself_in_its_failed_entry(
+        inproc_node: NodeFactory, client: Client) -> None:
+    # one builder for every failed entry (node/perform.py): an exception whose __str__ raises no
+    # longer fails the failure itself (its entry used to name the RuntimeError from __str__)
+    await inproc_node(TASKS)
+    await client.enqueue("unprintable", {})
+    await wait_for(lambda: _count_failed(client, 1), timeout=5, what="the job failed")
+    [entry] = await client.failed(0, -1)
+    assert (entry["exception"], entry["error"], entry["payload"]["class"]) == ("Unprintable", "Unprintable()", "unprintable")
+    await client.enqueue("echo", {"after": "unprintable"})
+    await wait_for(lambda: _count_results(client, 1), timeout=5, what="the slot went on")
 
 
 async def test_retry_signal_counts_attempts(inproc_node: NodeFactory, client: Client) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 from cluster.client import Client
-from cluster.wire import encode_job
+from cluster.wire import encode_job, js_dumps
 from tests.support.inproc import NodeFactory, results, wait_for
 
 TASKS = '''
@@ -82,6 +83,7 @@ async def locked(params, ctx):
 
 
 joblocked = Task(name="locked", run=locked, plugins=["JobLock"], plugin_options={"JobLock": {"re_enqueue": False}})
+relocked = Task(name="relocked", run=locked, plugins=["JobLock"], plugin_options={"JobLock": {"enqueue_timeout": 30}})
 queuelocked = Task(name="qlocked", run=echo.run, plugins=["QueueLock"])
 delaylocked = Task(name="dlocked", run=echo.run, plugins=["DelayQueueLock"])
 '''
@@ -184,6 +186,21 @@ async def test_job_lock_keeps_one_copy_running(inproc_node: NodeFactory, client:
     assert await client.locks() == {}
 
 
+async def test_job_lock_requeues_a_blocked_copy_with_its_own_bytes(inproc_node: NodeFactory, client: Client) -> None:
+    # JobLock's re-enqueue goes through the worker's one re-enqueue (node/perform.py run_again):
+    # the same payload bytes, delayed by enqueue_timeout, no stats, no failed entry, not run
+    await inproc_node(TASKS)
+    params = {"k": 1}
+    await client.redis.set(client.keys.job_lock("relocked", "default", js_dumps([params])), "9999999999:other:1")
+    t0 = time.time()
+    await client.enqueue("relocked", params)
+    await wait_for(lambda: _scheduled(client, "relocked", params), what="the blocked copy scheduled again")
+    [due] = await client.scheduled_at("default", "relocked", params)  # exact bytes: no corral_attempt field
+    assert t0 + 29 <= due <= time.time() + 31
+    assert await client.length("default") == 0 and await client.redis.llen("started") == 0
+    assert await client.failed_count() == 0 and not await client.redis.get(client.keys.stat("processed"))
+
+
 async def test_graceful_stop_pushes_back_unfinished_jobs(inproc_node: NodeFactory, client: Client) -> None:
     node = await inproc_node(TASKS, concurrency=2, shutdown_timeout=0.3)
     await client.enqueue("sleepy", {"id": "short", "seconds": 0.05})
@@ -232,6 +249,10 @@ async def _stat(client: Client, kind: str, n: int) -> bool:
 
 async def _failed(client: Client, n: int) -> bool:
     return await client.failed_count() >= n
+
+
+async def _scheduled(client: Client, task: str, params: dict[str, int]) -> bool:
+    return bool(await client.scheduled_at("default", task, params))
 
 
 async def _no_member(client: Client, node_id: str) -> bool:
