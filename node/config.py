@@ -17,7 +17,6 @@ import math
 import os
 import secrets
 import socket
-import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -416,6 +415,8 @@ class NodeConfig:
 
 def load_toml(path: str, origins: dict[str, str] | None = None) -> dict[str, Any]:
     """The file's options by name; `origins` (if given) receives each option's key as written."""
+    import tomllib  # here: only a node started with a config file parses TOML
+
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import Callable
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.process_collector import ProcessCollector
@@ -39,18 +39,18 @@ from cluster.notify import Notifier
 from cluster.rawconn import FastScript
 from cluster.rawconn import supported as rawconn_supported
 from cluster.scripts import Scripts, source
-from cluster.sentinel_probe import explain_sentinel_failure
 from cluster.task import Registry
-from cluster.tls_probe import explain_tls_failure
 
 from .config import NodeConfig
 from .executor import Executor
 from .http import HttpServer, Response, json_response
 from .leader_process import LeaderProcess
-from .leadership import Leadership
 from .metrics import NodeMetrics, read_queue_stats
 from .redact import job_view
 from .worker import WorkerPool
+
+if TYPE_CHECKING:
+    from .leadership import Leadership
 
 log = logging.getLogger("corral.node")
 
@@ -105,6 +105,9 @@ class Node:
             except (AuthenticationError, NoPermissionError) as e:
                 raise RedisUnavailable(self.settings.shown(), f"authentication refused: {e}") from None
             except REDIS_FAILURES as e:
+                from cluster.sentinel_probe import explain_sentinel_failure  # here: only on a failed connect
+                from cluster.tls_probe import explain_tls_failure
+
                 if "WRONGPASS" in str(e) or "NOAUTH" in str(e) or "NOPERM" in str(e):
                     raise RedisUnavailable(self.settings.shown(), f"authentication refused: {e}") from None
                 # A TLS misconfiguration does not heal by retrying: say what failed, in our words.
@@ -153,6 +156,8 @@ class Node:
         if cfg.scheduler and self.leader_process:
             self.elector = LeaderProcess(cfg, node_id=self.node_id, redis_url=self.settings.url, observer=self.metrics)
         elif cfg.scheduler:
+            from .leadership import Leadership  # here: `corral node` leads in its leader process
+
             self.leadership = Leadership(cfg, node_id=self.node_id, settings=self.settings, registry=self.registry,
                                          clock=self.clock, observer=self.metrics, redis=self.redis, client=self.client)
             self.elector = self.leadership.elector
