@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from servers import ROOT, start_redis  # noqa: E402
+from servers import ROOT, start_redis
 
 FIELDS = ("Rss", "Pss", "Anonymous", "Shared_Clean", "Private_Dirty")
 
@@ -101,7 +101,7 @@ def measure_once(redis_url: str, workdir: Path, settle: float) -> dict[str, dict
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    log = open(workdir / f"node-{port}.log", "wb")  # noqa: SIM115 - closed below
+    log = open(workdir / f"node-{port}.log", "wb")
     node = subprocess.Popen([*corral_argv(), "node", "--redis-url", redis_url, "--tasks-dir", str(ROOT / "tasks"),
                              "--http-port", str(port), "--log-level", "warning"],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
