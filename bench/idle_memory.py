@@ -90,10 +90,12 @@ def corral_argv() -> list[str]:
 
 
 def import_counts() -> dict[str, int]:
-    """Modules each process has after importing its entry module (plus uvloop, which both run on)."""
+    """Modules each process has once started: its entry module, what it imports on the way to idle
+    (the node: its runtime and dashboard; the child: task loader and logs), uvloop."""
     code = ("import sys; n = len(sys.modules); import {m}, uvloop; print(n, len(sys.modules))")
     counts = {"bare interpreter": 0}
-    for label, module in (("node (node.cli)", "node.cli"), ("leader child (node.leader_child)", "node.leader_child")):
+    for label, module in (("node", "node.cli, node.runtime, node.ui, node.logs, node.loader"),
+                          ("leader child", "node.leader_child, node.loader, node.logs")):
         out = subprocess.run([sys.executable, "-c", code.format(m=module)], capture_output=True, text=True,
                              check=True, cwd=ROOT, timeout=60).stdout.split()
         counts["bare interpreter"] = int(out[0])
