@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Idle memory of one node at its defaults and of its leader process, page by page.
 
-    python bench/idle_memory.py [--settle 10] [--runs 3]
+    python bench/idle_memory.py [--settle 10] [--runs 3] [-- NODE FLAGS]
 
 Starts a real Redis (bench/servers.py) and one `corral node` with no tuning (`--tasks-dir` the
 repo's tasks/, the log level aside), waits until it answers /readyz and its leader process leads,
@@ -103,13 +103,13 @@ def import_counts() -> dict[str, int]:
     return counts
 
 
-def measure_once(redis_url: str, workdir: Path, settle: float) -> dict[str, dict[str, float]]:
+def measure_once(redis_url: str, workdir: Path, settle: float, extra: list[str]) -> dict[str, dict[str, float]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     log = open(workdir / f"node-{port}.log", "wb")
     node = subprocess.Popen([*corral_argv(), "node", "--redis-url", redis_url, "--tasks-dir", str(ROOT / "tasks"),
-                             "--http-port", str(port), "--log-level", "warning"],
+                             "--http-port", str(port), "--log-level", "warning", *extra],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
                             start_new_session=True)
     try:
@@ -145,13 +145,14 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=10.0, help="seconds idle after the node leads (default 10)")
     ap.add_argument("--runs", type=int, default=3, help="fresh nodes measured; the median is reported (default 3)")
     ap.add_argument("--json", action="store_true", help="print the medians as JSON")
+    ap.add_argument("node_args", nargs="*", help="after --: more `corral node` flags, e.g. -- --concurrency 128")
     args = ap.parse_args()
     subprocess.run([sys.executable, "-m", "compileall", "-q", "cluster", "node"], cwd=ROOT, check=True, timeout=120)
     with tempfile.TemporaryDirectory(prefix="corral-idle-") as tmp:
         work = Path(tmp)
         redis = start_redis(work / "redis")
         try:
-            runs = [measure_once(redis.url, work, args.settle) for _ in range(args.runs)]
+            runs = [measure_once(redis.url, work, args.settle, args.node_args) for _ in range(args.runs)]
         finally:
             redis.kill()
     med = {side: {f: statistics.median(r[side][f] for r in runs) for f in (*FIELDS, "threads")}
@@ -161,7 +162,8 @@ def main() -> int:
     if args.json:
         print(json.dumps({"median_mb": med, "modules": modules, "runs": runs}, indent=1))
         return 0
-    print(f"idle node at defaults, {args.settle:g} s after it leads; median of {args.runs} (MB)")
+    flags = " ".join(args.node_args) or "defaults"
+    print(f"idle node ({flags}), {args.settle:g} s after it leads; median of {args.runs} (MB)")
     print(f"{'':14}" + "".join(f"{f:>14}" for f in (*FIELDS, "threads")))
     for side, row in med.items():
         print(f"{side:14}" + "".join(f"{row[f]:14.1f}" for f in FIELDS) + f"{row['threads']:14.0f}")
