@@ -16,9 +16,7 @@ import datetime as dt
 import logging
 import math
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from croniter import croniter
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -47,6 +45,10 @@ def slots_between(t: Task, after: float, until: float, limit: int = 1000) -> lis
         ks = range(max(first, last - limit + 1), last + 1)
         return [round(k * f, 6) for k in ks]
     assert t.cron is not None
+    from zoneinfo import ZoneInfo  # here: croniter (dateutil, ctypes) only where a task has a cron
+
+    from croniter import croniter
+
     tz = ZoneInfo(t.timezone)
     it = croniter(t.cron, dt.datetime.fromtimestamp(after, tz))
     out: list[float] = []
@@ -70,6 +72,10 @@ def next_slot(t: Task, after: float) -> float:
         f = float(t.frequency)
         return (math.floor(after / f) + 1) * f
     assert t.cron is not None
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
     it = croniter(t.cron, dt.datetime.fromtimestamp(after, ZoneInfo(t.timezone)))
     return float(it.get_next(float))
 

@@ -21,8 +21,6 @@ from cluster.aio import REDIS_FAILURES
 from cluster.client import Client
 from cluster.connection import redact_url
 from cluster.errors import CorralError
-from cluster.sentinel_probe import explain_sentinel_failure
-from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_date
 
 from .config import NodeConfig
@@ -155,6 +153,9 @@ async def with_client(args: argparse.Namespace, fn: Any) -> Any:
     except CorralError:
         raise
     except Exception as e:
+        from cluster.sentinel_probe import explain_sentinel_failure  # here: only on a failed connect
+        from cluster.tls_probe import explain_tls_failure
+
         shown = settings.shown()
         if tls_problem := await explain_tls_failure(settings, e):
             raise Fail(f"cannot reach Redis at {shown}: {tls_problem}") from None

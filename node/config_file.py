@@ -10,7 +10,6 @@ with a message naming them; the values are parsed and checked by node/config.py 
 from __future__ import annotations
 
 import math
-import tomllib
 from typing import Any
 
 from cluster.errors import ConfigError
@@ -33,6 +32,8 @@ REDIS_TABLE = {"url": "redis_url", "password": "redis_password", "password_file"
 
 def load_toml(path: str, origins: dict[str, str] | None = None) -> dict[str, Any]:
     """The file's options by name; `origins` (if given) receives each option's key as written."""
+    import tomllib  # here: only a node started with a config file parses TOML
+
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

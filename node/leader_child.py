@@ -38,16 +38,13 @@ from cluster.notify import Notifier
 from cluster.observe import Observer
 
 from .config import NodeConfig
+from .leader_link import EXIT_STALLED, FORWARDED
 from .leadership import Leadership
 from .lifeline import die_with_parent
 from .loop_clock import LoopLag, apply_clock_offset
 
 log = logging.getLogger("corral.leader_process")
 
-# Observer methods the leader side calls; the node applies them to its metrics.
-FORWARDED = ("leader_changed", "stale_write_rejected", "promoted", "periodic_enqueued",
-             "jobs_recovered", "redis_error", "bad_key")
-EXIT_STALLED = 3  # the node's loop stopped answering: start a new candidate when it runs again
 
 
 class ForwardingObserver(Observer):

@@ -22,7 +22,7 @@ from cluster.election.base import ElectionState
 from cluster.observe import Observer
 
 from .config import NodeConfig
-from .leader_child import EXIT_STALLED, FORWARDED
+from .leader_link import EXIT_STALLED, FORWARDED
 
 log = logging.getLogger("corral.leader_process")
 

@@ -20,7 +20,7 @@ import signal
 import socket
 from collections.abc import Callable
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.process_collector import ProcessCollector
@@ -39,9 +39,7 @@ from cluster.notify import Notifier
 from cluster.rawconn import FastScript
 from cluster.rawconn import supported as rawconn_supported
 from cluster.scripts import source
-from cluster.sentinel_probe import explain_sentinel_failure
 from cluster.task import Registry
-from cluster.tls_probe import explain_tls_failure
 
 from .config import NodeConfig
 from .executor import Executor
@@ -49,10 +47,12 @@ from .gauge_refresh import GaugeRefresher
 from .handlers import NodeHandlers
 from .http import HttpServer
 from .leader_process import LeaderProcess
-from .leadership import Leadership
 from .loop_clock import LoopLag, apply_clock_offset
 from .metrics import NodeMetrics
 from .worker import WorkerPool
+
+if TYPE_CHECKING:
+    from .leadership import Leadership
 
 log = logging.getLogger("corral.node")
 
@@ -108,6 +108,9 @@ class Node:
             except (AuthenticationError, NoPermissionError) as e:
                 raise RedisUnavailable(self.settings.shown(), f"authentication refused: {e}") from None
             except REDIS_FAILURES as e:
+                from cluster.sentinel_probe import explain_sentinel_failure  # here: only on a failed connect
+                from cluster.tls_probe import explain_tls_failure
+
                 if "WRONGPASS" in str(e) or "NOAUTH" in str(e) or "NOPERM" in str(e):
                     raise RedisUnavailable(self.settings.shown(), f"authentication refused: {e}") from None
                 # A TLS misconfiguration does not heal by retrying: say what failed, in our words.
@@ -156,6 +159,8 @@ class Node:
         if cfg.scheduler and self.leader_process:
             self.elector = LeaderProcess(cfg, node_id=self.node_id, redis_url=self.settings.url, observer=self.metrics)
         elif cfg.scheduler:
+            from .leadership import Leadership  # here: `corral node` leads in its leader process
+
             self.leadership = Leadership(cfg, node_id=self.node_id, settings=self.settings, registry=self.registry,
                                          clock=self.clock, observer=self.metrics, redis=self.redis, client=self.client)
             self.elector = self.leadership.elector

@@ -15,17 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
-import pickle
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.errors import Retry
 
 from .waiters import Waiters
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 log = logging.getLogger("corral.executor")
 
@@ -57,6 +57,8 @@ class _RemoteTraceback(Exception):
 
 
 def _child_main(conn: Connection, tasks_dir: str, parent: int, nice: int) -> None:
+    import pickle
+
     from .lifeline import die_with_parent
     from .loader import load_dir
     from .task_threads import lower_priority
@@ -101,7 +103,11 @@ def _child_main(conn: Connection, tasks_dir: str, parent: int, nice: int) -> Non
 
 
 class _Worker:
-    def __init__(self, ctx: Any, tasks_dir: str, nice: int) -> None:
+    def __init__(self, tasks_dir: str, nice: int) -> None:
+        # here, not at the top: multiprocessing and pickle only in a node that runs a cpu_bound task
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
         self.conn, child = multiprocessing.Pipe()
         self.proc = ctx.Process(target=_child_main, args=(child, tasks_dir, os.getpid(), nice),
                                 name="corral-cpu")  # not a daemon: a task may start processes of its own
@@ -121,7 +127,6 @@ class TaskProcesses:
         self.tasks_dir = tasks_dir
         self.nice = nice
         self.replaced = {"timeout": 0, "died": 0, "shutdown": 0}
-        self._mp = multiprocessing.get_context("spawn")
         self._all: set[_Worker] = set()
         self._idle: list[_Worker] = []
         self._waiters = Waiters()
@@ -148,7 +153,7 @@ class TaskProcesses:
             if self._idle:
                 return self._idle.pop()
             if len(self._all) < self.size:
-                w = _Worker(self._mp, self.tasks_dir, self.nice)
+                w = _Worker(self.tasks_dir, self.nice)
                 self._all.add(w)
                 try:
                     kind, detail = await self._recv(w)
@@ -237,6 +242,8 @@ def _raise_reply(reply: Any) -> None:
         raise TaskEscaped(reply[1], reply[2])
     _, blob, name, message, tb = reply
     exc: BaseException
+    import pickle
+
     try:
         exc = pickle.loads(blob) if blob is not None else TaskProcessError(f"{name}: {message}")
     except Exception:

@@ -1,0 +1,10 @@
+"""What the node and its leader process (`node/leader_child.py`) agree on over their pipe: the
+observer calls the child forwards and its exit status for "the node's loop stalled". A module of
+its own so the node's side (`node/leader_process.py`) does not import the leader's code."""
+
+from __future__ import annotations
+
+# Observer methods the leader side calls; the node applies them to its metrics.
+FORWARDED = ("leader_changed", "stale_write_rejected", "promoted", "periodic_enqueued",
+             "jobs_recovered", "redis_error", "bad_key")
+EXIT_STALLED = 3  # the node's loop stopped answering: start a new candidate when it runs again

