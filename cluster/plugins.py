@@ -52,6 +52,7 @@ class PluginContext:
     error: BaseException | None = None
     retry_in: float | None = None
     requeue_in: float | None = None  # set by a before-perform hook that refuses: the worker queues the job again
+    rerun: bool = False  # the task raised Retry: its run ended neither in success nor in failure
     state: dict[str, Any] = field(default_factory=dict)
     clock: Clock = SYSTEM_CLOCK
     node_id: str = ""  # the worker's node and execution (JobLock's value names them); "" outside a worker
@@ -297,6 +298,8 @@ class Retry(Plugin):
         return True
 
     async def after_perform(self, ctx: PluginContext) -> None:
+        if ctx.rerun:  # a Retry signal is its own re-run, counted by ctx.attempt; not a success to reset on
+            return
         key = self.counter_key(ctx)
         if ctx.error is None:
             await ctx.redis.delete(key, self.failure_key(ctx))

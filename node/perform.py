@@ -207,8 +207,7 @@ class JobRunner:
         except BaseException as e:  # whatever a task raises fails its job, never the node (TaskEscaped too)
             pctx.error = e
         ran.duration = self.clock.monotonic() - start
-        if ran.retry is not None:
-            return ran
+        pctx.rerun = ran.retry is not None  # the run is over either way: its hooks release what it held
         for p in plugins:
             try:
                 await p.after_perform(pctx)

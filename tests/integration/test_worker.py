@@ -84,6 +84,16 @@ async def locked(params, ctx):
 
 joblocked = Task(name="locked", run=locked, plugins=["JobLock"], plugin_options={"JobLock": {"re_enqueue": False}})
 relocked = Task(name="relocked", run=locked, plugins=["JobLock"], plugin_options={"JobLock": {"enqueue_timeout": 30}})
+
+
+async def locked_again(params, ctx):
+    if await ctx.client.redis.incr("locked_again") == 1:
+        raise Retry(0)
+    await ctx.client.redis.rpush("results", "locked-again-done")
+
+
+lockretry = Task(name="lockedAgain", run=locked_again, plugins=["JobLock", "Retry"],
+                 plugin_options={"JobLock": {"enqueue_timeout": 30}})
 queuelocked = Task(name="qlocked", run=echo.run, plugins=["QueueLock"])
 delaylocked = Task(name="dlocked", run=echo.run, plugins=["DelayQueueLock"])
 '''
@@ -199,6 +209,19 @@ async def test_job_lock_requeues_a_blocked_copy_with_its_own_bytes(inproc_node: 
     assert t0 + 29 <= due <= time.time() + 31
     assert await client.length("default") == 0 and await client.redis.llen("started") == 0
     assert await client.failed_count() == 0 and not await client.redis.get(client.keys.stat("processed"))
+
+
+async def test_a_retry_signal_releases_the_job_lock_of_its_run(inproc_node: NodeFactory, client: Client) -> None:
+    # A run that ends with Retry is over: its JobLock goes (after-perform hooks run, as node-resque
+    # runs afterPerform whatever the outcome), so the re-run is not refused by its own lock and
+    # queued again for enqueue_timeout (30 s here); the Retry plugin counts it neither way.
+    await inproc_node(TASKS)
+    await client.enqueue("lockedAgain", {"k": 2})
+    await wait_for(lambda: _len(client, "results", 1), timeout=10, what="the re-run after Retry(0)")
+    assert await results(client.redis) == ["locked-again-done"]
+    assert int(await client.redis.get("locked_again")) == 2
+    assert await client.locks() == {}
+    assert await client.failed_count() == 0
 
 
 async def test_graceful_stop_pushes_back_unfinished_jobs(inproc_node: NodeFactory, client: Client) -> None:
