@@ -330,12 +330,13 @@ class ZooKeeperLock:
         """Compare-and-delete our token in Redis (True if it was ours); after a term, also delete
         its lock node, both at once: a leader cut off from Redis must not hold the ZooKeeper lock
         while its Redis release times out (the lock being overwritten by the next term is enough)."""
-        if shutdown:
-            return await self._release_redis(term)
-        self._watched = None
-        self.term = None
-        released, _ = await asyncio.gather(self._release_redis(term), self._release_zk(self._lock))
-        return released
+        if not shutdown:
+            self._watched = None
+            self.term = None
+        released, deleted = await asyncio.gather(self._release_redis(term), self._release_zk(self._lock))
+        # At shutdown the lock node going is the release too (the successor's term overwrites a
+        # token a starved Redis call left behind), so either one counts as `leader_released`.
+        return released or (shutdown and deleted)
 
     async def _release_redis(self, term: Term) -> bool:
         try:
@@ -344,16 +345,20 @@ class ZooKeeperLock:
             log.warning("election: Redis release failed (the lock will expire): %r", e, extra={"epoch": term.epoch})
             return False
 
-    async def _release_zk(self, lock: Any) -> None:
+    async def _release_zk(self, lock: Any) -> bool:
         """Delete this attempt's lock node (bounded); a node left behind goes with the session or the
-        next attempt's clean-up."""
-        def release() -> None:
-            lock.cancel()
-            if lock.is_acquired:
-                lock.release()
+        next attempt's clean-up. True if the node was ours and is gone."""
+        if lock is None:
+            return False
 
-        with contextlib.suppress(KazooException, OSError, TimeoutError):
-            await self._zk_call(release, "release")
+        def release() -> bool:
+            lock.cancel()
+            return bool(lock.is_acquired and lock.release())
+
+        try:
+            return await self._zk_call(release, "release")
+        except (KazooException, OSError, TimeoutError):
+            return False
 
     def stop(self) -> None:
         self._stopping = True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -442,6 +443,24 @@ class TestZooKeeperElection(ElectionContract):
                                    clock=SYSTEM_CLOCK, observer=NULL_OBSERVER, session_timeout=ZK_SESSION,
                                    namespace=namespace)
         return Candidate(name, elector, [election])
+
+    async def test_release_with_redis_unreachable_is_still_a_release(self, group: Group,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+        """SIGTERM while the leader's Redis calls hang (a starved or cut-off node): the token's
+        compare-and-delete times out, but deleting the lock node hands over, so the release is
+        logged (`leader_released`) and the successor leads at once, not after the session expires."""
+        old = await group.add(proxied=True)
+        await group.wait_leader(5)
+        await group.add()
+        assert old.proxy is not None
+        old.proxy.blackhole()
+        t0 = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="corral.election"):
+            await group.release(old)
+        assert [r for r in caplog.records if getattr(r, "event", None) == "leader_released"], \
+            "the release was not logged"
+        successor = await group.wait_leader(ZK_SESSION, exclude=(old,))
+        assert successor.terms[-1].start - t0 <= 2 * CFG.renew_timeout + HANDOFF, "waited for the session to expire"
 
     async def test_epoch_is_the_lock_node_czxid(self, group: Group, backend: dict[str, Any]) -> None:
         await group.start(2)
