@@ -120,7 +120,7 @@ class NodeHandlers:
         term = n.elector.term if n.elector is not None else None
         if term is not None and n.clock.monotonic() > term.deadline + n.cfg.lease_margin:
             return json_response(503, {"ok": False, "reason": "this node believes it leads past its lease"})
-        problem = n.pool.health_problem()
+        problem = n.pool.health_problem() or n.executor.threads.stuck_problem()
         if problem is not None:
             return json_response(503, {"ok": False, "reason": problem})
         return json_response(200, {"ok": True, "loop_lag_seconds": round(n.loop_lag, 4)})

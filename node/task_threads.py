@@ -79,6 +79,14 @@ class TaskThreads:
         """Threads running task code right now (busy + timed out)."""
         return self.busy + self.timed_out
 
+    def stuck_problem(self) -> str | None:
+        """Why no sync job can start any more, or None: every thread the pool may run is held by a
+        job past its timeout (Python cannot stop them; only the process ending frees them)."""
+        if self.timed_out >= self.size + self.max_timed_out:
+            return (f"all {self.timed_out} task threads are stuck in jobs past their timeout (--threads "
+                    f"{self.size}); sync tasks cannot run until one returns")
+        return None
+
     def snapshot(self) -> dict[str, int]:
         return {"size": self.size, "busy": self.busy, "timed_out": self.timed_out, "idle": self.idle,
                 "waiting_jobs": self.waiting}

@@ -272,6 +272,9 @@ async def test_past_the_timed_out_cap_jobs_wait_for_a_thread_without_a_clock(
         for i in range(2):  # 1 thread + 1 replacement: both end up timed out, the cap for --threads 1
             await client.enqueue("stuck05", {"started": str(tmp_path / f"s{i}"), "release": str(release)})
         await wait_for(lambda: _count_failed(client, 2), timeout=10, what="both stuck jobs timed out")
+        # no sync job can start: liveness says so (a restart is the only way to free the threads)
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{node.http_port}/healthz", 2.0)
+        assert status == 503 and "task threads are stuck" in json.loads(body)["reason"], (status, body)
         out = tmp_path / "quick"
         await client.enqueue("quick", {"file": str(out)})
         threads = node.executor.threads
@@ -284,6 +287,8 @@ async def test_past_the_timed_out_cap_jobs_wait_for_a_thread_without_a_clock(
         await wait_for(lambda: _stat(client, "processed", 1), timeout=10, what="the quick job ran")
         assert float(out.read_text()) >= released
         assert await client.failed_count() == 2
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{node.http_port}/healthz", 2.0)
+        assert status == 200, body
     finally:
         release.touch()
 
