@@ -35,7 +35,7 @@ from .keys import Keys
 from .leader import fenced
 from .membership import node_of_worker
 from .observe import Observer
-from .scripts import Scripts
+from .part import ClusterPart
 from .wire import encode_job, js_date, parse_date
 
 log = logging.getLogger("corral.foreign")
@@ -86,7 +86,7 @@ async def last_seen(redis: Redis, keys: Keys, wid: str) -> float | None:
     return ForeignWorker(wid, name, queues, str(ping or ""), str(hb or ""), "").last_seen()
 
 
-class ForeignWorkers:
+class ForeignWorkers(ClusterPart):
     name = "foreign"
 
     def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, stuck_timeout: float = 3600.0,
@@ -96,11 +96,7 @@ class ForeignWorkers:
             raise ValueError(f"foreign stuck-job policy must be one of {POLICIES}, got {policy!r}")
         if stuck_timeout <= 0:
             raise ValueError(f"stuck_timeout must be positive seconds, got {stuck_timeout!r}")
-        self.redis = redis
-        self.keys = keys
-        self.scripts = Scripts(redis)
-        self.clock = clock
-        self.observer = observer
+        super().__init__(redis, keys, clock, observer)
         self.stuck_timeout = stuck_timeout
         self.policy = policy
         self.interval = interval if interval is not None else max(0.5, min(5.0, stuck_timeout / 4))

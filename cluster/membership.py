@@ -27,7 +27,7 @@ from .aio import REDIS_FAILURES
 from .clock import Clock
 from .keys import Keys
 from .observe import Observer
-from .scripts import Scripts
+from .part import ClusterPart
 
 log = logging.getLogger("corral.membership")
 
@@ -49,15 +49,11 @@ def ruby_time(t: float) -> str:
     return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
-class Membership:
+class Membership(ClusterPart):
     def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, node_id: str,
                  info: dict[str, Any], workers: list[tuple[str, str]], interval: float = 2.0,
                  ping_ttl: float = 60.0) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.scripts = Scripts(redis)
-        self.clock = clock
-        self.observer = observer
+        super().__init__(redis, keys, clock, observer)
         self.node_id = node_id
         self.info = info
         self.workers = workers  # (name, queues joined by ",")

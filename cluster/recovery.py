@@ -32,8 +32,8 @@ from .election.base import Term
 from .keys import Keys
 from .leader import fenced
 from .observe import Observer
+from .part import ClusterPart
 from .plugins import JobLock
-from .scripts import Scripts
 from .task import Registry
 from .wire import decode_job, js_date, js_dumps
 
@@ -46,17 +46,13 @@ class Seen:
     since: float  # leader monotonic time it was first seen with this value
 
 
-class Recovery:
+class Recovery(ClusterPart):
     name = "recovery"
 
     def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, registry: Registry,
                  dead_after: float = 8.0, interval: float = 1.0, max_recoveries: int = 3, audit: bool = False,
                  self_id: str | None = None, start_grace: float = 0.0, sweep_every: float = 60.0) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.scripts = Scripts(redis)
-        self.clock = clock
-        self.observer = observer
+        super().__init__(redis, keys, clock, observer)
         self.registry = registry
         self.dead_after = dead_after
         self.interval = interval
