@@ -287,7 +287,8 @@ def run_phase(a: argparse.Namespace, redis: RedisServer, name: str, phase: str, 
              "pickup": 180, "delayed": 180}[phase]
     argv = [interpreter(env_name), str(HERE / "driver.py"), "--contender", name, "--phase", phase,
             "--redis-url", redis.url, "--redis-pid", str(redis.pid), "--jobs", str(a.jobs),
-            "--samples", "200", "--drain-limit", str(drain_limit), "--logdir", str(tmp / "logs"), "--out", str(out)]
+            "--samples", "200", "--drain-limit", str(drain_limit), "--logdir", str(tmp / "logs"), "--out", str(out),
+            "--starts", a.starts]
     env = dict(os.environ)
     if corral_src:
         env["BENCH_CORRAL_SRC"] = corral_src
@@ -510,6 +511,10 @@ def main() -> None:
                                                      "(default 3, --quick 1)")
     ap.add_argument("--rev", default="HEAD", help="Corral revision measured (git archive snapshot)")
     ap.add_argument("--worktree", action="store_true", help="measure Corral's files as they are instead")
+    ap.add_argument("--starts", choices=["local", "redis"], default="local",
+                    help="where the `stamp` jobs record their start: local (default) appends one line to a file per "
+                         "worker process, off the jobs' path; redis RPUSHes it through the library's own client "
+                         "(every run before 2026-12-07 11:00), which delays the jobs that start after it")
     ap.add_argument("--table-only", action="store_true")
     a = ap.parse_args()
     if a.table_only:
@@ -554,16 +559,16 @@ def main() -> None:
     data: dict[str, Any] = {
         "started": started, "quick": a.quick, "jobs": a.jobs, "runs": a.runs, "raw_file": raw_name,
         "corral_commit": commit, "machine": machine(), "versions": versions(envs - {"node"}),
-        "drain_limit_s": a.drain_limit, "phases": phases,
+        "drain_limit_s": a.drain_limit, "phases": phases, "starts": a.starts,
         "method": {
             "drain1": "enqueue N no-op jobs one call at a time (timed: enqueue 1 by 1), then spawn 1 worker process; "
                       "drain rate = jobs done after the first observed completion / time from that observation to the "
                       "last completion (progress polled every 10 ms from the library's own bookkeeping); cold = from spawn",
             "drain2": "enqueue N with the batch API where there is one (timed), else with the single enqueue call "
                       "(untimed; async clients and node-resque 50 at a time); then 2 worker processes",
-            "pickup": "1 worker process, warmed up by one job, idle 1 s; 200 jobs whose task RPUSHes its start "
-                      "time.time(), sent 10 ms apart (fixed rate); latency = start - time.time() just before the "
-                    "enqueue call",
+            "pickup": "1 worker process, warmed up by one job, idle 1 s; 200 jobs whose task records its start "
+                      "time.time() (--starts: a line appended to a local file, or RPUSH), sent 10 ms apart (fixed "
+                      "rate); latency = start - time.time() just before the enqueue call",
             "delayed": "1 worker process (+ the library's scheduler), warmed up by one delayed job; 200 jobs due at "
                        "T-1+(j+1)/200 (T = a whole second >= 2 s ahead), enqueued ahead; lateness = start - due",
         },
