@@ -334,6 +334,8 @@ METRICS: list[tuple[str, str, tuple[str, ...], str]] = [
     ("enqueue_seq_cpu", "drain1", ("enqueue_sequential", "client_cpu_us_per_job"), "lower"),
     ("enqueue_seq_share", "drain1", ("enqueue_sequential", "share_of_ping_limit"), "higher"),
     ("ping_rtt", "drain1", ("enqueue_sequential", "ping_rtt_us"), "lower"),
+    ("enqueue_seq_share_raw", "drain1", ("enqueue_sequential", "share_of_raw_ping_limit"), "higher"),
+    ("raw_ping_rtt", "drain1", ("enqueue_sequential", "raw_ping_rtt_us"), "lower"),
     ("enqueue_batch", "drain2", ("enqueue_batch", "jobs_per_s"), "higher"),
     ("drain1", "drain1", ("drain", "jobs_per_s"), "higher"),
     ("drain1_cold", "drain1", ("drain", "cold_jobs_per_s"), "higher"),
@@ -442,14 +444,17 @@ def render(data: dict[str, Any]) -> str:
               "stores it (whole seconds for Corral/node-resque/saq/RQ) and the earliest start (negative = ran early).", ""]
     lines.append("| contender | worker CPU/job, 1 proc (µs) | 2 procs (µs) | Redis CPU/job (µs) | "
                  "enqueue client CPU/job (µs) | enqueue 1 by 1 ÷ (1 / redis-py PING round trip), RTT (µs) | "
+                 "enqueue 1 by 1 ÷ (1 / raw-socket PING round trip), RTT (µs) | "
                  "start-up to first job (s) | cold drain 1 proc (jobs/s) | pickup p50, first 20 (ms) | "
                  "delayed vs stored due p50 / p99 (ms) | earliest start vs due (ms) | jobs started early (of 200) | "
                  "others' CPUs during its phases, median / max |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in names:
         cells = [cell(agg, n, "drain1_cpu", ratio=False), cell(agg, n, "drain2_cpu", ratio=False),
                  cell(agg, n, "drain1_redis_cpu", ratio=False), cell(agg, n, "enqueue_seq_cpu", ratio=False),
                  cell(agg, n, "enqueue_seq_share", ratio=False) + " / " + cell(agg, n, "ping_rtt", ratio=False),
+                 cell(agg, n, "enqueue_seq_share_raw", ratio=False) + " / "
+                 + cell(agg, n, "raw_ping_rtt", ratio=False),
                  cell(agg, n, "drain1_startup", ratio=False), cell(agg, n, "drain1_cold", ratio=False),
                  cell(agg, n, "pickup_first20_p50", "ms", ratio=False),
                  cell(agg, n, "delayed_stored_p50", "ms", ratio=False) + " / "
@@ -554,7 +559,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, bail)
     signal.signal(signal.SIGINT, bail)
     started = dt.datetime.now().strftime("%Y-%m-%dT%H:%M")
-    partial = f"-partial-{dt.datetime.now():%H%M}" if (a.only or a.phase) else ""  # never overwrites a whole run
+    partial = f"-partial-{dt.datetime.now():%H%M%S}" if (a.only or a.phase) else ""  # never overwrites a whole run
     raw_name = f"peers-{dt.date.today().isoformat()}{'-quick' if a.quick else ''}{partial}.json"
     data: dict[str, Any] = {
         "started": started, "quick": a.quick, "jobs": a.jobs, "runs": a.runs, "raw_file": raw_name,
