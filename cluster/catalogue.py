@@ -283,6 +283,19 @@ class CatalogueCache:
                     self._read_at = self.clock.monotonic()
         return self._view
 
+    def cached(self, name: str) -> tuple[TaskInfo | None, CatalogueView] | None:
+        """What `find` would answer, from the copy held and without a coroutine, when that copy is
+        fresh enough for the answer (a hit: within `max_age`; a miss: within `miss_interval` too);
+        else None (then `find`). Enqueue asks this first: it is on every call's path."""
+        view = self._view
+        if view is None:
+            return None
+        age = self.clock.monotonic() - self._read_at
+        info = view.find(name)
+        if age < self.max_age and (info is not None or age < self.miss_interval):
+            return info, view
+        return None
+
     async def find(self, name: str) -> tuple[TaskInfo | None, CatalogueView]:
         view = await self.view()
         info = view.find(name)

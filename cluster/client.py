@@ -32,7 +32,7 @@ from .connection import RedisSettings, close_redis, make_redis
 from .errors import EnqueueError
 from .keys import Keys
 from .plugins import EnqueueGuard, Plugin, PluginContext, enqueue_checks, guard_script_args
-from .rawconn import FastScript, Prepared, RawPool
+from .rawconn import FastScript, Prepared, RawConnection
 from .scripts import Scripts, source
 from .task import Registry, Task
 from .wire import encode_job
@@ -81,7 +81,7 @@ class Client(DashboardClient):
         self.scripts = Scripts(redis)
         # enqueue / enqueue_at over cluster/rawconn.py (same server and credentials as `redis`;
         # plain TCP only): a quarter of redis-py's CPU per call. fast=False keeps redis-py.
-        raw = RawPool.from_redis(redis) if fast else None
+        raw = RawConnection.from_redis(redis) if fast else None
         self._fast_enqueue = FastScript(raw, source("enqueue")) if raw else None
         self._fast_enqueue_at = FastScript(raw, source("enqueue_at")) if raw else None
         self._prepared: dict[str, Prepared] = {}  # queue -> its enqueue call, packed but for the payloads
@@ -126,7 +126,8 @@ class Client(DashboardClient):
         t: Task | None = self.registry.find(task) if self.registry else None
         if t is not None:
             return t.queue if queue is None else queue, [p for p in t.plugin_instances() if p.has_enqueue_hooks]
-        info, view = await self.catalogue.find(task)
+        hit = self.catalogue.cached(task)
+        info, view = hit if hit is not None else await self.catalogue.find(task)
         if info is not None:
             return info.queue if queue is None else queue, info.enqueue_plugins()
         # No live Corral node publishes anything: there is nothing to judge the name against, and
@@ -162,18 +163,23 @@ class Client(DashboardClient):
         q, plugins = await self._resolve(task, queue, unknown_ok)
         args = _args(params, raw_args)
         payload = self._payload(task, q, args)
-        ok, guards = await self._enqueue_guards(plugins, task, q, args, payload)
-        if not ok:
-            return False
-        keys, argv = self._enqueue_keys(q), [q, self.keys.wake_channel, self.keys.node_wake_prefix, payload]
-        if guards:  # QueueLock / DelayQueueLock checked and applied with the push, atomically (issue 20.1)
-            gkeys, gargs = guard_script_args(guards)
-            return int(await self.scripts.run("enqueue_guarded", [*keys, *gkeys], [*argv, *gargs])) >= 0
-        if self._fast_enqueue is not None:
-            await self._prepared_enqueue(q).run([payload])
+        if plugins:
+            ok, guards = await self._enqueue_guards(plugins, task, q, args, payload)
+            if not ok:
+                return False
+            if guards:  # QueueLock / DelayQueueLock checked and applied with the push, atomically (issue 20.1)
+                gkeys, gargs = guard_script_args(guards)
+                return int(await self.scripts.run("enqueue_guarded", [*self._enqueue_keys(q), *gkeys],
+                                                  [*self._enqueue_argv(q, payload), *gargs])) >= 0
+        if self._fast_enqueue is not None:  # the hot path: one EVALSHA packed but for the payload
+            prepared = self._prepared.get(q) or self._prepared_enqueue(q)
+            await prepared.run_one(payload)
         else:
-            await self.scripts.run("enqueue", keys, argv)
+            await self.scripts.run("enqueue", self._enqueue_keys(q), self._enqueue_argv(q, payload))
         return True
+
+    def _enqueue_argv(self, q: str, payload: str) -> list[str]:
+        return [q, self.keys.wake_channel, self.keys.node_wake_prefix, payload]
 
     def _prepared_enqueue(self, q: str) -> Prepared:
         p = self._prepared.get(q)

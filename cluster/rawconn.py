@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import math
 from typing import Any
 
 import hiredis
@@ -55,15 +56,22 @@ def pack_bulk(parts: list[Any]) -> bytes:
 class _Conn(asyncio.Protocol):
     """One connection, auto-pipelined: the commands sent during one loop iteration go out in one
     write, and replies are handed back in order (Redis answers a connection's commands in the
-    order they came). A busy node's slots thus share a few syscalls instead of two each."""
+    order they came). A busy node's slots thus share a few syscalls instead of two each.
+
+    Timeouts: each call with one records its deadline beside its waiter, and one watchdog timer per
+    connection, armed at the earliest deadline pending, expires what is overdue: a timer per call
+    (arm, then cancel) cost more than the rest of the client's side of a call."""
 
     def __init__(self) -> None:
         self.reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.deadlines: collections.deque[float] = collections.deque()  # loop time, per waiter (inf: none)
         self.out: list[bytes] = []
         self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_at = math.inf  # when the watchdog fires (inf: not armed)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -71,17 +79,21 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
+        waiters, deadlines = self.waiters, self.deadlines
         while (reply := self.reader.gets()) is not False:
-            if not self.waiters:  # a reply nobody asked for: the stream is out of step
+            if not waiters:  # a reply nobody asked for: the stream is out of step
                 self.close()
                 return
-            waiter = self.waiters.popleft()
+            waiter = waiters.popleft()
+            deadlines.popleft()
             if not waiter.done():  # a caller that timed out or was cancelled: its reply is dropped
                 waiter.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._disarm()
         err = RedisConnectionError(f"Redis connection lost: {exc!r}")
+        self.deadlines.clear()
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
@@ -92,38 +104,73 @@ class _Conn(asyncio.Protocol):
             self.transport.write(self.out[0] if len(self.out) == 1 else b"".join(self.out))
         self.out.clear()
 
-    async def call(self, packed: bytes, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (a timer: cheaper per call)
-        """Send one packed command and await its reply; `timeout` bounds the wait with a plain
-        timer (cheaper per call than an asyncio.timeout context). A timeout closes the
-        connection: Redis is stalled or unreachable, and every call behind it would wait too."""
-        if self.closed or self.transport is None or self.loop is None:
-            raise RedisConnectionError("Redis connection closed")
+    def send(self, packed: bytes, timeout: float | None = None) -> asyncio.Future[Any]:
+        """Queue one packed command; the future gets its raw reply (a hiredis.ReplyError is a
+        value, not raised). `timeout` bounds the wait: when it passes, the future gets
+        TimeoutError and the connection is closed (Redis is stalled or unreachable, and every
+        call behind it would wait too)."""
         loop = self.loop
+        if self.closed or loop is None:
+            raise RedisConnectionError("Redis connection closed")
         waiter = loop.create_future()
-        self.waiters.append(waiter)
+        waiters = self.waiters
+        waiters.append(waiter)
+        if timeout:
+            deadline = loop.time() + timeout
+            self.deadlines.append(deadline)
+            if deadline < self._watch_at:
+                self._arm(deadline)
+        else:
+            self.deadlines.append(math.inf)
         if self.out:  # a flush is already scheduled for this loop iteration
             self.out.append(packed)
-        elif len(self.waiters) == 1:  # nothing in flight: no one to batch with, send now
+        elif len(waiters) == 1:  # nothing in flight: no one to batch with, send now
             self.transport.write(packed)
         else:  # replies pending: batch with the other calls made during this iteration
             self.out.append(packed)
             loop.call_soon(self._flush)
-        timer = loop.call_later(timeout, self._expire, waiter) if timeout else None
-        try:
-            reply = await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
+        return waiter
+
+    async def call(self, packed: bytes, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (one watchdog per connection)
+        """Send one packed command and await its reply, raising an error reply as redis-py's class."""
+        reply = await self.send(packed, timeout)
         if isinstance(reply, hiredis.ReplyError):
             raise _error(str(reply))
         return reply
 
-    def _expire(self, waiter: asyncio.Future[Any]) -> None:
-        if not waiter.done():
-            waiter.set_exception(TimeoutError())
-            self.close()
+    def _arm(self, when: float) -> None:
+        assert self.loop is not None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch_at = when
+        self._watchdog = self.loop.call_at(when, self._watch)
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._watch_at = math.inf
+
+    def _watch(self) -> None:
+        """Expire the first overdue call (the connection is closed with it, failing the others);
+        otherwise re-arm at the earliest deadline still pending."""
+        self._watchdog, self._watch_at = None, math.inf
+        if self.closed or self.loop is None:
+            return
+        now = self.loop.time()
+        earliest = math.inf
+        for waiter, deadline in zip(self.waiters, self.deadlines, strict=True):
+            if deadline <= now and not waiter.done():
+                waiter.set_exception(TimeoutError())
+                self.close()
+                return
+            if deadline < earliest and not waiter.done():
+                earliest = deadline
+        if earliest < math.inf:
+            self._arm(earliest)
 
     def close(self) -> None:
+        self._disarm()
         if self.transport is not None and not self.closed:
             self.transport.abort()  # pending calls fail at once (connection_lost), nothing half-sent lingers
         self.closed = True
@@ -134,7 +181,7 @@ def supported(settings: RedisSettings) -> bool:
     return settings.target().scheme == "redis" and not settings.sentinels and not settings.tls_ca_file
 
 
-class RawPool:
+class RawConnection:
     """One auto-pipelined connection to one Redis for EVALSHA calls, reconnected on demand."""
 
     def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
@@ -146,7 +193,7 @@ class RawPool:
         self._connecting: asyncio.Future[_Conn] | None = None
 
     @classmethod
-    def from_settings(cls, settings: RedisSettings) -> RawPool:
+    def from_settings(cls, settings: RedisSettings) -> RawConnection:
         """Server, database and credentials from the same parsed target redis-py's clients use."""
         t = settings.target()
         if t.scheme != "redis" or t.host is None or t.port is None:
@@ -155,7 +202,7 @@ class RawPool:
                    timeout=settings.socket_timeout, connect_timeout=settings.connect_timeout)
 
     @classmethod
-    def from_redis(cls, redis: Redis) -> RawPool | None:
+    def from_redis(cls, redis: Redis) -> RawConnection | None:
         """The same server, database, credentials and timeouts as a plain-TCP redis-py client;
         None for TLS, unix sockets, Sentinel or credential providers (they keep redis-py)."""
         pool = redis.connection_pool
@@ -207,7 +254,9 @@ class RawPool:
 
     async def evalsha_packed(self, cmd: bytes, source: str) -> Any:
         """An EVALSHA packed by the caller (Prepared), loading `source` on NOSCRIPT."""
-        conn = await self._get()
+        conn = self.conn
+        if conn is None or conn.closed:
+            conn = await self._get()
         try:
             return await conn.call(cmd, self.timeout)
         except NoScriptError:
@@ -225,30 +274,37 @@ class RawPool:
 
 
 class FastScript:
-    """``await FastScript(pool_or_settings, source).run(keys, args)``: EVALSHA with NOSCRIPT reload."""
+    """``await FastScript(connection_or_settings, source).run(keys, args)``: EVALSHA with NOSCRIPT reload."""
 
-    def __init__(self, pool: RawPool | RedisSettings, source: str) -> None:
-        self.pool = pool if isinstance(pool, RawPool) else RawPool.from_settings(pool)
+    def __init__(self, conn: RawConnection | RedisSettings, source: str) -> None:
+        self.conn = conn if isinstance(conn, RawConnection) else RawConnection.from_settings(conn)
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def run(self, keys: list[str], args: list[Any]) -> Any:
-        return await self.pool.evalsha(self.sha, self.source, keys, args)
+        return await self.conn.evalsha(self.sha, self.source, keys, args)
 
     def close(self) -> None:
-        self.pool.close()
+        self.conn.close()
 
 
 class Prepared:
     """An EVALSHA whose keys and leading arguments are fixed (packed once): ``run(tail)`` adds the
-    arguments that vary (a payload, a chunk of payloads). Enqueue's per-queue call shape."""
+    arguments that vary (a payload, a chunk of payloads); ``run_one(payload)`` is the one-payload
+    shape of a single enqueue, packed with the least work. Enqueue's per-queue call shape."""
 
     def __init__(self, script: FastScript, keys: list[str], args: list[Any]) -> None:
         parts = ["EVALSHA", script.sha, len(keys), *keys, *args]
         self.script = script
         self.n = len(parts)
         self.body = pack_bulk(parts)
+        self.one_head = b"*%d\r\n" % (self.n + 1) + self.body
 
     async def run(self, tail: list[Any]) -> Any:
         cmd = b"*%d\r\n" % (self.n + len(tail)) + self.body + pack_bulk(tail)
-        return await self.script.pool.evalsha_packed(cmd, self.script.source)
+        return await self.script.conn.evalsha_packed(cmd, self.script.source)
+
+    async def run_one(self, payload: str) -> Any:
+        b = payload.encode("utf-8", "surrogateescape")
+        cmd = b"".join((self.one_head, b"$%d\r\n" % len(b), b, b"\r\n"))
+        return await self.script.conn.evalsha_packed(cmd, self.script.source)

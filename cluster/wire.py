@@ -22,7 +22,19 @@ from typing import Any
 from .errors import EnqueueError, JobDecodeError
 
 MAX_SAFE_INT = 2**53 - 1
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_dumps = _ENCODER.encode
+# The C encoder behind `_dumps`, made once (`encode` builds a new one, and a closure, per call).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_encode = (_c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False,
+                             False) if _c_make_encoder is not None else None)
+
+
+def _dumps_checked(obj: Any) -> str:
+    """`_dumps` for data `_needs_js_path` has walked (no cycle, so no circular-reference markers)."""
+    if _c_encode is None:  # pragma: no cover - a Python without the C accelerator
+        return _dumps(obj)
+    return "".join(_c_encode(obj, 0))
 
 
 def js_number(x: float) -> str:
@@ -52,9 +64,20 @@ def js_number(x: float) -> str:
     return ("-" if sign else "") + out
 
 
+def _has_surrogate(s: str) -> bool:
+    """A lone surrogate (JS escapes it; UTF-8 cannot encode it): found at C speed."""
+    if s.isascii():
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _js_string(s: str) -> str:
     out = _dumps(s)
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in s):  # lone surrogates: JS escapes them
+    if _has_surrogate(s):  # lone surrogates: JS escapes them
         out = "".join(f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in out)
     return out
 
@@ -65,8 +88,40 @@ def _is_index(key: str) -> bool:
 
 
 def _needs_js_path(obj: Any, depth: int = 0, strict: bool = True) -> bool:
+    """Whether `json` would spell `obj` differently from JSON.stringify; raises EnqueueError for
+    what is not JSON. Every value is checked (no early exit), so bad data is always refused.
+    Exact types are dispatched first: enqueue calls this for every job."""
     if depth > 200:
         raise EnqueueError("params are nested more than 200 levels deep")
+    t = type(obj)
+    if t is str:
+        return _has_surrogate(obj)
+    if t is dict:
+        needs = False
+        for k, v in obj.items():
+            if type(k) is not str and not isinstance(k, str):
+                raise EnqueueError(f"object key {k!r} is not a string")
+            if ("0" <= k[:1] <= "9" and _is_index(k)) or _has_surrogate(k):
+                needs = True
+            if _needs_js_path(v, depth + 1, strict):
+                needs = True
+        return needs
+    if t is list or t is tuple:
+        needs = False
+        for v in obj:
+            if _needs_js_path(v, depth + 1, strict):
+                needs = True
+        return needs
+    if t is int:
+        if -MAX_SAFE_INT <= obj <= MAX_SAFE_INT:
+            return False
+    elif t is bool or obj is None:
+        return False
+    return _needs_js_path_slow(obj, depth, strict)
+
+
+def _needs_js_path_slow(obj: Any, depth: int, strict: bool) -> bool:
+    """Floats, big integers and subclasses (StrEnum, IntEnum, OrderedDict, ...)."""
     if isinstance(obj, float):
         return True
     if isinstance(obj, bool) or obj is None:
@@ -78,16 +133,11 @@ def _needs_js_path(obj: Any, depth: int = 0, strict: bool = True) -> bool:
             return True
         return False
     if isinstance(obj, str):
-        return any(0xD800 <= ord(c) <= 0xDFFF for c in obj)
+        return _has_surrogate(obj)
     if isinstance(obj, dict):
-        reorder = False
-        for k in obj:
-            if not isinstance(k, str):
-                raise EnqueueError(f"object key {k!r} is not a string")
-            reorder = reorder or _is_index(k) or any(0xD800 <= ord(c) <= 0xDFFF for c in k)
-        return any([reorder] + [_needs_js_path(v, depth + 1, strict) for v in obj.values()])
+        return _needs_js_path(dict(obj), depth, strict)
     if isinstance(obj, list | tuple):
-        return any([_needs_js_path(v, depth + 1, strict) for v in obj])
+        return _needs_js_path(list(obj), depth, strict)
     raise EnqueueError(f"value of type {type(obj).__name__} is not JSON")
 
 
@@ -117,7 +167,7 @@ def js_dumps(obj: Any, strict: bool = True) -> str:
     written as they are instead of refused)."""
     if _needs_js_path(obj, 0, strict):
         return _js_dumps(obj)
-    return _dumps(obj)
+    return _dumps_checked(obj)
 
 
 def encode_job(task: str, queue: str, args: list[Any], strict: bool = True) -> str:

@@ -25,7 +25,10 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -144,10 +147,13 @@ class Contender:
     due_rounding = "exact"  # how the library stores a due time: exact | ceil | floor | round (to whole seconds)
     async_client = True  # enqueue() awaits I/O (False: a blocking client)
 
-    def __init__(self, url: str, logdir: Path) -> None:
+    def __init__(self, url: str, logdir: Path, starts_dir: Path | None = None) -> None:
         self.url = url
         self.logdir = logdir
         self.env = base_env(url)
+        self.starts_dir = starts_dir  # None: `stamp` RPUSHes to bench:starts through the library's client
+        if starts_dir is not None:
+            self.env["BENCH_STARTS_DIR"] = str(starts_dir)
 
     async def setup(self) -> None: ...
 
@@ -206,6 +212,10 @@ class Contender:
     async def failed(self, r: Any) -> int | None:
         return None
 
+    def delayed_extras(self) -> dict[str, Any]:
+        """What the library itself reports about the delayed phase (read before its workers stop)."""
+        return {}
+
     def effective_due(self, due: float) -> float:
         return {"exact": due, "ceil": math.ceil(due), "floor": math.floor(due),
                 "round": math.floor(due + 0.5)}[self.due_rounding]
@@ -219,8 +229,8 @@ class Corral(Contender):
     due_rounding = "ceil"
     concurrency: int | None = None  # None: `corral node` at its defaults (no --concurrency)
 
-    def __init__(self, url: str, logdir: Path) -> None:
-        super().__init__(url, logdir)
+    def __init__(self, url: str, logdir: Path, starts_dir: Path | None = None) -> None:
+        super().__init__(url, logdir, starts_dir)
         src = os.environ.get("BENCH_CORRAL_SRC")
         if src:
             sys.path.insert(0, src)
@@ -257,6 +267,7 @@ class Corral(Contender):
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
+            self.ports.append(port)
             out.append([*launcher, "node", "--redis-url", self.url, "--tasks-dir", str(APPS / "corral_tasks"),
                         "--queues", QUEUE, *(["--concurrency", str(self.concurrency)] if self.concurrency else []),
                         "--log-level", "warning",
@@ -267,6 +278,24 @@ class Corral(Contender):
         flag = f" --concurrency {self.concurrency}" if self.concurrency else ""
         return (f"{nprocs} x `corral node --queues {QUEUE}{flag} --log-level warning` "
                 "(asyncio + uvloop; every node also runs the leader election, heartbeats, metrics and HTTP)")
+
+    def delayed_extras(self) -> dict[str, Any]:
+        """The leader's own promotion lateness (`corral_scheduler_lateness_seconds`: Redis' clock at the
+        promotion - the due second, per job), so a start's lateness splits into promotion + pickup."""
+        import urllib.request
+
+        buckets: dict[float, float] = {}
+        for port in self.ports:
+            with contextlib.suppress(OSError):
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                for line in text.splitlines():
+                    if line.startswith("corral_scheduler_lateness_seconds_bucket"):
+                        le = float(line.split('le="', 1)[1].split('"', 1)[0])
+                        buckets[le] = buckets.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+        if not buckets:
+            return {}
+        return {"promotion_lateness_jobs_within_ms": {f"{1000 * le:g}": c for le, c in sorted(buckets.items())
+                                                      if le <= 0.1 or math.isinf(le)}}
 
     async def remaining(self, r: Any, n: int) -> int:
         return n - int(await r.get("resque:stat:processed") or 0)
@@ -285,8 +314,8 @@ class NodeResque(Contender):
     delayed_api = "queue.enqueueAt(ms) + a Scheduler (rounds to the nearest second)"
     due_rounding = "round"
 
-    def __init__(self, url: str, logdir: Path) -> None:
-        super().__init__(url, logdir)
+    def __init__(self, url: str, logdir: Path, starts_dir: Path | None = None) -> None:
+        super().__init__(url, logdir, starts_dir)
         self.env["NODE_PATH"] = os.environ.get("BENCH_NODE_PATH", str(HERE.parent.parent / "tests/interop/node_modules"))
         self.script = str(HERE / "node_resque.js")
 
@@ -674,14 +703,50 @@ class Phase:
             await self.r.ping()
         return (time.perf_counter() - t0) / n
 
+    def raw_ping_block(self, sock: socket.socket, n: int) -> float:
+        """Seconds for n sequential PINGs on a blocking socket (no client library, no event loop):
+        the loopback round trip itself, the same floor for every contender."""
+        t0 = time.perf_counter()
+        for _ in range(n):
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            if sock.recv(64) != b"+PONG\r\n":
+                raise RuntimeError("unexpected reply to PING")
+        return time.perf_counter() - t0
+
+    async def enqueue_against_raw_ping(self, n: int, block: int = 500) -> tuple[float, float, float, float]:
+        """The sequential enqueues in blocks, each after a block of raw-socket PINGs: the round trip
+        drifts (15-90 µs on this VM), so the share is the median of per-block ratios. A contender
+        whose enqueue loop runs elsewhere (node-resque: in Node) gets PINGs before and after.
+        Returns (enqueue seconds, client CPU seconds, raw RTT, share of 1 / raw RTT)."""
+        host, port = self.a.redis_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.raw_ping_block(sock, 100)
+            if type(self.c).enqueue_sequential is not Contender.enqueue_sequential:
+                before = self.raw_ping_block(sock, 2000) / 2000
+                secs, cpu = await self.c.enqueue_sequential(n)
+                rtt = (before + self.raw_ping_block(sock, 2000) / 2000) / 2
+                return secs, cpu, rtt, rtt * n / secs
+            secs = cpu = ping = 0.0
+            ratios = []
+            for k in range(0, n, block):
+                m = min(block, n - k)
+                p = self.raw_ping_block(sock, m)
+                e, c = await self.c.enqueue_sequential(m)
+                secs, cpu, ping = secs + e, cpu + c, ping + p
+                ratios.append(p / e)
+            return secs, cpu, ping / n, statistics.median(ratios)
+
     async def drain1(self) -> dict[str, Any]:
         n = self.a.jobs
         rtt = await self.ping_rtt()
-        secs, cpu = await self.c.enqueue_sequential(n)
-        await self.enqueue_check(n)
+        secs, cpu, raw, raw_share = await self.enqueue_against_raw_ping(n)
         out: dict[str, Any] = {"enqueue_sequential": {"jobs": n, "jobs_per_s": n / secs,
                                                       "client_cpu_us_per_job": 1e6 * cpu / n,
-                                                      "ping_rtt_us": 1e6 * rtt, "share_of_ping_limit": rtt * n / secs}}
+                                                      "ping_rtt_us": 1e6 * rtt, "share_of_ping_limit": rtt * n / secs,
+                                                      "raw_ping_rtt_us": 1e6 * raw,
+                                                      "share_of_raw_ping_limit": raw_share}}
+        await self.enqueue_check(n)
         out["drain"] = await self.drain(n, 1)
         return out
 
@@ -709,24 +774,42 @@ class Phase:
         else:
             await self.c.stamp(-1)
         while True:
-            if int(await self.r.llen(STARTS)) >= 1:
+            if len(await self.starts()) >= 1:
                 break
             self.check_alive(procs)
             if time.perf_counter() - t0 > self.a.warmup_limit:
                 raise TimeoutError(f"warm-up job not run in {self.a.warmup_limit:.0f} s: {self.log_tail()}")
             await asyncio.sleep(0.02)
-        await self.r.delete(STARTS)
+        await self.clear_starts()
         return time.perf_counter() - t0
+
+    async def starts(self) -> dict[int, float]:
+        """Job index -> start time, as the `stamp` jobs recorded them (local files, or `bench:starts`)."""
+        rows: list[str] = []
+        if self.c.starts_dir is not None:
+            for f in self.c.starts_dir.glob("*.starts"):
+                rows += f.read_text().splitlines()
+        else:
+            rows = [row.decode() for row in await self.r.lrange(STARTS, 0, -1)]
+        out = {}
+        for row in rows:
+            if row.strip():
+                i, t = row.split()
+                out[int(i)] = float(t)
+        return out
+
+    async def clear_starts(self) -> None:
+        if self.c.starts_dir is None:
+            await self.r.delete(STARTS)
+            return
+        for f in self.c.starts_dir.glob("*.starts"):  # O_APPEND writers go on at the new end
+            os.truncate(f, 0)
 
     async def collect(self, n: int, limit: float) -> dict[int, float]:
         deadline = time.monotonic() + limit
-        while time.monotonic() < deadline and int(await self.r.llen(STARTS)) < n:  # noqa: ASYNC110 - polls Redis
+        while time.monotonic() < deadline and len(await self.starts()) < n:  # noqa: ASYNC110 - polls
             await asyncio.sleep(0.05)
-        out = {}
-        for row in await self.r.lrange(STARTS, 0, -1):
-            i, t = row.decode().split()
-            out[int(i)] = float(t)
-        return out
+        return await self.starts()
 
     async def pickup(self) -> dict[str, Any]:
         n, spacing = self.a.samples, 0.010
@@ -756,6 +839,7 @@ class Phase:
             await self.c.schedule(dues)
             enq_done = time.time()
             starts = await self.collect(n, second - time.time() + self.a.delayed_limit)
+            extras = self.c.delayed_extras()
         finally:
             stop_all()
         late = [1000 * (starts[j] - dues[j]) for j in range(n) if j in starts]
@@ -765,7 +849,8 @@ class Phase:
                 "enqueue_finished_before_first_due_s": dues[0] - enq_done,
                 "p50_ms": pct(late, 50), "p99_ms": pct(late, 99), "min_ms": min(late) if late else None,
                 "max_ms": max(late) if late else None, "early": sum(1 for x in late if x < 0),
-                "vs_stored_due_p50_ms": pct(eff, 50), "vs_stored_due_p99_ms": pct(eff, 99)}
+                "vs_stored_due_p50_ms": pct(eff, 50), "vs_stored_due_p99_ms": pct(eff, 99),
+                "vs_stored_due_deciles_ms": [round(pct(eff, q), 1) for q in range(0, 101, 10)], **extras}
 
 
 async def amain(a: argparse.Namespace) -> dict[str, Any]:
@@ -773,7 +858,12 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
 
     os.makedirs(a.logdir, exist_ok=True)
     logdir = Path(a.logdir)
-    c = CONTENDERS[a.contender](a.redis_url, logdir)
+    starts_dir = None
+    if a.starts == "local":  # a fresh directory per phase: the `stamp` jobs' start records
+        starts_dir = logdir / f"{a.contender}-{a.phase}-starts"
+        shutil.rmtree(starts_dir, ignore_errors=True)
+        starts_dir.mkdir(parents=True)
+    c = CONTENDERS[a.contender](a.redis_url, logdir, starts_dir)
     r = Redis.from_url(a.redis_url)
     await c.setup()
     try:
@@ -808,6 +898,9 @@ def main() -> None:
     p.add_argument("--warmup-limit", type=float, default=60.0)
     p.add_argument("--delayed-limit", type=float, default=30.0)
     p.add_argument("--logdir", required=True)
+    p.add_argument("--starts", choices=["local", "redis"], default="local",
+                   help="where `stamp` jobs record their start: a local file per worker process (one write, "
+                        "off the jobs' path) or RPUSH to bench:starts through the library's client")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     os.environ["BENCH_REDIS_URL"] = a.redis_url  # read by the app modules the client side imports
@@ -815,7 +908,7 @@ def main() -> None:
     try:
         # every async client (Corral, arq, saq, taskiq) is driven on uvloop when it is installed,
         # as Corral's own nodes run; the sync ones (RQ, Celery, dramatiq) are not affected
-        res: dict[str, Any] = {"ok": True, "loop": LOOP_NAME, **run_loop(amain(a))}
+        res: dict[str, Any] = {"ok": True, "loop": LOOP_NAME, "starts": a.starts, **run_loop(amain(a))}
     except BaseException as e:
         stop_all(2.0)
         res = {"ok": False, "error": f"{type(e).__name__}: {e}"[:3000], "traceback": traceback.format_exc()[-3000:]}

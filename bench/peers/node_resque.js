@@ -20,12 +20,23 @@ const connection = {
 };
 const now = () => (performance.timeOrigin + performance.now()) / 1000; // epoch seconds, sub-ms
 
+// BENCH_STARTS_DIR set (the harness's default): the start is appended to <dir>/<pid>.starts with one
+// synchronous write, as bench/peers/apps/_stamp.py does; otherwise RPUSHed to bench:starts (`--starts redis`).
+const fs = require("fs");
+const path = require("path");
+const startsDir = process.env.BENCH_STARTS_DIR || "";
+let startsFd = null;
 let stampClient = null;
 const jobs = {
   noop: { perform: async () => null },
   stamp: {
     perform: async (i) => {
       const started = now();
+      if (startsDir) {
+        if (startsFd === null) startsFd = fs.openSync(path.join(startsDir, `${process.pid}.starts`), "a");
+        fs.writeSync(startsFd, `${i} ${started}\n`);
+        return null;
+      }
       if (stampClient === null) stampClient = new IORedis(connection.port, connection.host, { db: connection.database });
       await stampClient.rpush("bench:starts", `${i} ${started}`);
       return null;

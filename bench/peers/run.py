@@ -287,7 +287,8 @@ def run_phase(a: argparse.Namespace, redis: RedisServer, name: str, phase: str, 
              "pickup": 180, "delayed": 180}[phase]
     argv = [interpreter(env_name), str(HERE / "driver.py"), "--contender", name, "--phase", phase,
             "--redis-url", redis.url, "--redis-pid", str(redis.pid), "--jobs", str(a.jobs),
-            "--samples", "200", "--drain-limit", str(drain_limit), "--logdir", str(tmp / "logs"), "--out", str(out)]
+            "--samples", "200", "--drain-limit", str(drain_limit), "--logdir", str(tmp / "logs"), "--out", str(out),
+            "--starts", a.starts]
     env = dict(os.environ)
     if corral_src:
         env["BENCH_CORRAL_SRC"] = corral_src
@@ -333,6 +334,8 @@ METRICS: list[tuple[str, str, tuple[str, ...], str]] = [
     ("enqueue_seq_cpu", "drain1", ("enqueue_sequential", "client_cpu_us_per_job"), "lower"),
     ("enqueue_seq_share", "drain1", ("enqueue_sequential", "share_of_ping_limit"), "higher"),
     ("ping_rtt", "drain1", ("enqueue_sequential", "ping_rtt_us"), "lower"),
+    ("enqueue_seq_share_raw", "drain1", ("enqueue_sequential", "share_of_raw_ping_limit"), "higher"),
+    ("raw_ping_rtt", "drain1", ("enqueue_sequential", "raw_ping_rtt_us"), "lower"),
     ("enqueue_batch", "drain2", ("enqueue_batch", "jobs_per_s"), "higher"),
     ("drain1", "drain1", ("drain", "jobs_per_s"), "higher"),
     ("drain1_cold", "drain1", ("drain", "cold_jobs_per_s"), "higher"),
@@ -441,14 +444,17 @@ def render(data: dict[str, Any]) -> str:
               "stores it (whole seconds for Corral/node-resque/saq/RQ) and the earliest start (negative = ran early).", ""]
     lines.append("| contender | worker CPU/job, 1 proc (µs) | 2 procs (µs) | Redis CPU/job (µs) | "
                  "enqueue client CPU/job (µs) | enqueue 1 by 1 ÷ (1 / redis-py PING round trip), RTT (µs) | "
+                 "enqueue 1 by 1 ÷ (1 / raw-socket PING round trip), RTT (µs) | "
                  "start-up to first job (s) | cold drain 1 proc (jobs/s) | pickup p50, first 20 (ms) | "
                  "delayed vs stored due p50 / p99 (ms) | earliest start vs due (ms) | jobs started early (of 200) | "
                  "others' CPUs during its phases, median / max |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in names:
         cells = [cell(agg, n, "drain1_cpu", ratio=False), cell(agg, n, "drain2_cpu", ratio=False),
                  cell(agg, n, "drain1_redis_cpu", ratio=False), cell(agg, n, "enqueue_seq_cpu", ratio=False),
                  cell(agg, n, "enqueue_seq_share", ratio=False) + " / " + cell(agg, n, "ping_rtt", ratio=False),
+                 cell(agg, n, "enqueue_seq_share_raw", ratio=False) + " / "
+                 + cell(agg, n, "raw_ping_rtt", ratio=False),
                  cell(agg, n, "drain1_startup", ratio=False), cell(agg, n, "drain1_cold", ratio=False),
                  cell(agg, n, "pickup_first20_p50", "ms", ratio=False),
                  cell(agg, n, "delayed_stored_p50", "ms", ratio=False) + " / "
@@ -510,6 +516,10 @@ def main() -> None:
                                                      "(default 3, --quick 1)")
     ap.add_argument("--rev", default="HEAD", help="Corral revision measured (git archive snapshot)")
     ap.add_argument("--worktree", action="store_true", help="measure Corral's files as they are instead")
+    ap.add_argument("--starts", choices=["local", "redis"], default="local",
+                    help="where the `stamp` jobs record their start: local (default) appends one line to a file per "
+                         "worker process, off the jobs' path; redis RPUSHes it through the library's own client "
+                         "(every run before 2026-12-07 11:00), which delays the jobs that start after it")
     ap.add_argument("--table-only", action="store_true")
     a = ap.parse_args()
     if a.table_only:
@@ -549,21 +559,21 @@ def main() -> None:
     signal.signal(signal.SIGTERM, bail)
     signal.signal(signal.SIGINT, bail)
     started = dt.datetime.now().strftime("%Y-%m-%dT%H:%M")
-    partial = f"-partial-{dt.datetime.now():%H%M}" if (a.only or a.phase) else ""  # never overwrites a whole run
+    partial = f"-partial-{dt.datetime.now():%H%M%S}" if (a.only or a.phase) else ""  # never overwrites a whole run
     raw_name = f"peers-{dt.date.today().isoformat()}{'-quick' if a.quick else ''}{partial}.json"
     data: dict[str, Any] = {
         "started": started, "quick": a.quick, "jobs": a.jobs, "runs": a.runs, "raw_file": raw_name,
         "corral_commit": commit, "machine": machine(), "versions": versions(envs - {"node"}),
-        "drain_limit_s": a.drain_limit, "phases": phases,
+        "drain_limit_s": a.drain_limit, "phases": phases, "starts": a.starts,
         "method": {
             "drain1": "enqueue N no-op jobs one call at a time (timed: enqueue 1 by 1), then spawn 1 worker process; "
                       "drain rate = jobs done after the first observed completion / time from that observation to the "
                       "last completion (progress polled every 10 ms from the library's own bookkeeping); cold = from spawn",
             "drain2": "enqueue N with the batch API where there is one (timed), else with the single enqueue call "
                       "(untimed; async clients and node-resque 50 at a time); then 2 worker processes",
-            "pickup": "1 worker process, warmed up by one job, idle 1 s; 200 jobs whose task RPUSHes its start "
-                      "time.time(), sent 10 ms apart (fixed rate); latency = start - time.time() just before the "
-                    "enqueue call",
+            "pickup": "1 worker process, warmed up by one job, idle 1 s; 200 jobs whose task records its start "
+                      "time.time() (--starts: a line appended to a local file, or RPUSH), sent 10 ms apart (fixed "
+                      "rate); latency = start - time.time() just before the enqueue call",
             "delayed": "1 worker process (+ the library's scheduler), warmed up by one delayed job; 200 jobs due at "
                        "T-1+(j+1)/200 (T = a whole second >= 2 s ahead), enqueued ahead; lateness = start - due",
         },

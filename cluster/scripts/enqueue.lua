@@ -11,15 +11,20 @@
 -- node; nodes that find no idle slot pass the wake-up on (node/worker.py).
 -- A queue key that is not a list refuses the call with an error naming it (nothing written); the
 -- queues set and the bookkeeping keys are best effort (a bad one never stops an enqueue).
-local qtype = redis.call('TYPE', KEYS[2])['ok']
-if qtype ~= 'list' and qtype ~= 'none' then
+-- Every command here is paid on each single enqueue (one call at a time is bounded by its round
+-- trip): the push goes first, so a wrong-type queue fails before anything is written, with no TYPE
+-- call on the good path.
+local len = redis.pcall('RPUSH', KEYS[2], unpack(ARGV, 4))
+if type(len) == 'table' and len['err'] then
+  if string.sub(len['err'], 1, 9) ~= 'WRONGTYPE' then return len end  -- OOM, ...: as Redis said it
+  local qtype = redis.call('TYPE', KEYS[2])['ok']
   return redis.error_reply('BADKEY ' .. KEYS[2] .. ' holds a ' .. qtype .. ', not a list: nothing enqueued')
 end
 redis.pcall('SADD', KEYS[1], ARGV[1])
-local len = redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
 local t = redis.call('TIME')
 local n = #ARGV - 3
-redis.pcall('RPUSH', KEYS[3], n .. ':' .. (t[1] * 1000 + math.floor(t[2] / 1000)))
+-- epoch ms as text: the seconds, then the first 3 of the 6 zero-padded microsecond digits
+redis.pcall('RPUSH', KEYS[3], n .. ':' .. t[1] .. string.sub('00000' .. t[2], -6, -4))
 if n > 8 then
   redis.call('PUBLISH', ARGV[2], ARGV[1])
   return len
@@ -27,6 +32,7 @@ end
 -- The longest idle of both zsets goes first: a node parked on the queue by name and one parked
 -- on '*' compete on idle time, so lone jobs rotate over all of them (taking the named zset
 -- first sent every lone job to the one node that named the queue).
+if redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then return len end  -- no idle node: every slot is busy
 local woken, tries = 0, 0
 -- A wrong-type idle zset is skipped (best effort: a wake-up is an optimisation, polling finds the job).
 local function head(k)

@@ -202,6 +202,34 @@ async def test_enqueue_many_onto_a_queue_key_of_the_wrong_type_raises_and_queues
     assert [json.loads(p)["args"][0]["i"] for p in await r.lrange("resque:queue:good", 0, -1)] == list(range(7))
 
 
+async def test_each_enqueue_records_its_redis_time_in_ms_in_qtimes(api: Client, r: Redis) -> None:
+    """enqueue.lua writes "<count>:<epoch ms>" from Redis' TIME (the workers' wait times and the
+    oldest job's age): 120 lone enqueues spread over 1.2 s, so some fall in the first 100 ms of a
+    second (microseconds < 100,000: zero-padded in the text), each inside the TIME bracket around it."""
+    n, entries, brackets = 120, [], []
+    for i in range(n):
+        before = await r.time()
+        assert await api.enqueue("t", {"i": i}, queue="timed")
+        after = await r.time()
+        brackets.append((before[0] * 1000 + before[1] // 1000, after[0] * 1000 + after[1] // 1000))
+        await asyncio.sleep(0.01)  # time must pass: the TIME values have to cover a whole second
+    entries = await r.lrange(K.qtimes("timed"), 0, -1)
+    assert len(entries) == n
+    assert any(lo % 1000 < 100 for lo, _ in brackets), "no enqueue fell in the first 100 ms of a second"
+    for e, (lo, hi) in zip(entries, brackets, strict=True):
+        count, _, ms = e.partition(":")
+        assert count == "1" and ms.isdigit() and lo <= int(ms) <= hi, (e, lo, hi)
+    assert [int(e.split(":")[1]) for e in entries] == sorted(int(e.split(":")[1]) for e in entries)
+
+
+async def test_enqueue_onto_a_queue_key_of_the_wrong_type_writes_nothing(api: Client, r: Redis) -> None:
+    await r.set(K.queue("bad"), "a string")
+    with pytest.raises(Exception, match=r"BADKEY resque:queue:bad holds a string, not a list: nothing enqueued"):
+        await api.enqueue("t", {"i": 1}, queue="bad")
+    assert await r.get(K.queue("bad")) == "a string"
+    assert not await r.exists(K.queues, K.qtimes("bad"))
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 BAD_CALLS: list[tuple[str, Callable[[Client], Awaitable[Any]], str]] = [

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from cluster.client import Client
 from cluster.connection import RedisSettings, make_redis
-from cluster.rawconn import FastScript, RawPool
+from cluster.rawconn import FastScript, RawConnection
 from tests.support.inproc import NodeFactory, wait_for
 from tests.support.nodes import NodeCluster, NodeProcess
 from tests.support.servers import RedisServer
@@ -73,7 +73,7 @@ async def test_fast_path_and_redis_py_agree_on_db_and_query_password(
     admin = Redis(host="127.0.0.1", port=server.port, password=PASSWORD, db=5, decode_responses=True)
     await admin.set("where", "db5")
     py = make_redis(settings)
-    fast = FastScript(RawPool.from_settings(settings), "return redis.call('GET', KEYS[1])")
+    fast = FastScript(RawConnection.from_settings(settings), "return redis.call('GET', KEYS[1])")
     try:
         assert await py.get("where") == "db5"
         assert await fast.run(["where"], []) == "db5"

@@ -14,6 +14,8 @@ Regenerate after changing golden.js:
 
 from __future__ import annotations
 
+import collections
+import enum
 import json
 import math
 import random
@@ -28,6 +30,7 @@ import pytest
 from cluster.errors import EnqueueError, JobDecodeError
 from cluster.wire import (
     MAX_SAFE_INT,
+    _js_dumps,
     check_queue_name,
     decode_failed,
     decode_job,
@@ -440,3 +443,21 @@ def test_js_dumps_matches_node_on_random_values(seed: int) -> None:
             if got != expected:
                 mismatches.append((text, expected, got))
     assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:3]}"
+
+
+class _Colour(enum.IntEnum):
+    RED = 1
+
+
+class _Name(enum.StrEnum):
+    ADA = "ada"
+
+
+@pytest.mark.parametrize("value", [
+    [{"n": _Colour.RED, "who": _Name.ADA}], [collections.OrderedDict([("10", 1), ("a", 2), ("2", 3)])],
+    [(1, 2.0, "é")], [{"k": [1.5, {"0": None}]}], [{"\ud800": 1}], [{"s": "a\udfffb"}], [2**53 - 1, -(2**53 - 1)],
+])
+def test_js_dumps_fast_check_agrees_with_the_js_spelling(value: Any) -> None:
+    """The exact-type dispatch of the hot path (subclasses fall back to isinstance) never changes
+    what is written: whatever it lets through to `json` is spelled as the JS-faithful encoder does."""
+    assert js_dumps(value) == _js_dumps(value)

@@ -1,5 +1,7 @@
-"""Corral side of the peer benchmark: `noop` does nothing; `stamp` records its start time."""
+"""Corral side of the peer benchmark: `noop` does nothing; `stamp` records its start time (apps/_stamp.py)."""
 import time
+
+from _stamp import STARTS_DIR, record_local
 
 from cluster import task
 
@@ -12,4 +14,7 @@ async def noop(params, ctx):
 @task(name="stamp", queue="bench")
 async def stamp(params, ctx):
     started = time.time()
+    if STARTS_DIR:
+        record_local(params.get("i"), started)
+        return
     await ctx.client.redis.rpush("bench:starts", f"{params.get('i')} {started!r}")
