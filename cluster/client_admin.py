@@ -14,7 +14,7 @@ from redis.commands.core import AsyncScript
 
 from .catalogue import CatalogueCache, TaskInfo
 from .clock import Clock
-from .election.base import LOCK_DELAY_PREFIX
+from .election.base import LOCK_DELAY_PREFIX, lock_holder
 from .errors import EnqueueError
 from .keys import Keys
 from .scripts import Scripts
@@ -289,10 +289,8 @@ class AdminClient:
         if token is None or token.startswith(LOCK_DELAY_PREFIX):  # a new Redis run's lock-delay: no leader yet
             return None
         scheduler = None if resque is None else (info.get("node") if info and info.get("token") == resque else resque)
-        if info and info.get("token") == token:
-            return {"node": info["node"], "epoch": int(info["epoch"]), "since": float(info["since"]),
-                    "ttl_ms": int(pttl), "scheduler": scheduler}
-        return {"node": token, "epoch": None, "since": None, "ttl_ms": int(pttl), "scheduler": scheduler}
+        node, epoch, since = lock_holder(token, info)
+        return {"node": node, "epoch": epoch, "since": since, "ttl_ms": int(pttl), "scheduler": scheduler}
 
     async def members(self) -> dict[str, float]:
         """Node id -> heartbeat age in seconds (Redis clock), every registered node."""

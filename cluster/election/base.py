@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,6 +78,15 @@ def parse_token(token: str) -> tuple[str, int | None]:
     if len(parts) == 3 and parts[1].isdigit():
         return parts[0], int(parts[1])
     return token, None
+
+
+def lock_holder(token: str, info: Mapping[str, Any] | None) -> tuple[str, int | None, float | None]:
+    """Who holds a lock whose value is `token`: (node, epoch, since) from the `corral:leader`
+    record if it is that term's, else what the token itself says (no `since`)."""
+    if info and info.get("token") == token:
+        return str(info["node"]), int(info["epoch"]), float(info["since"])
+    node, epoch = parse_token(token)
+    return node, epoch, None
 
 
 @dataclass

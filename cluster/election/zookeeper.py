@@ -55,7 +55,7 @@ from ..errors import LeaseLost
 from ..keys import Keys
 from ..observe import Observer
 from ..scripts import Scripts
-from .base import ElectionConfig, SeenFn, Term, parse_token, release_token
+from .base import ElectionConfig, SeenFn, Term, lock_holder, release_token
 from .elector import LockElector
 
 log = logging.getLogger("corral.election")
@@ -304,10 +304,7 @@ class ZooKeeperLock:
                 pipe.hgetall(self.keys.leader)
                 token, info = await within(self.config.renew_timeout * 2, pipe.execute())
             if token is not None:
-                if info and info.get("token") == token:
-                    leader, epoch, since = str(info["node"]), int(info["epoch"]), float(info["since"])
-                else:
-                    leader, epoch = parse_token(str(token))
+                leader, epoch, since = lock_holder(str(token), info)
         except _UNREADABLE:
             self.observer.redis_error("election")
             lock = self._lock

@@ -527,6 +527,10 @@ async def test_leader(api: Client, r: Redis) -> None:
     await r.set("resque:resque_scheduler_leader_lock", "nodehost:4321", ex=180)
     assert await api.leader() == "nodehost:4321"
     assert (await api.leader_info())["epoch"] is None  # type: ignore[index]
+    # a Corral term whose corral:leader record is not written yet (or is another term's): the token says who
+    await r.set("resque:corral:leader_lock", "n2-def/43/cafe", px=5000)
+    info = await api.leader_info()
+    assert info is not None and (info["node"], info["epoch"], info["since"]) == ("n2-def", 43, None)
 
 
 async def test_details(api: Client, r: Redis) -> None:
