@@ -35,9 +35,11 @@ from .plugins import EnqueueGuard, Plugin, PluginContext, enqueue_checks, guard_
 from .rawconn import FastScript, Prepared, RawConnection
 from .scripts import Scripts, source
 from .task import Registry, Task
-from .wire import encode_job
+from .wire import encode_job, js_date
 
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+# A due time beyond this is a mistake (an epoch in milliseconds is ~50,000 years ahead), not a plan
+HORIZON_SECONDS = 10 * 366 * 86400
 
 
 def _args(params: Any, raw_args: Sequence[Any] | None) -> list[Any]:
@@ -233,7 +235,13 @@ class Client(DashboardClient):
                          unknown_ok: bool = False) -> int:
         """Schedule a job from `when` on (epoch seconds or aware datetime). Returns its due second.
         Enqueue plugins run when the leader promotes it."""
-        ts = bucket(_epoch(when))
+        at = _epoch(when)
+        if at - self.clock.time() > HORIZON_SECONDS:
+            hint = ""
+            if at / 1000 - self.clock.time() <= HORIZON_SECONDS:
+                hint = f"; it looks like milliseconds: epoch seconds would be {at / 1000:.0f} ({js_date(at / 1000)})"
+            raise EnqueueError(f"when {at:g} is more than 10 years ahead{hint}")
+        ts = bucket(at)
         q, _plugins = await self._resolve(task, queue, unknown_ok)
         payload = self._payload(task, q, _args(params, raw_args))
         keys = [self.keys.delayed_schedule, self.keys.delayed(ts), self.keys.timestamps(payload)]

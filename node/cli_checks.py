@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from redis.exceptions import NoPermissionError, ResponseError
 
 from cluster.aio import REDIS_FAILURES
-from cluster.client import Client
+from cluster.client import HORIZON_SECONDS, Client
 from cluster.connection import redact_url
 from cluster.errors import CorralError
 from cluster.wire import js_date
@@ -74,8 +74,6 @@ def redis_failure(e: BaseException, shown: str) -> Fail:
     return Fail(f"Redis at {shown} failed: {describe_error(e)}")
 
 
-# `--at` beyond this is a mistake (an epoch in milliseconds is ~50,000 years ahead), not a plan
-HORIZON_SECONDS = 10 * 366 * 86400
 
 
 def checked_time(flag: str, value: float, now: float) -> float:

@@ -126,6 +126,16 @@ async def test_enqueue_at_datetime_and_epoch(api: Client, r: Redis) -> None:
     assert await r.llen("resque:delayed:1900000000") == 2
 
 
+async def test_enqueue_at_refuses_a_time_past_ten_years(api: Client, r: Redis) -> None:
+    # an epoch in milliseconds would be filed ~50,000 years ahead and never run: refused, nothing written
+    with pytest.raises(EnqueueError, match="more than 10 years ahead; it looks like milliseconds: epoch seconds "
+                                           "would be 1700000100"):
+        await api.enqueue_at(NOW * 1000 + 99_750, "t")
+    with pytest.raises(EnqueueError, match="more than 10 years ahead"):
+        await api.enqueue_in(11 * 366 * 86400, "t")
+    assert await api.timestamps() == [] and await r.dbsize() == 0
+
+
 async def test_enqueue_in_seconds_and_timedelta(api: Client, r: Redis) -> None:
     assert await api.enqueue_in(10.0, "t", {"a": 1}) == math.ceil(NOW + 10)
     assert await api.enqueue_in(10, "t", {"a": 2}) == math.ceil(NOW + 10)
