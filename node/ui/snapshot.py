@@ -15,6 +15,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -105,26 +106,28 @@ def parse_job(raw: str, payloads: bool) -> dict[str, Any]:
     return out
 
 
+@dataclass(eq=False)
 class Overview:
     """The overview view: built from Redis in two pipelined round trips."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, dead_after: float, payloads: bool,
-                 backend: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.redis = redis
-        self.clock = clock
-        self.keys = keys
-        self.dead_after = dead_after
-        self.payloads = payloads
-        self.backend = backend
-        self.history = HistoryReader(keys)
-        self.node_info: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.leader_token: str | None = None  # the lock's token when `leader_hash` was read
-        self.leader_hash: dict[str, Any] = {}
-        # read every SLOW_TTL (and after an action): what changes seldom
-        self.recovering = 0  # jobs returned from dead nodes, not finished yet
-        self.queue_names: list[str] = []  # the `queues` set (a queue is added by its first enqueue)
-        self.offset = 0.0  # Redis clock - this process's clock
-        self.slow_mono = float("-inf")
+    redis: Redis
+    keys: Keys
+    _: KW_ONLY
+    dead_after: float
+    payloads: bool
+    backend: str | None = None
+    clock: Clock = SYSTEM_CLOCK
+    node_info: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict, init=False)
+    leader_token: str | None = field(default=None, init=False)  # the lock's token when `leader_hash` was read
+    leader_hash: dict[str, Any] = field(default_factory=dict, init=False)
+    # read every SLOW_TTL (and after an action): what changes seldom
+    recovering: int = field(default=0, init=False)  # jobs returned from dead nodes, not finished yet
+    queue_names: list[str] = field(default_factory=list, init=False)  # the `queues` set (added by a first enqueue)
+    offset: float = field(default=0.0, init=False)  # Redis clock - this process's clock
+    slow_mono: float = field(default=float("-inf"), init=False)
+
+    def __post_init__(self) -> None:
+        self.history = HistoryReader(self.keys)
 
     def invalidate(self) -> None:
         """After an action (a queue cleared, ...): the next read refreshes everything."""
