@@ -150,9 +150,11 @@ class PeriodicEnqueuer:
             return due[-1:]
         return [s for s in slots_between(t, last, now) if now - s <= window]
 
-    async def _claim(self, term: Term, t: Task, slot: float, payload: str) -> list[Any]:
+    async def _claim(self, term: Term, t: Task, slot: float, payload: str) -> tuple[list[Any], int]:
         """Run periodic_claim; a slot Redis' clock says is not due yet (our estimate of it ran a
-        little ahead) is waited for on Redis' clock and claimed again, not left for the next pass."""
+        little ahead) is waited for on Redis' clock and claimed again, not left for the next pass.
+        Returns the reply and how many times the slot was refused as EARLY first."""
+        early = 0
         for _ in range(3):
             sent = self.clock.monotonic()
             res = await fenced(
@@ -166,8 +168,9 @@ class PeriodicEnqueuer:
             self.clock.observe(float(res[1]), sent, self.clock.monotonic())
             if res[0] != "EARLY":
                 break
+            early += 1
             await asyncio.sleep(min(1.0, max(0.0, slot - float(res[1]))) + 0.001)
-        return res
+        return res, early
 
     async def _fire_due(self, term: Term, t: Task, last: dict[str, float], now: float) -> None:
         due = self.due_slots(t, last[t.name], now)
@@ -182,7 +185,7 @@ class PeriodicEnqueuer:
             if slot <= last[t.name]:
                 continue
             payload = encode_job(t.name, t.queue, [{}])
-            res = await self._claim(term, t, slot, payload)
+            res, early = await self._claim(term, t, slot, payload)
             status, redis_now = res[0], float(res[1])
             if status in ("OK", "SKIPPED") and res[2]:
                 log.warning("periodic: the task's record held a last slot in the future; replaced", extra={
@@ -191,9 +194,13 @@ class PeriodicEnqueuer:
             if status == "OK":
                 lateness = redis_now - slot
                 self.observer.periodic_enqueued(t.name, lateness)
+                # where a late occurrence lost its time: this pass woke `woke_ms` after the slot (the
+                # host's share, on our estimate of Redis' clock); the rest is the claim's round trip
+                # and any EARLY refusal waited out (`early`)
                 log.info("periodic: enqueued occurrence", extra={
                     "event": "periodic_enqueued", "task": t.name, "queue": t.queue, "slot": slot,
-                    "lateness_ms": round(lateness * 1000, 1)})
+                    "lateness_ms": round(lateness * 1000, 1), "woke_ms": round((now - slot) * 1000, 1),
+                    "early": early})
                 last[t.name] = slot
             elif status == "DUP":
                 last[t.name] = self._heal(t, res[2], redis_now)

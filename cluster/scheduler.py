@@ -81,6 +81,7 @@ class Scheduler:
         """Promote everything due now; returns the next due second (-1 if none)."""
         while True:
             sent = self.clock.monotonic()
+            sent_at = self.clock.time()  # our estimate of Redis' clock as the call leaves
             res = await fenced(
                 self.scripts, "promote",
                 [self.keys.leader_lock, self.keys.audit, self.keys.delayed_schedule, self.keys.queues,
@@ -95,13 +96,18 @@ class Scheduler:
             self.bad_keys.report_lines(res[6], where="scheduler")
             if moved or staged:
                 lateness = []
+                oldest = now
                 for b in buckets.split(","):
                     ts, _, n = b.partition(":")
                     lateness += [now - float(ts)] * int(n)
+                    oldest = min(oldest, float(ts))
                 self.observer.promoted(moved + staged, lateness)
+                # sent_ms: how long after its oldest due second the call left (the host's share of
+                # the lateness, on our estimate of Redis' clock); the rest is the round trip
                 log.info("scheduler: promoted delayed jobs", extra={
                     "event": "promoted", "count": moved + staged, "buckets": buckets,
-                    "lateness_ms": round(max(lateness) * 1000, 1) if lateness else 0})
+                    "lateness_ms": round(max(lateness) * 1000, 1) if lateness else 0,
+                    "sent_ms": round((sent_at - oldest) * 1000, 1)})
             if staged or await self._staging_left():
                 await self._run_staged(term)
             if moved + staged < self.batch:

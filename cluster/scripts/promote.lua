@@ -108,8 +108,10 @@ if ARGV[2] == '1' and (moved + staged) > 0 then
     'redis_time_us', t[1] * 1000000 + t[2], 'detail', table.concat(buckets, ','))
 end
 -- the next second after now: a due second still listed (a bucket that could not be emptied) is
--- re-read on the leader's re-read period instead of spinning
-local nxt = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+-- re-read on the leader's re-read period instead of spinning. `now` goes in as %.6f: Lua's own
+-- number-to-string keeps 14 digits (100 us), so a tick in the last 50 us before a due second
+-- wrote '(' .. <that second> and skipped it, and the leader slept a whole re-read past it
+local nxt = redis.call('ZRANGEBYSCORE', KEYS[3], string.format('(%.6f', now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local nextdue = -1
 if nxt[2] then nextdue = nxt[2] end
 if #bad == 0 then bad = false else bad = table.concat(bad, '\n') end
