@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -30,11 +31,15 @@ async def fenced(scripts: Scripts, name: str, keys: list[str], args: list[Any], 
     """Run a leader script with the term's token; raise LeaseLost if the term is over or STALE."""
     if not term.valid():
         raise LeaseLost(f"{name}: term {term.epoch} is no longer valid (deadline or lost)")
+    decided = time.monotonic()
     res = await scripts.run(name, keys, [*term.fenced_args(audit), *args])
     if res and res[0] == "STALE":
         observer.stale_write_rejected(name)
-        log.warning("leader write refused: stale term", extra={"epoch": term.epoch, "op": name,
-                                                                "event": "stale_write_rejected"})
+        # `decided_ms_ago`: a process frozen between its lease check and the send (SIGSTOP, a VM
+        # pause) delivers a write it decided while it still led; fencing refuses it on arrival
+        log.warning("leader write refused: stale term", extra={
+            "epoch": term.epoch, "op": name, "event": "stale_write_rejected",
+            "decided_ms_ago": round((time.monotonic() - decided) * 1000, 1)})
         term.lost.set()
         raise LeaseLost(f"{name}: refused as stale (term {term.epoch})")
     return list(res)
