@@ -63,7 +63,7 @@ def leader_child_of(pid: int) -> int | None:
             continue
         try:
             stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[1]) == pid and b"leader_child" in (d / "cmdline").read_bytes():
+            if int(stat[1]) == pid and b"node.leader.child" in (d / "cmdline").read_bytes():
                 return int(d.name)
         except (OSError, ValueError, IndexError):
             continue
@@ -95,7 +95,7 @@ def import_counts() -> dict[str, int]:
     code = ("import sys; n = len(sys.modules); import {m}, uvloop; print(n, len(sys.modules))")
     counts = {"bare interpreter": 0}
     for label, module in (("node", "node.cli, node.runtime, node.ui, node.logs, node.loader"),
-                          ("leader child", "node.leader_child, node.loader, node.logs")):
+                          ("leader child", "node.leader.child, node.loader, node.logs")):
         out = subprocess.run([sys.executable, "-c", code.format(m=module)], capture_output=True, text=True,
                              check=True, cwd=ROOT, timeout=60).stdout.split()
         counts["bare interpreter"] = int(out[0])

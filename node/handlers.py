@@ -26,7 +26,7 @@ from cluster.membership import Membership
 from .config import NodeConfig
 from .executor import Executor
 from .http import Handler, Response, json_response
-from .leader_process import LeaderProcess
+from .leader.supervisor import LeaderProcess
 from .metrics import NodeMetrics
 from .redact import job_view
 from .worker import WorkerPool

@@ -1,5 +1,5 @@
 """How this process's event loop and wall clock are doing, shared by the node (node/runtime.py) and
-its leader process (node/leader_child.py): the loop-lag watcher and the clock-offset seam of the
+its leader process (node/leader/child.py): the loop-lag watcher and the clock-offset seam of the
 fault tests (docs/FAULTS.md F9).
 """
 

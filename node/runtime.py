@@ -46,13 +46,13 @@ from .executor import Executor
 from .gauge_refresh import GaugeRefresher
 from .handlers import NodeHandlers
 from .http import HttpServer
-from .leader_process import LeaderProcess
+from .leader.supervisor import LeaderProcess
 from .loop_clock import LoopLag, apply_clock_offset
 from .metrics import NodeMetrics
 from .worker import WorkerPool
 
 if TYPE_CHECKING:
-    from .leadership import Leadership
+    from .leader.duties import Leadership
 
 log = logging.getLogger("corral.node")
 
@@ -159,7 +159,7 @@ class Node:
         if cfg.scheduler and self.leader_process:
             self.elector = LeaderProcess(cfg, node_id=self.node_id, redis_url=self.settings.url, observer=self.metrics)
         elif cfg.scheduler:
-            from .leadership import Leadership  # here: `corral node` leads in its leader process
+            from .leader.duties import Leadership  # here: `corral node` leads in its leader process
 
             self.leadership = Leadership(cfg, node_id=self.node_id, settings=self.settings, registry=self.registry,
                                          clock=self.clock, observer=self.metrics, redis=self.redis, client=self.client)

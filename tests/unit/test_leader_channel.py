@@ -9,8 +9,8 @@ import json
 from typing import Any
 
 from node.config import NodeConfig
-from node.leader_child import LeaderChild
-from node.leader_process import LeaderProcess
+from node.leader.child import LeaderChild
+from node.leader.supervisor import LeaderProcess
 
 
 class Recorder:

@@ -1,4 +1,4 @@
-"""The node's side of its leader process (`node/leader_child.py`): start it, feed it the node's
+"""The node's side of its leader process (`node/leader/child.py`): start it, feed it the node's
 liveness, mirror its election view for /leader, /status and /healthz, apply its metrics, ask it to
 release on SIGTERM, and start a new one when it exits while the node runs.
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from cluster.election.base import ElectionState
 from cluster.observe import Observer
 
-from .config import NodeConfig
-from .leader_link import EXIT_STALLED, FORWARDED
+from ..config import NodeConfig
+from .link import EXIT_STALLED, FORWARDED
 
 log = logging.getLogger("corral.leader_process")
 
@@ -83,7 +83,7 @@ class LeaderProcess:
     async def _run_once(self) -> int | None:
         # stdout is our channel from the child; stderr (its logs) is the node's
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "node.leader_child", stdin=asyncio.subprocess.PIPE,
+            sys.executable, "-m", "node.leader.child", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, limit=1 << 20, env=_child_env())
         self.proc = proc
         assert proc.stdin is not None and proc.stdout is not None

@@ -4,7 +4,7 @@ only while the term also holds node-resque's lock (`Promotion`); periodic and re
 whole term, fenced by Corral's own lock, whatever scheduler holds node-resque's.
 
 Two hosts use it: `Node` when it leads in its own process (`leader_process = false`, library and
-in-process test use), and the leader process (`node/leader_child.py`), the default for `corral
+in-process test use), and the leader process (`node/leader/child.py`), the default for `corral
 node`, where no task thread of the node can starve the leader's loop of the GIL (docs/FAULTS.md F13b).
 """
 
@@ -28,7 +28,7 @@ from cluster.recovery import Recovery
 from cluster.scheduler import Scheduler
 from cluster.task import Registry
 
-from .config import NodeConfig
+from ..config import NodeConfig
 
 # Jobs per promote.lua call: a burst due in one second becomes runnable in steps of this many, so
 # the first ones start while the rest are still being moved (1,000 in one call held Redis ~12 ms).

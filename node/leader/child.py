@@ -1,5 +1,5 @@
 """The leader process: one per node (`leader_process = true`, the default), started and watched by
-`node/leader_process.py`. It holds the node's candidacy and, while it leads, the fenced duties.
+`node/leader/supervisor.py`. It holds the node's candidacy and, while it leads, the fenced duties.
 
 Why a process: a node runs sync tasks in threads of its own process. Pure-Python loops in them
 hold the GIL the node's event loop needs, so promotions and periodic claims fell due hundreds of ms
@@ -37,11 +37,11 @@ from cluster.keys import Keys
 from cluster.notify import Notifier
 from cluster.observe import Observer
 
-from .config import NodeConfig
-from .leader_link import EXIT_STALLED, FORWARDED
-from .leadership import Leadership
-from .lifeline import die_with_parent
-from .loop_clock import LoopLag, apply_clock_offset
+from ..config import NodeConfig
+from ..lifeline import die_with_parent
+from ..loop_clock import LoopLag, apply_clock_offset
+from .duties import Leadership
+from .link import EXIT_STALLED, FORWARDED
 
 log = logging.getLogger("corral.leader_process")
 
@@ -102,7 +102,7 @@ class LeaderChild:
             self.send({"state": state})
 
     async def run(self) -> int:
-        from .loader import load_dir
+        from ..loader import load_dir
 
         cfg = self.cfg
         settings = cfg.redis_settings(self.url)
@@ -194,7 +194,7 @@ async def _main() -> int:
     if not line:
         return 0
     start = json.loads(line)
-    from . import logs
+    from .. import logs
 
     cfg = config_from_record(start["config"])
     logs.setup(start["node_id"], cfg.log_format, cfg.log_level)

@@ -1,6 +1,6 @@
-"""What the node and its leader process (`node/leader_child.py`) agree on over their pipe: the
+"""What the node and its leader process (`node/leader/child.py`) agree on over their pipe: the
 observer calls the child forwards and its exit status for "the node's loop stalled". A module of
-its own so the node's side (`node/leader_process.py`) does not import the leader's code."""
+its own so the node's side (`node/leader/supervisor.py`) does not import the leader's code."""
 
 from __future__ import annotations
 
