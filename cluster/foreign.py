@@ -169,13 +169,13 @@ class ForeignWorkers(ClusterPart):
 
     async def clean(self, term: Term, w: ForeignWorker, silent_for: float) -> bool:
         entry, payload, queue = self._job(w)
-        k = self.keys
+        k, wk = self.keys, self.keys.worker_keys(w.name, w.queues)
         res = await fenced(
             self.scripts, "foreign_clean",
-            [k.leader_lock, k.audit, k.workers, k.workers_heartbeat, k.worker(w.wid), k.worker_ping(w.name),
+            [k.leader_lock, k.audit, k.workers, k.workers_heartbeat, wk.record, wk.ping,
              k.stat_failed, k.failed, k.queues, k.queue(queue or "_"), k.qtimes(queue or "_"),
-             k.worker_started(w.wid), k.worker(w.name), k.stat("processed", w.name), k.stat("failed", w.name),
-             k.stat("processed", w.wid), k.stat("failed", w.wid)],
+             k.worker(w.name),  # node-resque's record under the bare name, besides resque's ones
+             *(key for key in wk.all() if key not in (wk.record, wk.ping))],
             [w.wid, w.ping, w.heartbeat, w.working_on, self.policy, entry, payload, queue, k.wake_channel],
             term, self.observer, self.audit,
         )

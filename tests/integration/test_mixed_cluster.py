@@ -519,6 +519,9 @@ async def test_foreign_duty_judges_each_client_by_its_own_signal(r: Redis) -> No
                                                      "rb-live:12:default": ruby_time(now - 5)})
     for wid in ("rb-dead:11:default", "rb-live:12:default", "pyhost:13:default"):
         await r.set(f"{NS}:worker:{wid}", json.dumps(job))
+        name = wid.rsplit(":", 1)[0]  # what each client's untrack removes besides the record
+        for key in (f"worker:{wid}:started", f"stat:processed:{name}", f"stat:failed:{wid}", f"worker:{name}"):
+            await r.set(f"{NS}:{key}", "1")
     _rec, term = await _recovery(r)  # sets the leader lock the duty's fenced script checks
     duty = ForeignWorkers(redis=r, keys=Keys(NS), clock=SYSTEM_CLOCK, observer=Observer(), stuck_timeout=300)
     assert await duty.tick(term) == 1
@@ -526,4 +529,6 @@ async def test_foreign_duty_judges_each_client_by_its_own_signal(r: Redis) -> No
     assert await r.hkeys(f"{NS}:workers:heartbeat") == ["rb-live:12:default"]
     [entry] = [json.loads(e) for e in await r.lrange(f"{NS}:failed", 0, -1)]
     assert entry["worker"] == "rb-dead:11" and entry["payload"] == job["payload"]
+    assert not await r.keys(f"{NS}:*rb-dead*"), "the removed worker's keys"
+    assert len(await r.keys(f"{NS}:*rb-live*")) == 5
     assert await duty.tick(term) == 0  # exactly once
