@@ -58,7 +58,7 @@ class ActiveQueues:
             if self.read_at is not None and loop.time() - self.read_at < 0.01:
                 return self.names  # another slot read it while this one waited for the lock
             t0 = loop.time()
-            prefixes = [self.keys.queue_prefix(), self.keys.qtimes(""), "active"]
+            prefixes = [self.keys.queue(""), self.keys.qtimes(""), "active"]
             res = await self.scripts.run("queue_stats", [self.keys.queues], prefixes)
             if res[4]:
                 self.bad.report(self.keys.queues, str(res[4]), where="worker", expected="set")
@@ -73,7 +73,7 @@ class ActiveQueues:
         """The queue names found by SCAN `<ns>:queue:*` (cached `scan_every` seconds)."""
         loop = asyncio.get_running_loop()
         if self._scanned_at is None or loop.time() - self._scanned_at >= self.scan_every:
-            prefix = self.keys.queue_prefix()
+            prefix = self.keys.queue("")
             found: set[str] = set()
             async for key in self.redis.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
                 found.add(_text(key)[len(prefix):])

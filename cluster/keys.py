@@ -99,9 +99,6 @@ class Keys:
     def queue(self, q: str) -> str:
         return f"{self._prefix}queue:{q}"
 
-    def queue_prefix(self) -> str:
-        return f"{self._prefix}queue:"
-
     def delayed(self, ts: int) -> str:
         return f"{self._prefix}delayed:{ts}"
 

@@ -34,7 +34,7 @@ async def read_queue_stats(scripts: Scripts, active: ActiveQueues, bad: BadKeys)
     """(length of every queue in `queues`, qtimes head of every non-empty one), in one script;
     if `queues` is not a set, the names the `*` workers found by SCAN."""
     keys = active.keys
-    prefixes = [keys.queue_prefix(), keys.qtimes(""), "all"]
+    prefixes = [keys.queue(""), keys.qtimes(""), "all"]
     res = await scripts.run("queue_stats", [keys.queues], prefixes)
     if res[4]:
         bad.report(keys.queues, str(res[4]), where="metrics", expected="set")
