@@ -25,8 +25,7 @@ from .errors import (
     TaskNotFound,
 )
 from .keys import Keys
-from .plugins import DelayQueueLock, JobLock, Noop, Plugin, PluginContext, QueueLock
-from .plugins import Retry as RetryPlugin
+from .plugins import DelayQueueLock, JobLock, Noop, Plugin, PluginContext, QueueLock, RetryPlugin
 from .task import JobContext, Registry, Task, task
 
 __all__ = [

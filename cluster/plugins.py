@@ -249,7 +249,7 @@ class DelayQueueLock(Plugin):
         return int(await ctx.redis.scard(ctx.keys.timestamps(ctx.payload))) == 0
 
 
-class Retry(Plugin):
+class RetryPlugin(Plugin):
     """Run a failed job again. `limit` = number of retries after the first run (0 = never retry),
     i.e. node-resque's `retryLimit` (attempts) minus one.
 
@@ -335,7 +335,7 @@ class Noop(Plugin):
             ctx.error = None
 
 
-BUILTIN: dict[str, type[Plugin]] = {p.name: p for p in (JobLock, QueueLock, DelayQueueLock, Retry, Noop)}
+BUILTIN: dict[str, type[Plugin]] = {p.name: p for p in (JobLock, QueueLock, DelayQueueLock, RetryPlugin, Noop)}
 
 
 def resolve_plugins(plugins: Sequence[Any], plugin_options: Mapping[str, Any]) -> list[Plugin]:
