@@ -64,23 +64,25 @@ class GaugeRefresher:
             await asyncio.sleep(self.interval)
 
     async def refresh(self) -> None:
-        c = self.metrics.cluster
-        c.queue_lengths, heads = await read_queue_stats(self.pool.scripts, self.pool.active_queues, self.pool.bad_keys)
+        """Read everything first, then publish it in one step: a scrape between two of these reads
+        saw a queue's new length beside its old (absent) oldest age."""
+        lengths, heads = await read_queue_stats(self.pool.scripts, self.pool.active_queues, self.pool.bad_keys)
         tss, failed, now, members = await self._read_counts()
         if heads:
             heads = await self._trimmed_heads(list(heads))
-        c.delayed = await self._delayed_total(tss)
-        c.failed = int(failed)
+        delayed = await self._delayed_total(tss)
         now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
-        c.oldest_age = {}
-        for q, length in c.queue_lengths.items():
+        oldest: dict[str, float] = {}
+        for q, length in lengths.items():
             if length > 0:
                 head = heads.get(q)
                 stamp = head.partition(":")[2] if head else ""
-                c.oldest_age[q] = max(0.0, (now_ms - float(stamp)) / 1000) if _is_number(stamp) else 0.0
+                oldest[q] = max(0.0, (now_ms - float(stamp)) / 1000) if _is_number(stamp) else 0.0
         # scheduler lag, cluster-wide: how overdue the earliest delayed second is, on Redis' clock
-        c_lag = max(0.0, now_ms / 1000 - float(tss[0])) if tss else 0.0
-        self.metrics.lag.set(c_lag if c_lag > 1.0 else 0.0)
+        lag = max(0.0, now_ms / 1000 - float(tss[0])) if tss else 0.0
+        c = self.metrics.cluster
+        c.queue_lengths, c.oldest_age, c.delayed, c.failed = lengths, oldest, delayed, int(failed)
+        self.metrics.lag.set(lag if lag > 1.0 else 0.0)
         c.members = sum(1 for _m, s in members if now_ms - float(s) < self.dead_after * 1000)
         c.refreshed_mono = self.clock.monotonic()
 
