@@ -86,6 +86,7 @@ class RedisLock:
         self._pttl = -1
         self.confirmed_renewals = 0  # renewals WAIT confirmed (wait_replicas > 0)
         self._delaying = False  # the lock holds acquire.lua's lock-delay placeholder
+        self._read_mono = float("-inf")  # when an acquire last read the lock
 
     async def open(self, seen: SeenFn) -> None:
         self._seen = seen
@@ -116,9 +117,13 @@ class RedisLock:
             self._orphans.append(suffix)
             del self._orphans[:-8]
             self.observer.redis_error("election")
-            self._seen(None, None, None)
+            # One slow or failed read says nothing about who leads: keep the last holder seen
+            # until a whole lease passes without a read (it may be gone by then)
+            if sent - self._read_mono > self.config.lease:
+                self._seen(None, None, None)
             log.debug("election: acquire failed: %r", e)
             return None
+        self._read_mono = sent
         if int(res[0]) == 1:
             epoch, token = int(res[1]), str(res[2])
             term = Term(node=self.node_id, token=token, epoch=epoch, since=since,

@@ -427,6 +427,31 @@ class TestRedisElection(ElectionContract):
             await admin.aclose()
 
 
+    async def test_a_follower_keeps_the_leader_it_saw_through_slow_reads(self, group: Group) -> None:
+        """A read of the lock that times out (a loaded host) says nothing about who leads: the
+        follower keeps the holder it saw (`/leader`, `/status`) for one lease without a read,
+        then says it does not know (it reported None at the first timeout: CI beside a CPU hog)."""
+        leader = await group.add()
+        await group.wait_leader(5)
+        follower = await group.add(proxied=True)
+        assert follower.proxy is not None
+        await wait_until_async(lambda: follower.elector.state.leader == leader.name, 3,
+                               message="the follower to see the leader")
+        follower.proxy.blackhole()
+        cut = time.monotonic()
+        try:
+            # an injected duration: reads time out after 2 x renew_timeout, every retry_period
+            await asyncio.sleep(CFG.lease / 2)
+            assert follower.elector.state.leader == leader.name, "the view was dropped at a timed-out read"
+            await wait_until_async(lambda: follower.elector.state.leader is None, CFG.lease * 2,
+                                   message="no holder reported after a lease without a read")
+            assert time.monotonic() - cut >= CFG.lease - 2 * CFG.retry_period  # the last read came before the cut
+        finally:
+            follower.proxy.pass_through()
+        await wait_until_async(lambda: follower.elector.state.leader == leader.name, 3,
+                               message="the follower to see the leader again")
+
+
 class TestZooKeeperElection(ElectionContract):
     @pytest.fixture
     def backend(self, zookeeper_server: Any, zookeeper_hosts: str) -> dict[str, Any]:
