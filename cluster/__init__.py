@@ -6,9 +6,11 @@ and the leader duties. Usable without running a node:
         await client.enqueue("sendWelcomeEmail", {"to": "evan@example.com"})
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .catalogue import UnknownTask
-from .client import Client
-from .connection import RedisSettings
 from .election.base import ElectionConfig
 from .enqueuer import Enqueuer
 from .errors import (
@@ -26,7 +28,23 @@ from .errors import (
 )
 from .keys import Keys
 from .plugins import DelayQueueLock, JobLock, Noop, Plugin, PluginContext, QueueLock, RetryPlugin
+from .redis_settings import RedisSettings
 from .task import JobContext, Registry, Task, task
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+def __getattr__(name: str) -> Any:
+    """`Client` loads on first use (PEP 562): `import cluster.keys` must not load the client, and
+    with it redis-py, into the leader process (node/leader/boot.py), which speaks RESP itself."""
+    if name == "Client":
+        from .client import Client
+
+        globals()["Client"] = Client
+        return Client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Client", "ConfigError", "CorralError", "DelayQueueLock", "DuplicateTask", "ElectionConfig", "EnqueueError",
