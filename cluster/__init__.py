@@ -4,6 +4,12 @@ and the leader duties. Usable without running a node:
     from cluster import Client
     async with await Client.connect("redis://127.0.0.1:6379/0") as client:
         await client.enqueue("sendWelcomeEmail", {"to": "evan@example.com"})
+
+From sync code (Flask, Django, scripts), `SyncClient` enqueues with blocking sockets:
+
+    from cluster import SyncClient
+    with SyncClient.connect("redis://127.0.0.1:6379/0") as client:
+        client.enqueue("sendWelcomeEmail", {"to": "evan@example.com"})
 """
 
 from .catalogue import UnknownTask
@@ -26,12 +32,13 @@ from .errors import (
 )
 from .keys import Keys
 from .plugins import DelayQueueLock, JobLock, Noop, Plugin, PluginContext, QueueLock, RetryPlugin
+from .sync_client import SyncClient
 from .task import JobContext, Registry, Task, task
 
 __all__ = [
     "Client", "ConfigError", "CorralError", "DelayQueueLock", "DuplicateTask", "ElectionConfig", "EnqueueError",
     "Enqueuer",
     "JobContext", "JobDecodeError", "JobLock", "Keys", "LeaseLost", "Noop", "Plugin", "PluginContext", "QueueLock",
-    "RedisSettings", "RedisUnavailable", "Registry", "Retry", "RetryPlugin", "StaleLeader", "Task",
+    "RedisSettings", "RedisUnavailable", "Registry", "Retry", "RetryPlugin", "StaleLeader", "SyncClient", "Task",
     "TaskDefinitionError", "TaskNotFound", "UnknownTask", "task",
 ]
