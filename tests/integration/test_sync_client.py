@@ -236,7 +236,10 @@ def test_a_server_that_never_answers_times_out_and_the_call_is_not_retried() -> 
         assert 0.45 <= took < 3.0, took
         server.join(5)  # the client closed its connection: the reader saw EOF
         assert not server.is_alive()
-        assert b"".join(received).count(b"EVALSHA") == 1 and accepted == 1, "sent once, never retried"
+        assert b"".join(received).count(b"EVALSHA") == 1 and accepted == 1, "sent once"
+        listener.setblocking(False)  # a second connection would be in the backlog by now: never retried
+        with pytest.raises(BlockingIOError):
+            listener.accept()
         assert c._pool._free == []
     finally:
         c.close()
