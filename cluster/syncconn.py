@@ -17,6 +17,7 @@ ConnectionError (the outcome is unknown) and the connection is discarded. Nothin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -35,6 +36,7 @@ from .rawconn import _error, pack
 if TYPE_CHECKING:
     import ssl
 
+_ReplyError = hiredis.ReplyError
 _forks = 0  # bumped in every child at fork: a pool made before it holds the parent's sockets
 
 
@@ -56,7 +58,7 @@ class SyncConnection:
     reply raised as redis-py's class); `pipeline` sends several at once and returns every reply
     (error replies as `ResponseError` values). A connection-level failure marks it `broken`."""
 
-    __slots__ = ("broken", "buf", "generation", "got", "reader", "sock", "where")
+    __slots__ = ("broken", "buf", "generation", "reader", "sock", "where")
 
     def __init__(self, sock: socket.socket, where: str, generation: int) -> None:
         self.sock = sock
@@ -65,44 +67,57 @@ class SyncConnection:
         self.buf = bytearray(65536)
         self.broken = False
         self.generation = generation
-        self.got: list[Any] = []
 
     def call(self, cmd: bytes) -> Any:
-        reply = self._exchange(cmd)
-        if type(reply) is hiredis.ReplyError:
+        """The hot path, kept lean: one sendall, one recv_into (a reply seldom needs two)."""
+        sock, buf = self.sock, self.buf
+        try:
+            sock.sendall(cmd)
+            n = sock.recv_into(buf)
+            if not n:
+                raise ConnectionResetError("closed by the server")
+            reader = self.reader
+            reader.feed(buf, 0, n)  # type: ignore[arg-type]  # any buffer, by its stub str | bytes
+            reply = reader.gets()
+            if reply is False:
+                reply = self._read()
+        except BaseException as e:
+            self._failed(e)
+            raise
+        if type(reply) is _ReplyError:
             raise _error(str(reply))
         return reply
 
-    def _exchange(self, cmd: bytes, replies: int = 1) -> Any:
-        """Send `cmd` (`replies` commands), return the last reply read (the others go to `self.got`)."""
+    def _read(self) -> Any:
+        """The next reply, received as it comes."""
         sock, reader, buf = self.sock, self.reader, self.buf
-        try:
-            sock.sendall(cmd)
-            while True:
-                reply = reader.gets()
-                while reply is False:
-                    n = sock.recv_into(buf)
-                    if not n:
-                        raise ConnectionResetError("closed by the server")
-                    reader.feed(buf, 0, n)  # type: ignore[arg-type]  # any buffer, by its stub str | bytes
-                    reply = reader.gets()
-                replies -= 1
-                if not replies:
-                    return reply
-                self.got.append(reply)
-        except BaseException as e:  # whatever stopped the exchange, the stream is out of step now
-            self.close()
-            if isinstance(e, TimeoutError):
-                raise RedisTimeoutError(f"Timeout reading from {self.where}") from e
-            if isinstance(e, OSError):
-                raise RedisConnectionError(f"Redis connection to {self.where} lost: {e!r}") from e
-            raise
+        reply = reader.gets()
+        while reply is False:
+            n = sock.recv_into(buf)
+            if not n:
+                raise ConnectionResetError("closed by the server")
+            reader.feed(buf, 0, n)  # type: ignore[arg-type]
+            reply = reader.gets()
+        return reply
+
+    def _failed(self, e: BaseException) -> None:
+        """Whatever stopped an exchange, the stream is out of step now: close, and raise a timeout
+        or a socket error as redis-py's class (anything else, e.g. KeyboardInterrupt, goes on as is)."""
+        self.close()
+        if isinstance(e, TimeoutError):
+            raise RedisTimeoutError(f"Timeout reading from {self.where}") from e
+        if isinstance(e, OSError):
+            raise RedisConnectionError(f"Redis connection to {self.where} lost: {e!r}") from e
 
     def pipeline(self, cmds: list[bytes]) -> list[Any]:
-        self.got = []
-        last = self._exchange(b"".join(cmds), len(cmds))
-        replies, self.got = [*self.got, last], []
-        return [_error(str(r)) if type(r) is hiredis.ReplyError else r for r in replies]
+        """Send every command at once, then read every reply (error replies as values)."""
+        try:
+            self.sock.sendall(b"".join(cmds))
+            replies = [self._read() for _ in cmds]
+        except BaseException as e:
+            self._failed(e)
+            raise
+        return [_error(str(r)) if type(r) is _ReplyError else r for r in replies]
 
     def close(self) -> None:
         self.broken = True
@@ -243,9 +258,10 @@ class SyncPool:
     def get(self) -> SyncConnection:
         if self._forks != _forks:
             self._after_fork()
-        with self._lock:
-            if self._free:
-                return self._free.pop()
+        try:
+            return self._free.pop()  # atomic (as append is): the hot path takes no lock
+        except IndexError:
+            pass
         if self.closed:
             raise RedisConnectionError("the client is closed")
         return self.open()
@@ -254,11 +270,15 @@ class SyncPool:
         if conn.broken:
             self.primary_lost(conn.generation)
             return
-        with self._lock:
-            if not self.closed and conn.generation == self._generation and len(self._free) < self.max_idle:
-                self._free.append(conn)
-                return
-        conn.close()
+        free = self._free
+        if conn.generation != self._generation or len(free) >= self.max_idle:
+            conn.close()
+            return
+        free.append(conn)
+        if self.closed or free is not self._free:  # close(), a new primary or a fork raced with us
+            with contextlib.suppress(ValueError):
+                free.remove(conn)
+                conn.close()
 
     def primary_lost(self, generation: int) -> None:
         """A connection failed (or a reply said READONLY): with Sentinel, ask for the primary again
