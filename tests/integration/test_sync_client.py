@@ -27,8 +27,8 @@ from cluster.keys import Keys
 from cluster.rawconn import pack
 from cluster.testing import FakeClock
 from cluster.wire import encode_job
-from tests.integration.test_security import _tls_server, tls_dir  # noqa: F401 (a fixture)
-from tests.support import free_port
+from tests.integration.test_security import _tls_server, sentinel_factory, tls_dir  # noqa: F401 (fixtures)
+from tests.support import free_port, wait_until
 from tests.support.inproc import NodeFactory, wait_for
 from tests.support.servers import RedisServer
 
@@ -332,3 +332,48 @@ async def test_a_real_node_runs_what_it_queued_and_its_catalogue_refuses_unknown
 
 async def _ran(look: Any, expected: list[str]) -> bool:
     return bool(await look.lrange("resque:test:ran", 0, -1) == expected)
+
+
+def test_sentinel_finds_the_primary_and_follows_a_failover(redis_factory: Callable[..., RedisServer],
+                                                          sentinel_factory: Callable[..., RedisServer]) -> None:  # noqa: F811
+    primary = redis_factory()
+    replica = redis_factory(replicaof=f"127.0.0.1 {primary.port}")
+    wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 15,
+               message="the replica is in sync")
+    sentinel = sentinel_factory(primary.port, requirepass="sentinel-pw")
+    settings = RedisSettings(url="redis://ignored.invalid:1/0", sentinels=(f"127.0.0.1:{sentinel.port}",),
+                             sentinel_master="mymaster", sentinel_password="sentinel-pw", socket_timeout=2.0)
+    ask = redis.Redis(port=sentinel.port, password="sentinel-pw", decode_responses=True)
+    with SyncClient(settings) as c:
+        assert c.enqueue("t", {"n": 1}, queue="q") is True
+        assert primary.client().llen(K.queue("q")) == 1
+        def failover_started() -> bool:  # NOGOODSLAVE until the Sentinel has read the replica's INFO itself
+            try:
+                return bool(ask.sentinel_failover("mymaster"))
+            except redis.exceptions.ResponseError as e:
+                assert "NOGOODSLAVE" in str(e)
+                return False
+
+        wait_until(failover_started, 30, interval=0.2, message="the Sentinel starts a failover")
+        wait_until(lambda: replica.info("replication").get("role") == "master", 30, message="the replica promoted")
+        # the former primary takes writes until the Sentinel turns it into a replica (any Sentinel client's window)
+        wait_until(lambda: primary.info("replication").get("role") == "slave", 30, message="the primary demoted")
+        failures = 0
+
+        def queued() -> bool:  # the connection to the former primary fails once (killed, or READONLY)
+            nonlocal failures
+            try:
+                return c.enqueue("t", {"n": 2}, queue="q")
+            except redis.exceptions.ConnectionError:
+                failures += 1
+                return False
+
+        wait_until(queued, 30, interval=0.2, message="an enqueue reaches the new primary")
+        assert replica.client(decode_responses=True).lrange(K.queue("q"), 0, -1) == [
+            encode_job("t", "q", [{"n": 1}]), encode_job("t", "q", [{"n": 2}])]
+        assert failures <= 1, "one call fails on the former primary's connection, then the Sentinels are asked again"
+    ask.close()
+    wrong = RedisSettings(url="redis://127.0.0.1:1/0", sentinels=(f"127.0.0.1:{sentinel.port}",),
+                          sentinel_master="mymaster", sentinel_password="wrong", connect_timeout=1.0)
+    with pytest.raises(redis.exceptions.ConnectionError, match="No master found"):
+        SyncClient.connect(settings=wrong)
