@@ -144,10 +144,11 @@ class _AsyncSide:
         self._forks = fork_count()
 
     def run(self, call: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+        if self._forks != fork_count():  # a fresh lock too: a thread gone with the fork may have held it
+            self._lock = threading.Lock()
+            self._loop = self._thread = self._client = None
+            self._forks = fork_count()
         with self._lock:
-            if self._forks != fork_count():
-                self._loop = self._thread = self._client = None
-                self._forks = fork_count()
             if self._loop is None:
                 self._start()
             loop, client = self._loop, self._client

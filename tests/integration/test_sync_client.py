@@ -185,25 +185,43 @@ def _client_id(c: SyncClient) -> int:
     return int(c._pool.run(lambda conn: conn.call(pack(["CLIENT", "ID"]))))
 
 
-def test_after_fork_the_child_uses_its_own_sockets_and_the_parents_still_work(sync: SyncClient,
+def _wait_child(pid: int, timeout: float) -> int:
+    """The child's exit code; a child still running after `timeout` is killed (then -9)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -9
+
+
+def test_after_fork_the_child_uses_its_own_sockets_and_the_parents_still_work(redis_url: str,
                                                                                look: redis.Redis) -> None:
+    sync = SyncClient(RedisSettings(url=redis_url), registry=REGISTRY)
     sync.enqueue("t", {"who": "parent"}, queue="f")
+    assert sync.enqueue("locked", {"who": "parent"}) is True  # the plugin loop runs in the parent
     parent_id = _client_id(sync)
     pid = os.fork()
-    if pid == 0:  # the child: exit status 0 only if it enqueued on a connection of its own
+    if pid == 0:  # the child: exit status 0 only if it enqueued on connections of its own
         code = 1
         try:
             for i in range(50):
                 sync.enqueue("t", {"who": "child", "i": i}, queue="f")
-            code = 0 if _client_id(sync) != parent_id else 3
+            locked = [sync.enqueue("locked", {"who": "child"}) for _ in range(2)]  # its own plugin loop
+            code = 0 if _client_id(sync) != parent_id and locked == [True, False] else 3
             sync.close()
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert _wait_child(pid, 20) == 0
     assert _client_id(sync) == parent_id, "the parent's connection survived the child"
     sync.enqueue("t", {"who": "parent", "again": True}, queue="f")
+    assert sync.enqueue("locked", {"who": "parent", "again": True}) is True  # the parent's plugin loop too
+    sync.close()
     assert look.llen(K.queue("f")) == 52
+    assert look.llen(K.queue("locks")) == 3
 
 
 def test_a_server_that_never_answers_times_out_and_the_call_is_not_retried() -> None:
