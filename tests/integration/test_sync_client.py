@@ -395,3 +395,14 @@ def test_sentinel_finds_the_primary_and_follows_a_failover(redis_factory: Callab
                           sentinel_master="mymaster", sentinel_password="wrong", connect_timeout=1.0)
     with pytest.raises(redis.exceptions.ConnectionError, match="No master found"):
         SyncClient.connect(settings=wrong)
+
+
+def test_replies_larger_than_the_receive_buffer_and_pipelines(sync: SyncClient, look: redis.Redis) -> None:
+    big = "é" * 300_000  # 600 KB: many recv_into calls of 64 KB for one reply
+    look.set("resque:test:big", big)
+    assert sync._pool.run(lambda c: c.call(pack(["GET", "resque:test:big"]))) == big
+    replies = sync._pool.run(lambda c: c.pipeline([pack(["GET", "resque:test:big"]), pack(["LLEN", "x"]),
+                                                   pack(["INCR", "resque:test:big"]), pack(["PING"])]))
+    assert replies[0] == big and replies[1] == 0 and replies[3] == "PONG"
+    assert isinstance(replies[2], redis.exceptions.ResponseError)  # an error reply is a value in a pipeline
+    assert sync.enqueue("t", {}, queue="q") is True  # and the connection is still in step
