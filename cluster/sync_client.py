@@ -143,11 +143,16 @@ class _AsyncSide:
         self._client: Client | None = None
         self._forks = fork_count()
 
-    def run(self, call: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
-        if self._forks != fork_count():  # a fresh lock too: a thread gone with the fork may have held it
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the loop's thread is gone; forget it, with a fresh lock (a thread gone
+        with the fork may have held it)."""
+        if self._forks != fork_count():
             self._lock = threading.Lock()
             self._loop = self._thread = self._client = None
             self._forks = fork_count()
+
+    def run(self, call: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+        self._forget_after_fork()
         with self._lock:
             if self._loop is None:
                 self._start()
@@ -162,10 +167,11 @@ class _AsyncSide:
         self._loop, self._thread, self._client = loop, thread, self._make()
 
     def close(self) -> None:
+        self._forget_after_fork()
         with self._lock:
             loop, thread, client = self._loop, self._thread, self._client
             self._loop = self._thread = self._client = None
-            if loop is None or thread is None or client is None or self._forks != fork_count():
+            if loop is None or thread is None or client is None:
                 return
         try:
             asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)

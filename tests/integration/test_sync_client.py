@@ -204,17 +204,18 @@ def test_after_fork_the_child_uses_its_own_sockets_and_the_parents_still_work(re
     sync.enqueue("t", {"who": "parent"}, queue="f")
     assert sync.enqueue("locked", {"who": "parent"}) is True  # the plugin loop runs in the parent
     parent_id = _client_id(sync)
-    pid = os.fork()
-    if pid == 0:  # the child: exit status 0 only if it enqueued on connections of its own
-        code = 1
-        try:
-            for i in range(50):
-                sync.enqueue("t", {"who": "child", "i": i}, queue="f")
-            locked = [sync.enqueue("locked", {"who": "child"}) for _ in range(2)]  # its own plugin loop
-            code = 0 if _client_id(sync) != parent_id and locked == [True, False] else 3
-            sync.close()
-        finally:
-            os._exit(code)
+    with sync._async._lock, sync._pool._lock:  # held at the fork, as by other threads of a web server
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if it enqueued on connections of its own
+            code = 1
+            try:
+                for i in range(50):
+                    sync.enqueue("t", {"who": "child", "i": i}, queue="f")
+                locked = [sync.enqueue("locked", {"who": "child"}) for _ in range(2)]  # its own plugin loop
+                code = 0 if _client_id(sync) != parent_id and locked == [True, False] else 3
+                sync.close()
+            finally:
+                os._exit(code)
     assert _wait_child(pid, 20) == 0
     assert _client_id(sync) == parent_id, "the parent's connection survived the child"
     sync.enqueue("t", {"who": "parent", "again": True}, queue="f")
