@@ -174,6 +174,7 @@ def test_sixteen_threads_each_enqueue_200(sync: SyncClient, look: redis.Redis) -
     for th in threads:
         th.join(60)
     assert not errors
+    assert sync._async._thread is None, "the plain path stays on blocking sockets: no plugin loop"
     jobs = look.lrange(K.queue("many"), 0, -1)
     assert len(jobs) == 3200 and len(set(jobs)) == 3200
     assert len(sync._pool._free) <= 16  # a connection per concurrent caller at most, all given back
@@ -268,6 +269,24 @@ def test_a_server_that_never_answers_times_out_and_the_call_is_not_retried() -> 
     with pytest.raises(redis.exceptions.ConnectionError, match="connecting"):
         refused.enqueue("mailer", {})
     refused.close()
+
+
+def test_a_connect_that_hangs_ends_at_the_connect_timeout() -> None:
+    full = socket.socket()  # a backlog of 0, taken by one connection: the next SYNs go unanswered
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    first = socket.create_connection(full.getsockname(), timeout=2)
+    c = SyncClient(RedisSettings(url=f"redis://127.0.0.1:{full.getsockname()[1]}/0", connect_timeout=0.4,
+                                 socket_timeout=30), registry=REGISTRY)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(redis.exceptions.ConnectionError, match="connecting"):
+            c.enqueue("mailer", {})
+        assert 0.35 <= time.monotonic() - t0 < 5, "bounded by connect_timeout, not socket_timeout"
+    finally:
+        c.close()
+        first.close()
+        full.close()
 
 
 def test_noscript_after_script_flush_recovers(sync: SyncClient, look: redis.Redis) -> None:
