@@ -426,3 +426,28 @@ def test_replies_larger_than_the_receive_buffer_and_pipelines(sync: SyncClient, 
     assert replies[0] == big and replies[1] == 0 and replies[3] == "PONG"
     assert isinstance(replies[2], redis.exceptions.ResponseError)  # an error reply is a value in a pipeline
     assert sync.enqueue("t", {}, queue="q") is True  # and the connection is still in step
+
+
+def test_a_readonly_reply_from_a_stale_primary_asks_the_sentinels_again(
+        redis_factory: Callable[..., RedisServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    import cluster.syncconn
+
+    primary = redis_factory()
+    replica = redis_factory(replicaof=f"127.0.0.1 {primary.port}")
+    answers = [("127.0.0.1", replica.port), ("127.0.0.1", primary.port)]  # a Sentinel's stale answer first
+    asked: list[tuple[str, int]] = []
+
+    def discover(settings: RedisSettings, tls: Any) -> tuple[str, int]:
+        asked.append(answers[min(len(asked), 1)])
+        return asked[-1]
+
+    monkeypatch.setattr(cluster.syncconn, "discover_primary", discover)
+    settings = RedisSettings(url="redis://ignored.invalid:1/0", sentinels=("127.0.0.1:1",), sentinel_master="m")
+    with SyncClient(settings, registry=REGISTRY) as c:
+        with pytest.raises(redis.exceptions.ConnectionError, match="read-only replica"):
+            c.enqueue("mailer", {"n": 1})
+        assert c.enqueue("mailer", {"n": 2}) is True
+        assert c.enqueue("mailer", {"n": 3}) is True
+    assert len(asked) == 2, "asked once more after READONLY, not at every call"
+    with primary.client(decode_responses=True) as look:
+        assert look.lrange(K.queue("mail"), 0, -1) == [encode_job("mailer", "mail", [{"n": n}]) for n in (2, 3)]
