@@ -451,3 +451,25 @@ def test_a_readonly_reply_from_a_stale_primary_asks_the_sentinels_again(
     assert len(asked) == 2, "asked once more after READONLY, not at every call"
     with primary.client(decode_responses=True) as look:
         assert look.lrange(K.queue("mail"), 0, -1) == [encode_job("mailer", "mail", [{"n": n}]) for n in (2, 3)]
+
+
+def test_sentinel_and_primary_over_tls(redis_factory: Callable[..., RedisServer],
+                                       sentinel_factory: Callable[..., RedisServer], tls_dir: Path) -> None:  # noqa: F811
+    d = tls_dir
+    ca = str(d / "ca.pem")
+    tls = {"tls_cert_file": str(d / "server.pem"), "tls_key_file": str(d / "server.key"), "tls_ca_cert_file": ca,
+           "tls_auth_clients": "no"}
+    primary_tls = free_port()
+    primary = redis_factory(tls_port=primary_tls, **tls)
+    sentinel_tls = free_port()
+    sentinel_factory(primary_tls, tls_port=sentinel_tls, tls_replication="yes", **tls)
+    settings = RedisSettings(url="redis://ignored.invalid:1/0", sentinels=(f"127.0.0.1:{sentinel_tls}",),
+                             sentinel_master="mymaster", sentinel_tls=True, tls_ca_file=ca)
+    with SyncClient.connect(settings=settings) as c:
+        assert c.enqueue("t", {"tls": True}, queue="q") is True
+    with primary.client(decode_responses=True) as look:  # the plain port the harness keeps open
+        assert look.lrange(K.queue("q"), 0, -1) == [encode_job("t", "q", [{"tls": True}])]
+    plain = RedisSettings(url=settings.url, sentinels=settings.sentinels, sentinel_master="mymaster",
+                          connect_timeout=1.0, socket_timeout=1.0)
+    with pytest.raises(redis.exceptions.ConnectionError, match="No master found"):
+        SyncClient.connect(settings=plain)  # a TLS Sentinel asked in plain text
