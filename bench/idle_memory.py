@@ -63,7 +63,7 @@ def leader_child_of(pid: int) -> int | None:
             continue
         try:
             stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[1]) == pid and b"node.leader.child" in (d / "cmdline").read_bytes():
+            if int(stat[1]) == pid and b"node.leader.boot" in (d / "cmdline").read_bytes():
                 return int(d.name)
         except (OSError, ValueError, IndexError):
             continue
@@ -91,11 +91,14 @@ def corral_argv() -> list[str]:
 
 def import_counts() -> dict[str, int]:
     """Modules each process has once started: its entry module, what it imports on the way to idle
-    (the node: its runtime and dashboard; the child: task loader and logs), uvloop."""
-    code = ("import sys; n = len(sys.modules); import {m}, uvloop; print(n, len(sys.modules))")
+    (the node: its runtime, dashboard and uvloop; the leader process on plain Redis: its lean start,
+    task loader, logs and RESP client)."""
+    code = "import sys; n = len(sys.modules)\nimport {m}\nprint(n, len(sys.modules))"
     counts = {"bare interpreter": 0}
-    for label, module in (("node", "node.cli, node.runtime, node.ui, node.logs, node.loader"),
-                          ("leader child", "node.leader.child, node.loader, node.logs")):
+    for label, module in (("node", "node.cli, node.runtime, node.ui, node.logs, node.loader, uvloop"),
+                          ("leader child", "node.leader.lean as lean; lean.redis_exceptions_alone(); "
+                                           "lean.asyncio_without_ssl()\nimport node.leader.child, node.loader, "
+                                           "node.logs, cluster.resp")):
         out = subprocess.run([sys.executable, "-c", code.format(m=module)], capture_output=True, text=True,
                              check=True, cwd=ROOT, timeout=60).stdout.split()
         counts["bare interpreter"] = int(out[0])

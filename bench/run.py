@@ -159,12 +159,12 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 def leader_process_of(pid: int) -> int | None:
-    """The pid of a node's leader process (its child running `node.leader.child`), if any."""
+    """The pid of a node's leader process (its child running `node.leader.boot`), if any."""
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            if b"node.leader.child" in (d / "cmdline").read_bytes() and proc_status_kb(int(d.name), "PPid") == pid:
+            if b"node.leader.boot" in (d / "cmdline").read_bytes() and proc_status_kb(int(d.name), "PPid") == pid:
                 return int(d.name)
         except OSError:
             continue

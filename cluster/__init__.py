@@ -12,9 +12,11 @@ From sync code (Flask, Django, scripts), `SyncClient` enqueues with blocking soc
         client.enqueue("sendWelcomeEmail", {"to": "evan@example.com"})
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .catalogue import UnknownTask
-from .client import Client
-from .connection import RedisSettings
 from .election.base import ElectionConfig
 from .enqueuer import Enqueuer
 from .errors import (
@@ -32,8 +34,29 @@ from .errors import (
 )
 from .keys import Keys
 from .plugins import DelayQueueLock, JobLock, Noop, Plugin, PluginContext, QueueLock, RetryPlugin
-from .sync_client import SyncClient
+from .redis_settings import RedisSettings
 from .task import JobContext, Registry, Task, task
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .sync_client import SyncClient
+
+
+def __getattr__(name: str) -> Any:
+    """The clients load on first use (PEP 562): `import cluster.keys` must not load them, and with
+    them redis-py, into the leader process (node/leader/boot.py), which speaks RESP itself."""
+    if name == "Client":
+        from .client import Client
+
+        globals()["Client"] = Client
+        return Client
+    if name == "SyncClient":
+        from .sync_client import SyncClient
+
+        globals()["SyncClient"] = SyncClient
+        return SyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Client", "ConfigError", "CorralError", "DelayQueueLock", "DuplicateTask", "ElectionConfig", "EnqueueError",

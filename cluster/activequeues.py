@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from .badkeys import BadKeys
 from .keys import Keys
 from .scripts import Scripts
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 class ActiveQueues:

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from .redis_errors import ConnectionError as RedisConnectionError
+from .redis_errors import RedisError
 
 T = TypeVar("T")
 

@@ -26,21 +26,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import hashlib
 import json
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from .aio import REDIS_FAILURES
 from .clock import SYSTEM_CLOCK, Clock
+from .digest import sha1_hex
 from .errors import CorralError, EnqueueError
 from .keys import Keys
 from .plugins import BUILTIN, Plugin
 from .task import Task
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.catalogue")
 
@@ -81,7 +82,7 @@ def describe(t: Task) -> dict[str, Any]:
 
 def definition_hash(d: dict[str, Any]) -> str:
     body = {k: v for k, v in d.items() if k != "hash"}
-    return hashlib.sha1(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    return sha1_hex(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())[:16]
 
 
 def plugin_class(name: str) -> type[Plugin] | None:

@@ -14,14 +14,15 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from .aio import REDIS_FAILURES
 from .catalogue import CatalogueView, describe, differences, read_catalogue, variants
 from .keys import Keys
 from .task import Registry
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.catalogue")
 

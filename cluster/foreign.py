@@ -24,9 +24,7 @@ import json
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from .aio import wait_event
 from .clock import Clock
@@ -37,6 +35,9 @@ from .membership import node_of_worker
 from .observe import Observer
 from .part import ClusterPart
 from .wire import encode_job, js_date, parse_date
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.foreign")
 

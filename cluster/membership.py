@@ -19,15 +19,16 @@ import asyncio
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from .aio import REDIS_FAILURES
 from .clock import Clock
 from .keys import Keys
 from .observe import Observer
 from .part import ClusterPart
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.membership")
 

@@ -4,12 +4,15 @@ client, the clock its decisions use and the observer it reports to."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from .clock import Clock
 from .keys import Keys
 from .observe import Observer
 from .scripts import Scripts
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 class ClusterPart:

@@ -15,10 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import math
-from typing import Any
-
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from typing import TYPE_CHECKING, Any
 
 from .aio import wait_event
 from .badkeys import BadKeys
@@ -27,9 +24,13 @@ from .election.base import Term
 from .keys import Keys
 from .leader import fenced
 from .observe import Observer
+from .redis_errors import ResponseError
 from .scripts import Scripts
 from .task import Registry, Task
 from .wire import encode_job
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.periodic")
 

@@ -23,14 +23,15 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .clock import SYSTEM_CLOCK, Clock
 from .enqueuer import Enqueuer
 from .keys import Keys
 from .wire import js_dumps
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.plugins")
 

@@ -16,28 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, ConnectionPool
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .connection import RedisSettings, TcpConnection
+from .redis_errors import ConnectionError as RedisConnectionError
+from .redis_errors import NoScriptError
+from .redis_errors import TimeoutError as RedisTimeoutError
+from .redis_errors import reply_error as _error
+from .redis_settings import RedisSettings
+from .scripts import script_sha
 
-try:  # redis-py's mapping of error prefixes to exception classes
-    from redis._parsers.base import BaseParser
-
-    def _error(message: str) -> ResponseError:
-        err: ResponseError = BaseParser.parse_error(message)  # type: ignore[no-untyped-call]
-        return err
-except ImportError:  # pragma: no cover - a redis-py without the parser module
-    def _error(message: str) -> ResponseError:
-        return NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 def pack(parts: list[Any]) -> bytes:
@@ -205,6 +197,10 @@ class RawConnection:
     def from_redis(cls, redis: Redis) -> RawConnection | None:
         """The same server, database, credentials and timeouts as a plain-TCP redis-py client;
         None for TLS, unix sockets, Sentinel or credential providers (they keep redis-py)."""
+        from redis.asyncio.connection import Connection, ConnectionPool
+
+        from .connection import TcpConnection
+
         pool = redis.connection_pool
         if type(pool) is not ConnectionPool or pool.connection_class not in (Connection, TcpConnection):
             return None
@@ -215,11 +211,12 @@ class RawConnection:
                    username=kw.get("username"), password=kw.get("password"), timeout=kw.get("socket_timeout"),
                    connect_timeout=kw.get("socket_connect_timeout"))
 
-    async def _connect(self) -> _Conn:
+    async def _connect(self, protocol: type[_Conn] | None = None) -> _Conn:
+        """A new connection, authenticated and on its database (`protocol`: a `_Conn` subclass)."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(_Conn, self.host, self.port)
+                _, conn = await loop.create_connection(protocol or _Conn, self.host, self.port)
         except (OSError, TimeoutError) as e:
             raise RedisConnectionError(f"Error connecting to {self.host}:{self.port}: {e!r}") from e
         try:
@@ -265,6 +262,17 @@ class RawConnection:
         except TimeoutError as e:  # the connection was closed: a late reply can never be mistaken
             raise RedisTimeoutError(f"Timeout reading from {self.host}:{self.port}") from e
 
+    async def call(self, cmd: bytes, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (the connection's watchdog)
+        """One packed command; its reply, or redis-py's exception (TimeoutError after `timeout`,
+        default the connection's)."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            conn = await self._get()
+        try:
+            return await conn.call(cmd, self.timeout if timeout is None else timeout)
+        except TimeoutError as e:
+            raise RedisTimeoutError(f"Timeout reading from {self.host}:{self.port}") from e
+
     def close(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()
@@ -279,7 +287,7 @@ class FastScript:
     def __init__(self, conn: RawConnection | RedisSettings, source: str) -> None:
         self.conn = conn if isinstance(conn, RawConnection) else RawConnection.from_settings(conn)
         self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.sha = script_sha(source)
 
     async def run(self, keys: list[str], args: list[Any]) -> Any:
         return await self.conn.evalsha(self.sha, self.source, keys, args)

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from typing import TYPE_CHECKING
 
 from .aio import wait_event
 from .badkeys import BadKeys
@@ -34,8 +32,12 @@ from .leader import fenced
 from .observe import Observer
 from .part import ClusterPart
 from .plugins import JobLock
+from .redis_errors import ResponseError
 from .task import Registry
 from .wire import decode_job, js_date, js_dumps
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.recovery")
 

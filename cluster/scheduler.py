@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .aio import wait_event
 from .badkeys import BadKeys
@@ -24,9 +23,13 @@ from .keys import Keys
 from .leader import fenced
 from .observe import Observer
 from .plugins import EnqueueGuard, PluginContext, enqueue_checks, guard_script_args
+from .redis_errors import ResponseError
 from .scripts import Scripts
 from .task import Registry
 from .wire import decode_job, js_date
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.scheduler")
 
@@ -35,8 +38,13 @@ class Scheduler:
     name = "scheduler"
 
     def __init__(self, *, redis: Redis, keys: Keys, clock: Clock, observer: Observer, registry: Registry,
-                 client: Enqueuer, batch: int = 1000, reread: float = 1.0, audit: bool = False) -> None:
+                 client: Enqueuer, batch: int = 1000, reread: float = 1.0, audit: bool = False,
+                 hook_redis: Callable[[], Redis] | None = None) -> None:
+        """`hook_redis()`: the client enqueue plugins get as `ctx.redis` while a job is promoted
+        (default `redis`; the leader process, whose duties run on `cluster/resp.py`, gives plugins
+        a redis-py client, built on first need, as their hooks are written against it)."""
         self.redis = redis
+        self.hook_redis = hook_redis
         self.keys = keys
         self.scripts = Scripts(redis)
         self.clock = RedisClock(clock)  # due seconds are judged on Redis' clock, never this host's
@@ -131,7 +139,8 @@ class Scheduler:
                 queue = job.queue or "default"
                 t = self.registry.find(job.task)
                 plugins = [p for p in t.plugin_instances() if p.has_enqueue_hooks] if t else []
-                ctx = PluginContext(self.redis, self.keys, self.scripts, job.task, queue, job.args, payload,
+                hook_redis = self.hook_redis() if plugins and self.hook_redis else self.redis
+                ctx = PluginContext(hook_redis, self.keys, self.scripts, job.task, queue, job.args, payload,
                                     client=self.client)
                 # built-in hooks become guards that unstage.lua applies with the move (issue 20.1)
                 push, guards = await enqueue_checks(plugins, ctx)

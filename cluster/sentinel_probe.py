@@ -12,9 +12,9 @@ import asyncio
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from .connection import RedisSettings, sentinel_connection_kwargs, sentinel_hosts
+from .redis_errors import AuthenticationError, RedisError, ResponseError
 from .tls_probe import probe_plain_port_speaks_tls, probe_tls
 
 _AUTH_WORDS = ("NOAUTH", "WRONGPASS", "invalid password", "invalid username-password", "Authentication required")

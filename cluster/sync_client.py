@@ -29,12 +29,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import hashlib
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
-
-from redis.exceptions import NoScriptError, ResponseError
 
 from .aio import REDIS_FAILURES
 from .catalogue import CatalogueCopy, CatalogueView, TaskInfo, add_definitions, build_view, live_entries, wanted_definitions
@@ -58,7 +55,8 @@ from .errors import ConfigError, EnqueueError
 from .keys import Keys
 from .plugins import Plugin
 from .rawconn import PackedEvalsha, pack
-from .scripts import source
+from .redis_errors import NoScriptError, ResponseError
+from .scripts import script_sha, source
 from .syncconn import SyncConnection, SyncPool, fork_count
 from .task import Registry
 
@@ -70,7 +68,7 @@ class _Script:
 
     def __init__(self, name: str) -> None:
         text = source(name)
-        self.sha = hashlib.sha1(text.encode()).hexdigest()
+        self.sha = script_sha(text)
         self.load = pack(["SCRIPT", "LOAD", text])
 
 

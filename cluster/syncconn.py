@@ -25,13 +25,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .connection import RedisSettings, RedisTarget, sentinel_hosts
+from .connection import sentinel_hosts
 from .errors import ConfigError
-from .rawconn import _error, pack
+from .rawconn import pack
+from .redis_errors import ConnectionError as RedisConnectionError
+from .redis_errors import NoScriptError, ReadOnlyError, ResponseError
+from .redis_errors import TimeoutError as RedisTimeoutError
+from .redis_errors import reply_error as _error
+from .redis_settings import RedisSettings, RedisTarget
 
 if TYPE_CHECKING:
     import ssl

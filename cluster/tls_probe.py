@@ -21,7 +21,7 @@ import socket
 import ssl
 from urllib.parse import urlsplit
 
-from .connection import RedisSettings
+from .redis_settings import RedisSettings
 
 # OpenSSL verify codes: X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _NAME_MISMATCH = {62, 64}
@@ -119,7 +119,7 @@ def probe_plain_port_speaks_tls(host: str, port: int, timeout: float = 1.0) -> b
 def _not_tls_related(error: BaseException | None) -> bool:
     """The server answered (an error reply, still loading), or nothing listens: TLS worked or was
     never reached, and a probe would only add noise to the server's log."""
-    from redis.exceptions import BusyLoadingError, ResponseError
+    from .redis_errors import BusyLoadingError, ResponseError
 
     seen: BaseException | None = error
     while seen is not None:

@@ -16,7 +16,6 @@ import functools
 import json
 import time as _time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from .errors import EnqueueError, JobDecodeError
@@ -45,6 +44,8 @@ def js_number(x: float) -> str:
         return "0"
     if x.is_integer() and abs(x) <= MAX_SAFE_INT:
         return str(int(x))
+    from decimal import Decimal  # here: only fractions need it, and the leader process never encodes one
+
     sign, digit_tuple, exp = Decimal(repr(x)).as_tuple()
     assert isinstance(exp, int)
     digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoPermissionError
 
 from cluster.errors import ConfigError
 from cluster.keys import Keys
+from cluster.redis_errors import NoPermissionError
 
 # command -> arguments after the command name; "{k}" is a scratch key, "{c}" a namespace channel
 PROBES: dict[str, tuple[str, ...]] = {

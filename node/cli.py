@@ -25,12 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import NoPermissionError
-
 from cluster.aio import REDIS_FAILURES
 from cluster.client import Client
 from cluster.clock import SYSTEM_CLOCK
 from cluster.errors import ConfigError, CorralError
+from cluster.redis_errors import NoPermissionError
 from cluster.wire import js_date
 
 from .cli_checks import (

@@ -15,12 +15,11 @@ import os
 from pathlib import Path
 from typing import Any, NoReturn
 
-from redis.exceptions import NoPermissionError, ResponseError
-
 from cluster.aio import REDIS_FAILURES
 from cluster.client import HORIZON_SECONDS, Client
-from cluster.connection import redact_url
 from cluster.errors import CorralError
+from cluster.redis_errors import NoPermissionError, ResponseError
+from cluster.redis_settings import redact_url
 from cluster.wire import js_date
 
 from .config import NodeConfig

@@ -11,16 +11,16 @@ make sense together are checked together (`NodeConfig.validate`).
 
 from __future__ import annotations
 
-import secrets
+import os
 import socket
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from cluster.connection import RedisSettings
 from cluster.election.base import ElectionConfig
 from cluster.errors import ConfigError
 from cluster.keys import Keys
+from cluster.redis_settings import RedisSettings
 
 from .config_file import load_toml
 from .options import BY_NAME, OPTIONS, env_name
@@ -200,7 +200,7 @@ class NodeConfig:
 
     def make_node_id(self) -> str:
         """Unique per process start: the configured name plus a random suffix."""
-        return f"{self.node_id or default_node_id()}-{secrets.token_hex(3)}"
+        return f"{self.node_id or default_node_id()}-{os.urandom(3).hex()}"
 
     def redacted(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -15,13 +15,13 @@ import math
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from cluster.activequeues import ActiveQueues
 from cluster.aio import REDIS_FAILURES
 from cluster.badkeys import BadKeys
 from cluster.clock import Clock
 from cluster.keys import Keys
+from cluster.redis_errors import ResponseError
 from cluster.scripts import Scripts
 
 from .metrics import NodeMetrics

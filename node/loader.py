@@ -7,11 +7,11 @@ DuplicateTask; a broken file fails the boot with an error naming the file (and t
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import keyword
 import sys
 import traceback
+import zlib
 from pathlib import Path
 
 from cluster.errors import ConfigError, TaskDefinitionError
@@ -19,8 +19,8 @@ from cluster.task import Registry, Task
 
 
 def module_name(path: Path) -> str:
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-    return f"_corral_tasks_{path.stem}_{digest}"
+    # crc32, not hashlib: hashlib loads OpenSSL's libcrypto (≈ 3.6 MB of RSS) into the leader process
+    return f"_corral_tasks_{path.stem}_{zlib.crc32(str(path.resolve()).encode()):08x}"
 
 
 def line_in(path: Path, e: BaseException) -> int | None:

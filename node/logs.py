@@ -19,6 +19,8 @@ import re
 import sys
 import time
 
+from cluster.redis_errors import CODE_OF
+
 STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -31,21 +33,6 @@ def escape(text: str) -> str:
                                             else f"\\u{ord(m.group()):04x}"), text)
 
 
-def _reply_prefixes() -> dict[type, str]:
-    """redis-py strips the error code off the reply it maps to a class ("OOM command not allowed"
-    becomes OutOfMemoryError("command not allowed")): the code of each class that has one code."""
-    try:
-        from redis._parsers.base import BaseParser
-    except ImportError:  # pragma: no cover - a redis-py without the parser module
-        return {}
-    codes: dict[type, list[str]] = {}
-    for code, cls in BaseParser.EXCEPTION_CLASSES.items():
-        if isinstance(cls, type):
-            codes.setdefault(cls, []).append(code)
-    return {cls: c[0] for cls, c in codes.items() if len(c) == 1}
-
-
-_PREFIXES = _reply_prefixes()
 
 
 class ShownError:
@@ -57,7 +44,7 @@ class ShownError:
 
     def __repr__(self) -> str:
         message = str(self.error)
-        code = _PREFIXES.get(type(self.error))
+        code = CODE_OF.get(type(self.error))
         if code and not message.startswith(code):
             message = f"{code} {message}"
         return f"{type(self.error).__name__}: {message}" if message else type(self.error).__name__

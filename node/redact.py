@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-from cluster.connection import redact_url
+from cluster.redis_settings import redact_url
 
 PAYLOAD_LIMIT = 500
 HIDDEN = "***"

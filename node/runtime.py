@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.process_collector import ProcessCollector
-from redis.exceptions import AuthenticationError, NoPermissionError
 
 from cluster.aio import REDIS_FAILURES
 from cluster.catalogue_publish import CataloguePublisher
@@ -38,6 +37,7 @@ from cluster.membership import Membership
 from cluster.notify import Notifier
 from cluster.rawconn import FastScript
 from cluster.rawconn import supported as rawconn_supported
+from cluster.redis_errors import AuthenticationError, NoPermissionError
 from cluster.scripts import source
 from cluster.task import Registry
 

@@ -29,21 +29,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
-import secrets
-from typing import Any
-
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
+from typing import TYPE_CHECKING, Any
 
 from ..aio import REDIS_FAILURES, wait_event, within
 from ..clock import Clock
 from ..errors import LeaseLost
 from ..keys import Keys
 from ..observe import Observer
+from ..redis_errors import NoScriptError, ReadOnlyError, ResponseError
 from ..scripts import Scripts, source
 from .base import LOCK_DELAY_PREFIX, ElectionConfig, SeenFn, Term, parse_token, release_token
 from .elector import LockElector
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.election")
 
@@ -103,7 +104,7 @@ class RedisLock:
     async def _try_acquire(self) -> Term | None:
         sent = self.clock.monotonic()
         since = self.clock.time()
-        suffix = secrets.token_hex(4)
+        suffix = os.urandom(4).hex()  # secrets.token_hex(4), without hmac → hashlib → libcrypto
         try:
             res = await within(
                 self.config.renew_timeout * 2,

@@ -41,13 +41,12 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import SequentialThreadingHandler
 from kazoo.retry import KazooRetry
-from redis.asyncio import Redis
 
 from ..aio import REDIS_FAILURES, within
 from ..clock import Clock
@@ -57,6 +56,9 @@ from ..observe import Observer
 from ..scripts import Scripts
 from .base import ElectionConfig, SeenFn, Term, lock_holder, release_token
 from .elector import LockElector
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("corral.election")
 

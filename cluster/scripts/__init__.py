@@ -1,16 +1,21 @@
 """Lua scripts, one per multi-key change; each file opens with its KEYS / ARGV / returns header.
 
-`Scripts(redis)` registers them all on a client; calls go out as EVALSHA and are reloaded
-transparently after a Redis restart (redis-py's Script handles NOSCRIPT).
+`Scripts(redis)` registers them all on a client (redis-py's, or `cluster/resp.py`'s in the leader
+process); calls go out as EVALSHA and are reloaded transparently after a Redis restart (the
+client's script object handles NOSCRIPT).
 """
 
 from __future__ import annotations
 
 import re
-from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
+from ..digest import sha1_hex
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 
 NAMES = (
     "enqueue", "enqueue_at", "fetch", "pushback", "heartbeat", "register", "deregister",
@@ -21,8 +26,13 @@ NAMES = (
 
 def source(name: str) -> str:
     """A script's text; a line `--#include NAME` is replaced by NAME.lua (shared Lua functions)."""
-    text = resources.files(__package__).joinpath(f"{name}.lua").read_text()
+    text = Path(__file__).with_name(f"{name}.lua").read_text()
     return re.sub(r"^--#include (\w+)$", lambda m: source(m.group(1)), text, flags=re.M)
+
+
+def script_sha(text: str) -> str:
+    """The SHA-1 that EVALSHA names a script by."""
+    return sha1_hex(text.encode())
 
 
 class Scripts:

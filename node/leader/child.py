@@ -25,22 +25,20 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 from typing import Any
 
 from cluster.aio import within
-from cluster.client import Client
 from cluster.clock import SystemClock
-from cluster.connection import close_redis, make_redis
 from cluster.keys import Keys
 from cluster.notify import Notifier
 from cluster.observe import Observer
+from cluster.resp import RespClient
 
 from ..config import NodeConfig
 from ..lifeline import die_with_parent
 from ..loop_clock import LoopLag, apply_clock_offset
-from .duties import Leadership
+from .duties import Leadership, PluginClients, close_client
 from .link import EXIT_STALLED, FORWARDED
 
 log = logging.getLogger("corral.leader_process")
@@ -75,6 +73,7 @@ class LeaderChild:
     def __init__(self, start: dict[str, Any], out: asyncio.WriteTransport, stdin: asyncio.StreamReader) -> None:
         self.cfg = config_from_record(start["config"])
         self.node_id: str = start["node_id"]
+        self.resp = bool(start.get("resp"))  # RESP clients only (node/leader/boot.py)
         self.url: str = start["redis_url"]
         self.out = out
         self.stdin = stdin
@@ -108,10 +107,21 @@ class LeaderChild:
         settings = cfg.redis_settings(self.url)
         registry = load_dir(cfg.tasks_dir)
         observer = ForwardingObserver(self.send, lambda: self.send_state())
-        self.redis = make_redis(settings, max_connections=8)
-        client = Client(self.redis, cfg.namespace, registry=registry, clock=self.clock)
-        self.leadership = Leadership(cfg, node_id=self.node_id, settings=settings, registry=registry,
-                                     clock=self.clock, observer=observer, redis=self.redis, client=client)
+        self.plugin_clients: PluginClients | None = None
+        if self.resp:  # plain TCP: RESP clients of our own, redis-py only if an enqueue plugin runs
+            self.redis: Any = RespClient.from_settings(settings)
+            self.plugin_clients = PluginClients(settings, cfg.namespace, registry, self.clock)
+            self.leadership = Leadership(cfg, node_id=self.node_id, settings=settings, registry=registry,
+                                         clock=self.clock, observer=observer, redis=self.redis,
+                                         client=self.plugin_clients, resp=True, hook_redis=self.plugin_clients.redis)
+        else:
+            from cluster.client import Client
+            from cluster.connection import make_redis
+
+            self.redis = make_redis(settings, max_connections=8)
+            client = Client(self.redis, cfg.namespace, registry=registry, clock=self.clock)
+            self.leadership = Leadership(cfg, node_id=self.node_id, settings=settings, registry=registry,
+                                         clock=self.clock, observer=observer, redis=self.redis, client=client)
         notifier = Notifier(self.redis, {Keys(cfg.namespace).delayed_channel: self.leadership.scheduler.notify})
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, lambda: self._finish("the node process ended", 0))
@@ -132,8 +142,10 @@ class LeaderChild:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.leadership.close()
+            if self.plugin_clients is not None:
+                await self.plugin_clients.aclose()
             with contextlib.suppress(Exception):
-                await close_redis(self.redis)
+                await close_client(self.redis)
         return self.exit_code
 
     def _finish(self, why: str, code: int) -> None:
@@ -183,17 +195,14 @@ def _plain(v: Any) -> bool:
     return v is None or isinstance(v, str | int | float | bool)
 
 
-async def _main() -> int:
+async def _main(first_line: bytes) -> int:
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), os.fdopen(0, "rb", buffering=0))
     out_fd = os.dup(1)
     os.dup2(2, 1)  # stray prints (task modules) go to stderr, not into the channel
     out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(out_fd, "wb", buffering=0))
-    line = await stdin.readline()
-    if not line:
-        return 0
-    start = json.loads(line)
+    start = json.loads(first_line)
     from .. import logs
 
     cfg = config_from_record(start["config"])
@@ -207,11 +216,10 @@ async def _main() -> int:
     return await LeaderChild(start, out, stdin).run()
 
 
-def main() -> None:
-    import uvloop
+def run(first_line: bytes, *, uvloop: bool = True) -> int:
+    """Run the leader process on its start record (node/leader/boot.py read it from stdin)."""
+    if uvloop:
+        import uvloop as loop_module
 
-    sys.exit(uvloop.run(_main()))
-
-
-if __name__ == "__main__":
-    main()
+        return loop_module.run(_main(first_line))
+    return asyncio.run(_main(first_line))

@@ -11,11 +11,9 @@ node`, where no task thread of the node can starve the leader's loop of the GIL 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cluster.client import Client
 from cluster.clock import Clock
-from cluster.connection import RedisSettings, close_redis, make_redis
 from cluster.election.base import Term
 from cluster.election.elector import LockElector
 from cluster.election.redis import RedisElector
@@ -25,10 +23,15 @@ from cluster.leader import LeaderDuties, Promotion
 from cluster.observe import Observer
 from cluster.periodic import PeriodicEnqueuer
 from cluster.recovery import Recovery
+from cluster.redis_settings import RedisSettings
+from cluster.resp import RespClient
 from cluster.scheduler import Scheduler
 from cluster.task import Registry
 
 from ..config import NodeConfig
+
+if TYPE_CHECKING:
+    from cluster.enqueuer import Enqueuer
 
 # Jobs per promote.lua call: a burst due in one second becomes runnable in steps of this many, so
 # the first ones start while the rest are still being moved (1,000 in one call held Redis ~12 ms).
@@ -37,20 +40,30 @@ PROMOTE_BATCH = 200
 
 class Leadership:
     def __init__(self, cfg: NodeConfig, *, node_id: str, settings: RedisSettings, registry: Registry, clock: Clock,
-                 observer: Observer, redis: Any, client: Client) -> None:
+                 observer: Observer, redis: Any, client: Enqueuer, resp: bool = False,
+                 hook_redis: Any = None) -> None:
         """`redis` is the general client the elector reads the lock holder with (shared with the
         node in-process); the renewals and each duty get clients of their own, so a leader write
         never waits for the worker slots' pool, nor pays for growing it when latency rises (a
-        new connection's dial and handshake are round trips that make a due second late, F10)."""
+        new connection's dial and handshake are round trips that make a due second late, F10).
+        `resp`: those clients are `RespClient`s (the leader process, `link.resp_serves`), and
+        `hook_redis()` gives the redis-py client enqueue plugins see while promoting."""
         keys = Keys(cfg.namespace)
-        self.election_redis = make_redis(settings, socket_timeout=cfg.renew_timeout, max_connections=8)
-        self.duty_redis = {d: make_redis(settings, max_connections=4)
-                           for d in ("scheduler", "periodic", "recovery", "foreign")}
+        self.resp = resp
+        if resp:
+            self.election_redis: Any = RespClient.from_settings(settings, socket_timeout=cfg.renew_timeout)
+            self.duty_redis: dict[str, Any] = {d: RespClient.from_settings(settings)
+                                               for d in ("scheduler", "periodic", "recovery", "foreign")}
+        else:
+            from cluster.connection import make_redis
+
+            self.election_redis = make_redis(settings, socket_timeout=cfg.renew_timeout, max_connections=8)
+            self.duty_redis = {d: make_redis(settings, max_connections=4)
+                               for d in ("scheduler", "periodic", "recovery", "foreign")}
         duty = self.duty_redis
         self.scheduler = Scheduler(redis=duty["scheduler"], keys=keys, clock=clock, observer=observer,
                                    registry=registry, client=client, reread=min(1.0, cfg.poll_interval * 2),
-                                   batch=PROMOTE_BATCH,
-                                   audit=cfg.audit)
+                                   batch=PROMOTE_BATCH, audit=cfg.audit, hook_redis=hook_redis)
         self.periodic = PeriodicEnqueuer(redis=duty["periodic"], keys=keys, clock=clock, observer=observer,
                                          registry=registry, audit=cfg.audit)
         self.recovery = Recovery(redis=duty["recovery"], keys=keys, clock=clock, observer=observer,
@@ -87,4 +100,54 @@ class Leadership:
     async def close(self) -> None:
         for client in (self.election_redis, *self.duty_redis.values()):
             with contextlib.suppress(Exception):
-                await close_redis(client)
+                await close_client(client)
+
+
+async def close_client(client: Any) -> None:
+    """Close a `RespClient` or a redis-py client (and its Sentinel connections)."""
+    if isinstance(client, RespClient):
+        await client.aclose()
+        return
+    from cluster.connection import close_redis
+
+    await close_redis(client)
+
+
+class PluginClients:
+    """What enqueue plugins get while the leader process promotes a job, when its duties run on
+    `cluster/resp.py`: a redis-py client as `ctx.redis` (their hooks are written against it) and
+    a `Client` as `ctx.client`, both built on first need, so a cluster whose delayed jobs have no
+    enqueue plugins never loads redis-py into the leader process."""
+
+    def __init__(self, settings: RedisSettings, namespace: str, registry: Registry, clock: Clock) -> None:
+        self.settings, self.namespace, self.registry, self.clock = settings, namespace, registry, clock
+        self._redis: Any = None
+        self._client: Any = None
+
+    def redis(self) -> Any:
+        if self._redis is None:
+            from cluster.connection import make_redis
+
+            self._redis = make_redis(self.settings, max_connections=4)
+        return self._redis
+
+    def client(self) -> Any:
+        if self._client is None:
+            from cluster.client import Client
+
+            self._client = Client(self.redis(), self.namespace, registry=self.registry, clock=self.clock)
+        return self._client
+
+    async def enqueue(self, *args: Any, **kwargs: Any) -> bool:
+        return bool(await self.client().enqueue(*args, **kwargs))
+
+    async def enqueue_at(self, *args: Any, **kwargs: Any) -> int:
+        return int(await self.client().enqueue_at(*args, **kwargs))
+
+    async def enqueue_in(self, *args: Any, **kwargs: Any) -> int:
+        return int(await self.client().enqueue_in(*args, **kwargs))
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await close_client(self._redis)

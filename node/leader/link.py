@@ -4,7 +4,23 @@ its own so the node's side (`node/leader/supervisor.py`) does not import the lea
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from cluster.rawconn import supported
+
+if TYPE_CHECKING:
+    from cluster.redis_settings import RedisSettings
+
+    from ..config import NodeConfig
+
 # Observer methods the leader side calls; the node applies them to its metrics.
 FORWARDED = ("leader_changed", "stale_write_rejected", "promoted", "periodic_enqueued",
              "jobs_recovered", "redis_error", "bad_key")
 EXIT_STALLED = 3  # the node's loop stopped answering: start a new candidate when it runs again
+
+
+def resp_serves(cfg: NodeConfig, settings: RedisSettings) -> bool:
+    """Whether the leader process can run on `cluster/resp.py`'s clients alone, without redis-py or
+    the ssl module (node/leader/boot.py): plain-TCP Redis and a Redis election. TLS, unix sockets,
+    Sentinel and ZooKeeper elections keep redis-py."""
+    return cfg.election != "zookeeper" and supported(settings)

@@ -22,7 +22,7 @@ from cluster.election.base import ElectionState
 from cluster.observe import Observer
 
 from ..config import NodeConfig
-from .link import EXIT_STALLED, FORWARDED
+from .link import EXIT_STALLED, FORWARDED, resp_serves
 
 log = logging.getLogger("corral.leader_process")
 
@@ -60,7 +60,8 @@ class LeaderProcess:
 
     def _start_record(self) -> bytes:
         config = {f.name: getattr(self.cfg, f.name) for f in fields(self.cfg)}
-        start = {"config": config, "node_id": self.node_id, "redis_url": self.redis_url, "parent": os.getpid()}
+        start = {"config": config, "node_id": self.node_id, "redis_url": self.redis_url, "parent": os.getpid(),
+                 "resp": resp_serves(self.cfg, self.cfg.redis_settings(self.redis_url))}
         return json.dumps(start).encode() + b"\n"
 
     async def run(self) -> None:
@@ -83,7 +84,7 @@ class LeaderProcess:
     async def _run_once(self) -> int | None:
         # stdout is our channel from the child; stderr (its logs) is the node's
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "node.leader.child", stdin=asyncio.subprocess.PIPE,
+            sys.executable, "-m", "node.leader.boot", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, limit=1 << 20, env=_child_env())
         self.proc = proc
         assert proc.stdin is not None and proc.stdout is not None

@@ -17,10 +17,10 @@ import random
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from cluster.aio import REDIS_FAILURES
 from cluster.keys import Keys
+from cluster.redis_errors import ResponseError
 
 log = logging.getLogger("corral.ui")
 

@@ -53,7 +53,7 @@ import pytest
 import redis
 
 from cluster.client import Client
-from cluster.connection import RedisSettings
+from cluster.redis_settings import RedisSettings
 from tests.faults.checker import AuditRecord, Bounds, Enqueue, Fault
 from tests.faults.harness import NAMESPACE, AuditCollector, Cell, CellConfig, classify, redis_binary, task_source
 from tests.support import free_port, missing, wait_until

@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from cluster.client import Client
-from cluster.connection import RedisSettings
+from cluster.redis_settings import RedisSettings
 from tests.support import wait_until
 from tests.support.jobtasks import TASKS, read_log
 from tests.support.nodes import NodeCluster, NodeProcess

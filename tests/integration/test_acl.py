@@ -22,7 +22,7 @@ from pathlib import Path
 import redis
 
 from cluster.client import Client
-from cluster.connection import RedisSettings
+from cluster.redis_settings import RedisSettings
 from node.acl import COMMANDS, PROBES, acl_rule
 from tests.support import REPO_ROOT, free_port, wait_until
 from tests.support.nodes import NodeCluster

@@ -195,3 +195,50 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+HOOK_TASKS = '''
+from cluster import Plugin, Task
+
+
+class CountPromotions(Plugin):
+    """A user plugin written against redis-py (`incr` is not a command the leader's own client has)."""
+    name = "CountPromotions"
+    has_enqueue_hooks = True
+
+    async def before_enqueue(self, ctx):
+        await ctx.redis.incr("test:promoted-through-hook")
+        return True
+
+
+async def _later(params, ctx):
+    pass
+
+
+later = Task(name="later", queue="later", run=_later, plugins=[CountPromotions()])
+'''
+
+
+def test_leader_process_on_plain_redis_runs_without_openssl_and_serves_redis_py_plugins(
+        node_cluster: NodeCluster, redis_url: str, tmp_path: Path) -> None:
+    """With plain-TCP Redis the leader process speaks RESP itself (cluster/resp.py): OpenSSL's
+    libraries are not even mapped into it (redis-py and the ssl module stay out, ≈ 17 MB of RSS),
+    yet a delayed job whose task has an enqueue plugin calling redis-py's API is promoted through
+    that plugin (the plugin gets a redis-py client, built when first needed)."""
+    d = tmp_path / "tasks"
+    d.mkdir()
+    (d / "later.py").write_text(HOOK_TASKS)
+    a = node_cluster.add("a", tasks_dir=d, queues="none").wait_ready()
+    wait_until(a.is_leader, 10, 0.05, message="node a to lead")
+    child = a.leader_process_pid()
+    assert child is not None
+    maps = Path(f"/proc/{child}/maps").read_text()
+    assert "libssl" not in maps and "libcrypto" not in maps, [ln for ln in maps.splitlines() if "libssl" in ln]
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r.delete("test:promoted-through-hook")
+    due = int(time.time()) + 1
+    r.rpush(f"resque:delayed:{due}", encode_job("later", "later", [{}]))
+    r.zadd("resque:delayed_queue_schedule", {str(due): due})
+    wait_until(lambda: r.llen("resque:queue:later") == 1, 10, 0.05, message="the delayed job to be promoted")
+    assert r.get("test:promoted-through-hook") == "1"
+    assert "libcrypto" in Path(f"/proc/{child}/maps").read_text()  # redis-py came in with the plugin's client

@@ -34,8 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cluster.client import Client
-from cluster.connection import RedisSettings
 from cluster.errors import EnqueueError
+from cluster.redis_settings import RedisSettings
 from cluster.task import Registry, Task
 from cluster.tls_probe import explain_tls_failure
 from cluster.wire import js_dumps

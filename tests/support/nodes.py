@@ -164,7 +164,7 @@ class NodeProcess(ManagedProcess):
     # `send_signal` (and `os.kill(node.pid, ...)`) reaches the node process alone.
 
     def leader_process_pid(self) -> int | None:
-        """The pid of this node's leader process (its child running `node.leader.child`), if any."""
+        """The pid of this node's leader process (its child running `node.leader.boot`), if any."""
         if not self.running:
             return None
         for d in Path("/proc").iterdir():
@@ -173,7 +173,7 @@ class NodeProcess(ManagedProcess):
             try:
                 stat = (d / "stat").read_text()
                 ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                if ppid == self.pid and b"node.leader.child" in (d / "cmdline").read_bytes():
+                if ppid == self.pid and b"node.leader.boot" in (d / "cmdline").read_bytes():
                     return int(d.name)
             except (OSError, ValueError, IndexError):
                 continue

@@ -154,7 +154,7 @@ def test_bad_redis_urls_are_refused_without_showing_secrets(url: str, needle: st
 
 
 def test_redacted_urls_hide_every_secret() -> None:
-    from cluster.connection import redact_url
+    from cluster.redis_settings import redact_url
 
     assert redact_url("redis://u:pw@h:6379/0?password=x&db=3") == "redis://u:***@h:6379/0?password=***&db=3"
     assert redact_url("redis://pw@h/0") == "redis://***@h/0"  # a lone user info may be a password

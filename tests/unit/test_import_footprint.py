@@ -40,3 +40,28 @@ def test_leader_child_imports_only_the_leader() -> None:
 def test_node_does_not_import_the_leader_side_or_optional_backends() -> None:
     modules = _modules("node.cli, node.runtime, node.ui, uvloop")
     assert _present(modules, NOT_IN_NODE) == []
+
+
+# What the leader process leaves out when Redis is plain TCP (node/leader/boot.py, "resp": true):
+# redis-py (but its exception classes), the ssl module and OpenSSL (hashlib loads libcrypto too), uvloop.
+NOT_IN_RESP_LEADER = ("redis.asyncio", "redis.client", "redis.connection", "ssl", "_ssl", "hashlib", "_hashlib",
+                      "hmac", "uvloop", "email", "importlib.metadata", "decimal")
+
+
+def test_leader_process_on_plain_redis_loads_neither_redis_py_nor_openssl() -> None:
+    modules = _modules("node.leader.lean as lean; lean.redis_exceptions_alone(); lean.asyncio_without_ssl()\n"
+                       "import node.leader.child, node.loader, node.logs, cluster.resp")
+    assert _present(modules, NOT_IN_RESP_LEADER) == []
+    assert "redis.exceptions" in modules and "redis" not in modules
+
+
+def test_redis_exceptions_alone_are_the_classes_a_later_redis_import_uses() -> None:
+    code = ("import node.leader.lean as lean; lean.redis_exceptions_alone(); lean.asyncio_without_ssl()\n"
+            "from cluster import redis_errors\n"
+            "import redis, redis.asyncio\n"
+            "from redis.asyncio.connection import Connection\n"
+            "assert redis.exceptions.ConnectionError is redis_errors.ConnectionError\n"
+            "assert redis.ConnectionError is redis_errors.ConnectionError\n"
+            "import ssl; ssl.create_default_context(); print('ok')")  # a task module may still use ssl
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError
 
-from cluster.connection import RedisSettings
+from cluster.redis_settings import RedisSettings
 from cluster.tls_probe import explain_tls_failure, probe_plain_port_speaks_tls, probe_tls
 from tests.support import free_port
 
