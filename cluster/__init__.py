@@ -4,6 +4,12 @@ and the leader duties. Usable without running a node:
     from cluster import Client
     async with await Client.connect("redis://127.0.0.1:6379/0") as client:
         await client.enqueue("sendWelcomeEmail", {"to": "evan@example.com"})
+
+From sync code (Flask, Django, scripts), `SyncClient` enqueues with blocking sockets:
+
+    from cluster import SyncClient
+    with SyncClient.connect("redis://127.0.0.1:6379/0") as client:
+        client.enqueue("sendWelcomeEmail", {"to": "evan@example.com"})
 """
 
 from __future__ import annotations
@@ -33,16 +39,22 @@ from .task import JobContext, Registry, Task, task
 
 if TYPE_CHECKING:
     from .client import Client
+    from .sync_client import SyncClient
 
 
 def __getattr__(name: str) -> Any:
-    """`Client` loads on first use (PEP 562): `import cluster.keys` must not load the client, and
-    with it redis-py, into the leader process (node/leader/boot.py), which speaks RESP itself."""
+    """The clients load on first use (PEP 562): `import cluster.keys` must not load them, and with
+    them redis-py, into the leader process (node/leader/boot.py), which speaks RESP itself."""
     if name == "Client":
         from .client import Client
 
         globals()["Client"] = Client
         return Client
+    if name == "SyncClient":
+        from .sync_client import SyncClient
+
+        globals()["SyncClient"] = SyncClient
+        return SyncClient
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -50,6 +62,6 @@ __all__ = [
     "Client", "ConfigError", "CorralError", "DelayQueueLock", "DuplicateTask", "ElectionConfig", "EnqueueError",
     "Enqueuer",
     "JobContext", "JobDecodeError", "JobLock", "Keys", "LeaseLost", "Noop", "Plugin", "PluginContext", "QueueLock",
-    "RedisSettings", "RedisUnavailable", "Registry", "Retry", "RetryPlugin", "StaleLeader", "Task",
+    "RedisSettings", "RedisUnavailable", "Registry", "Retry", "RetryPlugin", "StaleLeader", "SyncClient", "Task",
     "TaskDefinitionError", "TaskNotFound", "UnknownTask", "task",
 ]

@@ -214,6 +214,16 @@ async def read_catalogue(redis: Redis, keys: Keys, defs: dict[str, dict[str, Any
         pipe.zrange(keys.members, 0, -1, withscores=True)
         pipe.hgetall(keys.catalogue)
         now, members, entries = await pipe.execute()
+    live = live_entries(now, members, entries)
+    wanted = wanted_definitions(live, defs)
+    if wanted:
+        add_definitions(defs, wanted, await redis.hmget(keys.taskdefs, wanted))
+    return build_view(live, defs)
+
+
+def live_entries(now: Any, members: Any, entries: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    """Node id -> {"started", "tasks"} for the catalogue entries of live nodes, from the replies of
+    TIME, ZRANGE members WITHSCORES (score pairs) and HGETALL catalogue (a dict)."""
     now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
     beats = {str(m): float(s) for m, s in members}
     live: dict[str, dict[str, Any]] = {}
@@ -228,12 +238,22 @@ async def read_catalogue(redis: Redis, keys: Keys, defs: dict[str, dict[str, Any
         beat = beats.get(node)
         if beat is not None and now_ms - beat < dead_after_ms:
             live[node] = {"started": float(entry.get("started", 0)), "tasks": served}
-    wanted = sorted({str(h) for e in live.values() for h in e["tasks"].values()} - set(defs))
-    if wanted:
-        for h, raw in zip(wanted, await redis.hmget(keys.taskdefs, wanted), strict=True):
-            if raw is not None:
-                with contextlib.suppress(ValueError, TypeError):
-                    defs[h] = dict(json.loads(raw))
+    return live
+
+
+def wanted_definitions(live: dict[str, dict[str, Any]], defs: dict[str, dict[str, Any]]) -> list[str]:
+    """The definition hashes the live nodes name that `defs` does not hold yet (to HMGET)."""
+    return sorted({str(h) for e in live.values() for h in e["tasks"].values()} - set(defs))
+
+
+def add_definitions(defs: dict[str, dict[str, Any]], wanted: list[str], raws: list[Any]) -> None:
+    for h, raw in zip(wanted, raws, strict=True):
+        if raw is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                defs[h] = dict(json.loads(raw))
+
+
+def build_view(live: dict[str, dict[str, Any]], defs: dict[str, dict[str, Any]]) -> CatalogueView:
     tasks: dict[str, TaskInfo] = {}
     # newest node first: on a conflict its definition is the one producers follow
     for node in sorted(live, key=lambda n: (-live[n]["started"], n)):
@@ -249,43 +269,39 @@ async def read_catalogue(redis: Redis, keys: Keys, defs: dict[str, dict[str, Any
     return CatalogueView(tasks=tasks, nodes=sorted(live))
 
 
-class CatalogueCache:
-    """A producer's copy of the catalogue: re-read when older than `max_age`, or sooner when a
-    name is missing (a node that just booted), at most every `miss_interval`."""
+class CatalogueCopy:
+    """A producer's copy of the catalogue and when it was read: re-read when older than
+    `max_age`, or sooner when a name is missing (a node that just booted), at most every
+    `miss_interval`. The reading is the subclass's (async `CatalogueCache`, blocking
+    `SyncCatalogueCache` in cluster/sync_client.py); the freshness rules are these."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, clock: Clock = SYSTEM_CLOCK, max_age: float = 2.0,
-                 miss_interval: float = 0.2) -> None:
-        self.redis = redis
-        self.keys = keys
+    def __init__(self, *, clock: Clock = SYSTEM_CLOCK, max_age: float = 2.0, miss_interval: float = 0.2) -> None:
         self.clock = clock
         self.max_age = max_age
         self.miss_interval = miss_interval
         self._defs: dict[str, dict[str, Any]] = {}
         self._view: CatalogueView | None = None
         self._read_at = -math.inf
-        self._lock = asyncio.Lock()
 
-    async def view(self, *, max_age: float | None = None) -> CatalogueView:
-        age = self.max_age if max_age is None else max_age
-        if self._view is None or self.clock.monotonic() - self._read_at >= age:
-            async with self._lock:
-                if self._view is None or self.clock.monotonic() - self._read_at >= age:
-                    try:
-                        self._view = await read_catalogue(self.redis, self.keys, self._defs)
-                    except REDIS_FAILURES:
-                        if self._view is None:
-                            raise
-                        # keep the copy we have: the enqueue's own write decides its outcome,
-                        # a failed refresh must not add a way for it to fail
-                        log.debug("catalogue: refresh failed; using the copy read %.1f s ago",
-                                  self.clock.monotonic() - self._read_at)
-                        self._read_at = self.clock.monotonic()  # next try in max_age, not every call
-                        return self._view
-                    self._read_at = self.clock.monotonic()
+    def _stale(self, age: float) -> bool:
+        return self._view is None or self.clock.monotonic() - self._read_at >= age
+
+    def _read_failed(self) -> CatalogueView | None:
+        """After a failed re-read: the copy we have (None: none yet, the caller raises). The
+        enqueue's own write decides its outcome: a failed refresh must not add a way to fail."""
+        if self._view is None:
+            return None
+        log.debug("catalogue: refresh failed; using the copy read %.1f s ago", self.clock.monotonic() - self._read_at)
+        self._read_at = self.clock.monotonic()  # next try in max_age, not every call
         return self._view
 
+    def _read_done(self, view: CatalogueView) -> CatalogueView:
+        self._view = view
+        self._read_at = self.clock.monotonic()
+        return view
+
     def cached(self, name: str) -> tuple[TaskInfo | None, CatalogueView] | None:
-        """What `find` would answer, from the copy held and without a coroutine, when that copy is
+        """What `find` would answer, from the copy held and without I/O, when that copy is
         fresh enough for the answer (a hit: within `max_age`; a miss: within `miss_interval` too);
         else None (then `find`). Enqueue asks this first: it is on every call's path."""
         view = self._view
@@ -296,6 +312,31 @@ class CatalogueCache:
         if age < self.max_age and (info is not None or age < self.miss_interval):
             return info, view
         return None
+
+
+class CatalogueCache(CatalogueCopy):
+    """The copy read with an async redis client."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, clock: Clock = SYSTEM_CLOCK, max_age: float = 2.0,
+                 miss_interval: float = 0.2) -> None:
+        super().__init__(clock=clock, max_age=max_age, miss_interval=miss_interval)
+        self.redis = redis
+        self.keys = keys
+        self._lock = asyncio.Lock()
+
+    async def view(self, *, max_age: float | None = None) -> CatalogueView:
+        age = self.max_age if max_age is None else max_age
+        if self._stale(age):
+            async with self._lock:
+                if self._stale(age):
+                    try:
+                        return self._read_done(await read_catalogue(self.redis, self.keys, self._defs))
+                    except REDIS_FAILURES:
+                        if (kept := self._read_failed()) is None:
+                            raise
+                        return kept
+        assert self._view is not None
+        return self._view
 
     async def find(self, name: str) -> tuple[TaskInfo | None, CatalogueView]:
         view = await self.view()

@@ -19,54 +19,37 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-from .catalogue import CatalogueCache, UnknownTask
+from .catalogue import CatalogueCache
 from .client_dashboard import DashboardClient
 from .clock import SYSTEM_CLOCK, Clock
 from .connection import RedisSettings, close_redis, make_redis
+from .enqueue_calls import HORIZON_SECONDS as HORIZON_SECONDS  # re-exported: callers import them from here
+from .enqueue_calls import (
+    MAX_PAYLOAD_BYTES,
+    Plan,
+    catalogue_plan,
+    checked_payload,
+    delay_seconds,
+    due_second,
+    enqueue_at_call,
+    enqueue_head,
+    enqueue_keys,
+    registry_plan,
+)
+from .enqueue_calls import bucket as bucket
+from .enqueue_calls import job_args as _args
 from .errors import EnqueueError
 from .keys import Keys
 from .plugins import EnqueueGuard, Plugin, PluginContext, enqueue_checks, guard_script_args
 from .rawconn import FastScript, Prepared, RawConnection
 from .scripts import Scripts, source
-from .task import Registry, Task
-from .wire import encode_job, js_date
-
-MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
-# A due time beyond this is a mistake (an epoch in milliseconds is ~50,000 years ahead), not a plan
-HORIZON_SECONDS = 10 * 366 * 86400
-
-
-def _args(params: Any, raw_args: Sequence[Any] | None) -> list[Any]:
-    if raw_args is not None:
-        if not isinstance(raw_args, list | tuple):
-            raise EnqueueError(f"raw_args must be a list, got {type(raw_args).__name__}")
-        return list(raw_args)
-    if params is None:
-        return [{}]
-    if not isinstance(params, dict):
-        raise EnqueueError(f"params must be a JSON object (dict), got {type(params).__name__}")
-    return [params]
-
-
-def _epoch(when: float | int | dt.datetime) -> float:
-    if isinstance(when, dt.datetime):
-        if when.tzinfo is None:
-            raise EnqueueError("enqueue_at needs an aware datetime (with tzinfo) or epoch seconds")
-        return when.timestamp()
-    if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
-        raise EnqueueError(f"when must be epoch seconds or a datetime, got {when!r}")
-    return float(when)
-
-
-def bucket(epoch: float) -> int:
-    """The delayed second a job is filed under: rounded up, so a job never runs early."""
-    return math.ceil(epoch)
+from .task import Registry
+from .wire import encode_job
 
 
 class Client(DashboardClient):
@@ -121,29 +104,17 @@ class Client(DashboardClient):
 
     # ---- enqueue -------------------------------------------------------------------------
 
-    async def _resolve(self, task: str, queue: str | None, unknown_ok: bool) -> tuple[str, list[Plugin]]:
+    async def _resolve(self, task: str, queue: str | None, unknown_ok: bool) -> Plan:
         """The queue to use and the enqueue plugins to run, or UnknownTask."""
-        if not isinstance(task, str) or not task:
-            raise EnqueueError(f"task name must be a non-empty string, got {task!r}")
-        t: Task | None = self.registry.find(task) if self.registry else None
-        if t is not None:
-            return t.queue if queue is None else queue, [p for p in t.plugin_instances() if p.has_enqueue_hooks]
+        plan = registry_plan(task, queue, self.registry)
+        if plan is not None:
+            return plan
         hit = self.catalogue.cached(task)
         info, view = hit if hit is not None else await self.catalogue.find(task)
-        if info is not None:
-            return info.queue if queue is None else queue, info.enqueue_plugins()
-        # No live Corral node publishes anything: there is nothing to judge the name against, and
-        # a queue must take work while its workers are down (a deploy, an outage).
-        if not unknown_ok and view.nodes:
-            raise UnknownTask(task, view.close_names(task), len(view.nodes))
-        return "default" if queue is None else queue, []
+        return catalogue_plan(task, queue, unknown_ok, info, view)
 
     def _payload(self, task: str, queue: str, args: list[Any]) -> str:
-        payload = encode_job(task, queue, args)
-        limit = self.max_payload_bytes
-        if len(payload) * 4 > limit and (size := len(payload.encode(errors="surrogateescape"))) > limit:
-            raise EnqueueError(f"job payload for {task!r} is {size} bytes; the limit is {self.max_payload_bytes}")
-        return payload
+        return checked_payload(task, queue, args, self.max_payload_bytes)
 
     async def _enqueue_guards(self, plugins: list[Plugin], task: str, queue: str, args: list[Any],
                               payload: str) -> tuple[bool, list[EnqueueGuard]]:
@@ -155,8 +126,7 @@ class Client(DashboardClient):
         return await enqueue_checks(plugins, ctx)
 
     def _enqueue_keys(self, q: str) -> list[str]:
-        k = self.keys
-        return [k.queues, k.queue(q), k.qtimes(q), k.idle(q), k.idle("*")]
+        return enqueue_keys(self.keys, q)
 
     async def enqueue(self, task: str, params: dict[str, Any] | None = None, *, queue: str | None = None,
                       raw_args: Sequence[Any] | None = None, unknown_ok: bool = False) -> bool:
@@ -166,22 +136,33 @@ class Client(DashboardClient):
         args = _args(params, raw_args)
         payload = self._payload(task, q, args)
         if plugins:
-            ok, guards = await self._enqueue_guards(plugins, task, q, args, payload)
-            if not ok:
-                return False
-            if guards:  # QueueLock / DelayQueueLock checked and applied with the push, atomically (issue 20.1)
-                gkeys, gargs = guard_script_args(guards)
-                return int(await self.scripts.run("enqueue_guarded", [*self._enqueue_keys(q), *gkeys],
-                                                  [*self._enqueue_argv(q, payload), *gargs])) >= 0
+            return await self.enqueue_with_plugins(plugins, task, q, args, payload)
+        await self._push(q, payload)
+        return True
+
+    async def enqueue_with_plugins(self, plugins: list[Plugin], task: str, q: str, args: list[Any],
+                                   payload: str) -> bool:
+        """The rest of an enqueue whose task has enqueue plugins (`SyncClient` hands it over here):
+        the hooks, then the push, guarded when a hook is a guard. False when a hook refused."""
+        ok, guards = await self._enqueue_guards(plugins, task, q, args, payload)
+        if not ok:
+            return False
+        if guards:  # QueueLock / DelayQueueLock checked and applied with the push, atomically (issue 20.1)
+            gkeys, gargs = guard_script_args(guards)
+            return int(await self.scripts.run("enqueue_guarded", [*self._enqueue_keys(q), *gkeys],
+                                              [*self._enqueue_argv(q, payload), *gargs])) >= 0
+        await self._push(q, payload)
+        return True
+
+    async def _push(self, q: str, payload: str) -> None:
         if self._fast_enqueue is not None:  # the hot path: one EVALSHA packed but for the payload
             prepared = self._prepared.get(q) or self._prepared_enqueue(q)
             await prepared.run_one(payload)
         else:
             await self.scripts.run("enqueue", self._enqueue_keys(q), self._enqueue_argv(q, payload))
-        return True
 
     def _enqueue_argv(self, q: str, payload: str) -> list[str]:
-        return [q, self.keys.wake_channel, self.keys.node_wake_prefix, payload]
+        return [*enqueue_head(self.keys, q), payload]
 
     def _prepared_enqueue(self, q: str) -> Prepared:
         p = self._prepared.get(q)
@@ -189,8 +170,7 @@ class Client(DashboardClient):
             assert self._fast_enqueue is not None
             if len(self._prepared) > 1000:  # many short-lived queue names
                 self._prepared.clear()
-            p = self._prepared[q] = Prepared(self._fast_enqueue, self._enqueue_keys(q),
-                                             [q, self.keys.wake_channel, self.keys.node_wake_prefix])
+            p = self._prepared[q] = Prepared(self._fast_enqueue, self._enqueue_keys(q), enqueue_head(self.keys, q))
         return p
 
     async def enqueue_many(self, jobs: Iterable[tuple[str, dict[str, Any] | None]], *, queue: str | None = None,
@@ -224,7 +204,7 @@ class Client(DashboardClient):
                 for i in range(0, len(payloads), batch_size):
                     chunk = payloads[i : i + batch_size]
                     await self.scripts.run("enqueue", self._enqueue_keys(q),
-                                           [q, self.keys.wake_channel, self.keys.node_wake_prefix, *chunk],
+                                           [*enqueue_head(self.keys, q), *chunk],
                                            client=pipe)
                     count += len(chunk)
             await pipe.execute()
@@ -235,17 +215,10 @@ class Client(DashboardClient):
                          unknown_ok: bool = False) -> int:
         """Schedule a job from `when` on (epoch seconds or aware datetime). Returns its due second.
         Enqueue plugins run when the leader promotes it."""
-        at = _epoch(when)
-        if at - self.clock.time() > HORIZON_SECONDS:
-            hint = ""
-            if at / 1000 - self.clock.time() <= HORIZON_SECONDS:
-                hint = f"; it looks like milliseconds: epoch seconds would be {at / 1000:.0f} ({js_date(at / 1000)})"
-            raise EnqueueError(f"when {at:g} is more than 10 years ahead{hint}")
-        ts = bucket(at)
+        ts = due_second(when, self.clock.time())
         q, _plugins = await self._resolve(task, queue, unknown_ok)
         payload = self._payload(task, q, _args(params, raw_args))
-        keys = [self.keys.delayed_schedule, self.keys.delayed(ts), self.keys.timestamps(payload)]
-        argv = [ts, payload, self.keys.delayed_member(ts), self.keys.delayed_channel]
+        keys, argv = enqueue_at_call(self.keys, ts, payload)
         if self._fast_enqueue_at is not None:
             await self._fast_enqueue_at.run(keys, argv)
         else:
@@ -256,11 +229,7 @@ class Client(DashboardClient):
                          queue: str | None = None, raw_args: Sequence[Any] | None = None,
                          unknown_ok: bool = False) -> int:
         """Schedule a job `delay` seconds (or a timedelta) from now. Returns its due second."""
-        if isinstance(delay, dt.timedelta):
-            delay = delay.total_seconds()
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
-            raise EnqueueError(f"delay must be a non-negative number of seconds, got {delay!r}")
-        return await self.enqueue_at(self.clock.time() + delay, task, params, queue=queue, raw_args=raw_args,
+        return await self.enqueue_at(self.clock.time() + delay_seconds(delay), task, params, queue=queue, raw_args=raw_args,
                                      unknown_ok=unknown_ok)
 
     # ---- by params: the exact bytes enqueue wrote -------------------------------------------

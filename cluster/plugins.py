@@ -120,6 +120,12 @@ async def enqueue_checks(plugins: list[Plugin], ctx: PluginContext) -> tuple[boo
     return True, guards
 
 
+def runs_own_enqueue_hook(p: Plugin) -> bool:
+    """Whether enqueueing runs this plugin's own `before_enqueue` code (a plugin that is a guard,
+    QueueLock or DelayQueueLock, is applied by the enqueue scripts instead)."""
+    return p.has_enqueue_hooks and type(p).enqueue_guard is Plugin.enqueue_guard
+
+
 class Plugin:
     """Base class. Override what you need; every hook defaults to 'go on'."""
 

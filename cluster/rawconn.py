@@ -296,23 +296,34 @@ class FastScript:
         self.conn.close()
 
 
-class Prepared:
-    """An EVALSHA whose keys and leading arguments are fixed (packed once): ``run(tail)`` adds the
-    arguments that vary (a payload, a chunk of payloads); ``run_one(payload)`` is the one-payload
-    shape of a single enqueue, packed with the least work. Enqueue's per-queue call shape."""
+class PackedEvalsha:
+    """An EVALSHA whose keys and leading arguments are packed once: `with_tail(tail)` is the whole
+    command with the arguments that vary (a chunk of payloads), `one(payload)` the one-payload
+    shape of a single enqueue, packed with the least work. Also `SyncClient`'s per-queue call."""
 
-    def __init__(self, script: FastScript, keys: list[str], args: list[Any]) -> None:
-        parts = ["EVALSHA", script.sha, len(keys), *keys, *args]
-        self.script = script
+    def __init__(self, sha: str, keys: list[str], args: list[Any]) -> None:
+        parts = ["EVALSHA", sha, len(keys), *keys, *args]
         self.n = len(parts)
         self.body = pack_bulk(parts)
         self.one_head = b"*%d\r\n" % (self.n + 1) + self.body
 
+    def with_tail(self, tail: list[Any]) -> bytes:
+        return b"*%d\r\n" % (self.n + len(tail)) + self.body + pack_bulk(tail)
+
+    def one(self, payload: str) -> bytes:
+        b = payload.encode("utf-8", "surrogateescape")
+        return b"".join((self.one_head, b"$%d\r\n" % len(b), b, b"\r\n"))
+
+
+class Prepared(PackedEvalsha):
+    """A `PackedEvalsha` of a script run on its raw connection: enqueue's per-queue call shape."""
+
+    def __init__(self, script: FastScript, keys: list[str], args: list[Any]) -> None:
+        super().__init__(script.sha, keys, args)
+        self.script = script
+
     async def run(self, tail: list[Any]) -> Any:
-        cmd = b"*%d\r\n" % (self.n + len(tail)) + self.body + pack_bulk(tail)
-        return await self.script.conn.evalsha_packed(cmd, self.script.source)
+        return await self.script.conn.evalsha_packed(self.with_tail(tail), self.script.source)
 
     async def run_one(self, payload: str) -> Any:
-        b = payload.encode("utf-8", "surrogateescape")
-        cmd = b"".join((self.one_head, b"$%d\r\n" % len(b), b, b"\r\n"))
-        return await self.script.conn.evalsha_packed(cmd, self.script.source)
+        return await self.script.conn.evalsha_packed(self.one(payload), self.script.source)

@@ -22,7 +22,7 @@ from .enqueuer import Enqueuer
 from .keys import Keys
 from .leader import fenced
 from .observe import Observer
-from .plugins import EnqueueGuard, PluginContext, enqueue_checks, guard_script_args
+from .plugins import EnqueueGuard, PluginContext, enqueue_checks, guard_script_args, runs_own_enqueue_hook
 from .redis_errors import ResponseError
 from .scripts import Scripts
 from .task import Registry
@@ -139,7 +139,8 @@ class Scheduler:
                 queue = job.queue or "default"
                 t = self.registry.find(job.task)
                 plugins = [p for p in t.plugin_instances() if p.has_enqueue_hooks] if t else []
-                hook_redis = self.hook_redis() if plugins and self.hook_redis else self.redis
+                hook_code = any(runs_own_enqueue_hook(p) for p in plugins)
+                hook_redis = self.hook_redis() if hook_code and self.hook_redis else self.redis
                 ctx = PluginContext(hook_redis, self.keys, self.scripts, job.task, queue, job.args, payload,
                                     client=self.client)
                 # built-in hooks become guards that unstage.lua applies with the move (issue 20.1)

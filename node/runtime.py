@@ -157,7 +157,8 @@ class Node:
         channels: dict[str, Callable[[str], object]] = {
             self.keys.wake_channel: self.pool.on_wake, self.keys.node_wake(self.node_id): self.pool.on_targeted_wake}
         if cfg.scheduler and self.leader_process:
-            self.elector = LeaderProcess(cfg, node_id=self.node_id, redis_url=self.settings.url, observer=self.metrics)
+            self.elector = LeaderProcess(cfg, node_id=self.node_id, redis_url=self.settings.url, observer=self.metrics,
+                                         registry=self.registry)
         elif cfg.scheduler:
             from .leader.duties import Leadership  # here: `corral node` leads in its leader process
 

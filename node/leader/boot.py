@@ -1,9 +1,11 @@
 """The leader process's entry point: ``python -m node.leader.boot`` (started by
 `node/leader/supervisor.py`). It reads the start record first, because what the process may leave
-out of its imports depends on it: with plain-TCP Redis and a Redis election (`"resp": true`, decided
-by the node, `link.resp_serves`) the leader speaks RESP itself (`cluster/resp.py`), so neither
-redis-py nor the ssl module is loaded (`node/leader/lean.py`), and it runs on asyncio's own loop
-(uvloop needs the ssl module). Then it runs `node/leader/child.py`.
+out of its imports depends on it (the node decides, `supervisor.LeaderProcess._imports`): with
+plain-TCP Redis and a Redis election (`"resp": true`) the leader speaks RESP itself
+(`cluster/resp.py`) and redis-py is not loaded; unless TLS is used or a task's enqueue plugin runs
+code of its own while the leader promotes (`"ssl": true`), the ssl module is left out too and the
+process runs on asyncio's own loop (uvloop needs the ssl module). `node/leader/lean.py` does both.
+Then it runs `node/leader/child.py`.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ def main() -> None:
     line = read_start_record()
     if not line:
         sys.exit(0)
-    resp = bool(json.loads(line).get("resp"))
-    if resp:
-        from .lean import asyncio_without_ssl, redis_exceptions_alone
+    record = json.loads(line)
+    resp, ssl = bool(record.get("resp")), bool(record.get("ssl", True))
+    from . import lean
 
-        redis_exceptions_alone()
-        asyncio_without_ssl()
+    if resp:
+        lean.redis_exceptions_alone()
+    if not ssl:
+        lean.asyncio_without_ssl()
     from .child import run
 
-    sys.exit(run(line, uvloop=not resp))
+    sys.exit(run(line, uvloop=ssl))
 
 
 if __name__ == "__main__":

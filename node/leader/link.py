@@ -10,6 +10,7 @@ from cluster.rawconn import supported
 
 if TYPE_CHECKING:
     from cluster.redis_settings import RedisSettings
+    from cluster.task import Registry
 
     from ..config import NodeConfig
 
@@ -24,3 +25,12 @@ def resp_serves(cfg: NodeConfig, settings: RedisSettings) -> bool:
     the ssl module (node/leader/boot.py): plain-TCP Redis and a Redis election. TLS, unix sockets,
     Sentinel and ZooKeeper elections keep redis-py."""
     return cfg.election != "zookeeper" and supported(settings)
+
+
+def hooks_may_need_tls(registry: Registry) -> bool:
+    """Whether a task has an enqueue plugin whose own code runs while the leader promotes its jobs:
+    user code may open TLS connections through asyncio, so the leader process then imports asyncio
+    with the ssl module (node/leader/boot.py hides it otherwise, ≈ 4.5 MB)."""
+    from cluster.plugins import runs_own_enqueue_hook
+
+    return any(runs_own_enqueue_hook(p) for t in registry for p in t.plugin_instances())

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from cluster.election.base import ElectionState
 from cluster.observe import Observer
+from cluster.task import Registry
 
 from ..config import NodeConfig
-from .link import EXIT_STALLED, FORWARDED, resp_serves
+from .link import EXIT_STALLED, FORWARDED, hooks_may_need_tls, resp_serves
 
 log = logging.getLogger("corral.leader_process")
 
@@ -47,8 +48,10 @@ def _child_env() -> dict[str, str]:
 
 
 class LeaderProcess:
-    def __init__(self, cfg: NodeConfig, *, node_id: str, redis_url: str, observer: Observer) -> None:
+    def __init__(self, cfg: NodeConfig, *, node_id: str, redis_url: str, observer: Observer,
+                 registry: Registry | None = None) -> None:
         self.cfg = cfg
+        self.registry = registry
         self.node_id = node_id
         self.redis_url = redis_url
         self.observer = observer
@@ -61,8 +64,14 @@ class LeaderProcess:
     def _start_record(self) -> bytes:
         config = {f.name: getattr(self.cfg, f.name) for f in fields(self.cfg)}
         start = {"config": config, "node_id": self.node_id, "redis_url": self.redis_url, "parent": os.getpid(),
-                 "resp": resp_serves(self.cfg, self.cfg.redis_settings(self.redis_url))}
+                 **self._imports()}
         return json.dumps(start).encode() + b"\n"
+
+    def _imports(self) -> dict[str, bool]:
+        """What the leader process leaves out of its imports (node/leader/boot.py): redis-py when
+        its own RESP clients serve (`resp`), the ssl module unless TLS is used or may be (`ssl`)."""
+        resp = resp_serves(self.cfg, self.cfg.redis_settings(self.redis_url))
+        return {"resp": resp, "ssl": not resp or self.registry is None or hooks_may_need_tls(self.registry)}
 
     async def run(self) -> None:
         backoff = 0.5

@@ -197,7 +197,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
+GUARD_TASKS = '''
+from cluster import Task
+
+
+async def _later(params, ctx):
+    pass
+
+
+# QueueLock is a guard: enqueue.lua / unstage.lua apply it, no plugin code runs while promoting
+later = Task(name="later", queue="later", run=_later, plugins=["QueueLock"])
+'''
+
 HOOK_TASKS = '''
+import asyncio.sslproto
+
 from cluster import Plugin, Task
 
 
@@ -208,6 +222,7 @@ class CountPromotions(Plugin):
 
     async def before_enqueue(self, ctx):
         await ctx.redis.incr("test:promoted-through-hook")
+        await ctx.redis.set("test:asyncio-tls", str(asyncio.sslproto.ssl is not None))
         return True
 
 
@@ -219,26 +234,48 @@ later = Task(name="later", queue="later", run=_later, plugins=[CountPromotions()
 '''
 
 
-def test_leader_process_on_plain_redis_runs_without_openssl_and_serves_redis_py_plugins(
-        node_cluster: NodeCluster, redis_url: str, tmp_path: Path) -> None:
-    """With plain-TCP Redis the leader process speaks RESP itself (cluster/resp.py): OpenSSL's
-    libraries are not even mapped into it (redis-py and the ssl module stay out, ≈ 17 MB of RSS),
-    yet a delayed job whose task has an enqueue plugin calling redis-py's API is promoted through
-    that plugin (the plugin gets a redis-py client, built when first needed)."""
+def _lead_with(node_cluster: NodeCluster, tmp_path: Path, tasks: str) -> int:
     d = tmp_path / "tasks"
     d.mkdir()
-    (d / "later.py").write_text(HOOK_TASKS)
+    (d / "later.py").write_text(tasks)
     a = node_cluster.add("a", tasks_dir=d, queues="none").wait_ready()
     wait_until(a.is_leader, 10, 0.05, message="node a to lead")
     child = a.leader_process_pid()
     assert child is not None
-    maps = Path(f"/proc/{child}/maps").read_text()
-    assert "libssl" not in maps and "libcrypto" not in maps, [ln for ln in maps.splitlines() if "libssl" in ln]
+    return child
+
+
+def _promote_one(redis_url: str) -> redis.Redis:
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    r.delete("test:promoted-through-hook")
+    r.delete("test:promoted-through-hook", "test:asyncio-tls")
     due = int(time.time()) + 1
     r.rpush(f"resque:delayed:{due}", encode_job("later", "later", [{}]))
     r.zadd("resque:delayed_queue_schedule", {str(due): due})
     wait_until(lambda: r.llen("resque:queue:later") == 1, 10, 0.05, message="the delayed job to be promoted")
+    return r
+
+
+def _openssl_mapped(pid: int) -> list[str]:
+    return [ln for ln in Path(f"/proc/{pid}/maps").read_text().splitlines() if "libssl" in ln or "libcrypto" in ln]
+
+
+def test_leader_process_on_plain_redis_runs_without_redis_py_or_openssl(
+        node_cluster: NodeCluster, redis_url: str, tmp_path: Path) -> None:
+    """With plain-TCP Redis the leader process speaks RESP itself (cluster/resp.py): OpenSSL's
+    libraries are not even mapped into it (redis-py and the ssl module stay out, ≈ 17 MB of RSS),
+    before and after it promotes a delayed job of a task with a guard plugin (QueueLock)."""
+    child = _lead_with(node_cluster, tmp_path, GUARD_TASKS)
+    assert _openssl_mapped(child) == []
+    _promote_one(redis_url)
+    assert _openssl_mapped(child) == []  # redis-py (which imports ssl) never came in
+
+
+def test_leader_process_serves_enqueue_hooks_redis_py_and_asyncio_tls(
+        node_cluster: NodeCluster, redis_url: str, tmp_path: Path) -> None:
+    """A task whose enqueue plugin runs its own code while the leader promotes: the plugin gets a
+    redis-py client as `ctx.redis` (built when first needed) and asyncio with TLS (the leader
+    process keeps the ssl module when such a plugin is loaded)."""
+    _lead_with(node_cluster, tmp_path, HOOK_TASKS)
+    r = _promote_one(redis_url)
     assert r.get("test:promoted-through-hook") == "1"
-    assert "libcrypto" in Path(f"/proc/{child}/maps").read_text()  # redis-py came in with the plugin's client
+    assert r.get("test:asyncio-tls") == "True"
