@@ -46,7 +46,6 @@ from .cli_checks import (
     with_client,
 )
 from .cli_tasks import cmd_tasks
-from .cli_up import cmd_up
 from .config import NodeConfig
 from .config_numbers import Number
 from .options import BY_NAME, CONNECTION_OPTIONS, OPTIONS, Option, env_name, environ_options
@@ -258,6 +257,12 @@ def add_tasks_parser(sub: Any) -> None:
         # given before or after the action; SUPPRESS keeps one given before (`tasks --redis-url U pause X`)
         ta.add_argument("--redis-url", default=argparse.SUPPRESS, help="as for `corral tasks`")
         ta.add_argument("--namespace", default=argparse.SUPPRESS, help="as for `corral tasks`")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .cli_up import cmd_up as run_up  # here: a node process never runs the demo cluster's code
+
+    return run_up(args)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ client's script object handles NOSCRIPT).
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ NAMES = (
 )
 
 
+@cache  # one copy of each text: a node registers the scripts on several objects (pool, client, ...)
 def source(name: str) -> str:
     """A script's text; a line `--#include NAME` is replaced by NAME.lua (shared Lua functions)."""
     text = Path(__file__).with_name(f"{name}.lua").read_text()
