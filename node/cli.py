@@ -287,7 +287,6 @@ def cmd_node(args: argparse.Namespace) -> int:
     # Set here, not in `Node`, so a host process embedding a node keeps its own setting.
     sys.setswitchinterval(cfg.switch_interval)
     from . import logs
-    from .embedded import EmbeddedRedis
     from .loader import load_dir
     from .runtime import Node
 
@@ -307,6 +306,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     embedded = None
     url = cfg.redis_url
     if url is None and not cfg.redis_sentinels:
+        from .embedded import EmbeddedRedis  # here: a node given a Redis never starts one
+
         embedded = EmbeddedRedis(Path(cfg.data_dir) / "redis").start()
         url = embedded.url
         logging.getLogger("corral.node").info("started embedded Redis", extra={"url": url})
