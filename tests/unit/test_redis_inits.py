@@ -52,6 +52,7 @@ def test_names_load_the_init_once_and_are_the_classes_corral_uses() -> None:
                "from redis import Redis as SyncRedis, exceptions\n"
                "assert SyncRedis is redis.client.Redis and exceptions.ConnectionError is redis.ConnectionError\n"
                "assert 'redis.cluster' in sys.modules and 'RedisCluster' in dir(redis)\n"
+               "assert not {'__getattr__', '__dir__'} & (set(vars(redis)) | set(vars(redis.asyncio)))\n"
                "try:\n    redis.no_such_name\nexcept AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
                "else:\n    raise SystemExit('no AttributeError')\n"
                "ns = {}\nexec('from redis import *', ns)\nassert ns['Redis'] is SyncRedis\n"
