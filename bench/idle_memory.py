@@ -91,11 +91,12 @@ def corral_argv() -> list[str]:
 
 def import_counts() -> dict[str, int]:
     """Modules each process has once started: its entry module, what it imports on the way to idle
-    (the node: its runtime, dashboard and uvloop; the leader process on plain Redis: its lean start,
+    (the node: its runtime, the dashboard's history and metric, uvloop; the leader process on plain Redis: its lean start,
     task loader, logs and RESP client)."""
     code = "import sys; n = len(sys.modules)\nimport {m}\nprint(n, len(sys.modules))"
     counts = {"bare interpreter": 0}
-    for label, module in (("node", "node.cli, node.runtime, node.ui, node.logs, node.loader, uvloop"),
+    for label, module in (("node", "node.cli, node.runtime, node.ui.history, node.ui.metric, node.logs, node.loader, "
+                                   "uvloop"),
                           ("leader child", "node.leader.lean as lean; lean.redis_exceptions_alone(); "
                                            "lean.asyncio_without_ssl()\nimport node.leader.child, node.loader, "
                                            "node.logs, cluster.resp")):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import json
 import logging
 import math
@@ -171,6 +170,8 @@ class CatalogueView:
         return self.tasks.get(name)
 
     def close_names(self, name: str, n: int = 5) -> list[str]:
+        import difflib  # here: only a name not in the catalogue needs suggestions
+
         return difflib.get_close_matches(name, list(self.tasks), n=n, cutoff=0.6)
 
     def conflicts(self) -> list[TaskInfo]:

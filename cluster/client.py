@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 
 from .catalogue import CatalogueCache
 from .client_dashboard import DashboardClient

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 from redis.commands.core import AsyncScript
 
 from .catalogue import CatalogueCache, TaskInfo
@@ -17,7 +17,7 @@ from .clock import Clock
 from .election.base import LOCK_DELAY_PREFIX, lock_holder
 from .errors import EnqueueError
 from .keys import Keys
-from .scripts import Scripts
+from .scripts import Scripts, run_script
 from .task import Registry, Task
 from .wire import FailedEntry, decode_failed, decode_job, encode_job, js_dumps
 
@@ -338,7 +338,7 @@ class AdminClient:
         periodic, _q = await self._periodic_task(task)
         if periodic is False or (periodic is None and not await self.redis.exists(self.keys.periodic(task))):
             return False
-        await self._resume(keys=[self.keys.periodic(task)])
+        await run_script(self._resume, [self.keys.periodic(task)], [])
         return True
 
     async def stop_recurrent_job(self, task: str, queue: str | None = None) -> int:
@@ -367,7 +367,7 @@ class AdminClient:
                 except Exception:  # not a job: not ours to judge here
                     continue
             if mine:
-                removed += int(await self._drop_delayed(
-                    keys=[key, self.keys.delayed_schedule],
-                    args=[ts, self.keys.timestamps(""), self.keys.delayed_member(ts), *mine]))
+                removed += int(await run_script(
+                    self._drop_delayed, [key, self.keys.delayed_schedule],
+                    [ts, self.keys.timestamps(""), self.keys.delayed_member(ts), *mine]))
         return removed

@@ -11,7 +11,7 @@ from typing import Any
 
 from .client_admin import AdminClient
 from .errors import EnqueueError
-from .scripts import source
+from .scripts import run_script, source
 from .wire import decode_failed
 
 
@@ -53,10 +53,10 @@ class DashboardClient(AdminClient):
         ts = int(ts)
         now = min(ts, int(self.clock.time()))
         script = self.redis.register_script(source("delayed_run_now"))
-        moved = await script(keys=[self.keys.delayed(ts), self.keys.delayed(now), self.keys.timestamps(raw),
-                                   self.keys.delayed_schedule],
-                             args=[raw, ts, now, self.keys.delayed_member(ts), self.keys.delayed_member(now),
-                                   self.keys.delayed_channel])
+        moved = await run_script(script, [self.keys.delayed(ts), self.keys.delayed(now), self.keys.timestamps(raw),
+                                          self.keys.delayed_schedule],
+                                 [raw, ts, now, self.keys.delayed_member(ts), self.keys.delayed_member(now),
+                                  self.keys.delayed_channel])
         return bool(int(moved))
 
     async def periodic_state(self, tasks: Sequence[str]) -> dict[str, dict[str, Any]]:

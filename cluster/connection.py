@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 
 from .connection import RedisSettings, sentinel_connection_kwargs, sentinel_hosts
 from .redis_errors import AuthenticationError, RedisError, ResponseError

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 
 from cluster.errors import ConfigError
 from cluster.keys import Keys

@@ -15,6 +15,11 @@ commands' own flags (`--queue`, `--json`, ...) are flags only.
 
 from __future__ import annotations
 
+# First, before anything imports redis-py: the `corral` process loads only the redis-py code it calls.
+from . import redis_inits  # noqa: F401
+
+# isort: split
+
 import argparse
 import asyncio
 import dataclasses
@@ -46,7 +51,6 @@ from .cli_checks import (
     with_client,
 )
 from .cli_tasks import cmd_tasks
-from .cli_up import cmd_up
 from .config import NodeConfig
 from .config_numbers import Number
 from .options import BY_NAME, CONNECTION_OPTIONS, OPTIONS, Option, env_name, environ_options
@@ -260,6 +264,12 @@ def add_tasks_parser(sub: Any) -> None:
         ta.add_argument("--namespace", default=argparse.SUPPRESS, help="as for `corral tasks`")
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from .cli_up import cmd_up as run_up  # here: a node process never runs the demo cluster's code
+
+    return run_up(args)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .loader import generate_task
 
@@ -277,7 +287,6 @@ def cmd_node(args: argparse.Namespace) -> int:
     # Set here, not in `Node`, so a host process embedding a node keeps its own setting.
     sys.setswitchinterval(cfg.switch_interval)
     from . import logs
-    from .embedded import EmbeddedRedis
     from .loader import load_dir
     from .runtime import Node
 
@@ -297,6 +306,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     embedded = None
     url = cfg.redis_url
     if url is None and not cfg.redis_sentinels:
+        from .embedded import EmbeddedRedis  # here: a node given a Redis never starts one
+
         embedded = EmbeddedRedis(Path(cfg.data_dir) / "redis").start()
         url = embedded.url
         logging.getLogger("corral.node").info("started embedded Redis", extra={"url": url})

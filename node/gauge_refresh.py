@@ -14,7 +14,7 @@ import logging
 import math
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 
 from cluster.activequeues import ActiveQueues
 from cluster.aio import REDIS_FAILURES

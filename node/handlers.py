@@ -13,7 +13,7 @@ import contextlib
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 
 from cluster.aio import REDIS_FAILURES
 from cluster.catalogue import listing

@@ -19,7 +19,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 
 from cluster.client import bucket
 from cluster.clock import Clock

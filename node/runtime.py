@@ -45,7 +45,7 @@ from .config import NodeConfig
 from .executor import Executor
 from .gauge_refresh import GaugeRefresher
 from .handlers import NodeHandlers
-from .http import HttpServer
+from .http import HttpServer, Request, Response
 from .leader.supervisor import LeaderProcess
 from .loop_clock import LoopLag, apply_clock_offset
 from .metrics import NodeMetrics
@@ -53,6 +53,7 @@ from .worker import WorkerPool
 
 if TYPE_CHECKING:
     from .leader.duties import Leadership
+    from .ui.api import Dashboard
 
 log = logging.getLogger("corral.node")
 
@@ -185,16 +186,28 @@ class Node:
                                             on_conflicts=lambda view: conflicts.set(len(view.conflicts())))
 
     def _mount_dashboard(self) -> None:
-        """The web dashboard at /ui/ (node/ui, docs/UI.md); its history sampler runs in `run`."""
-        self.dashboard = None
-        if self.cfg.ui:
-            from .ui import Dashboard
+        """The web dashboard at /ui/ (node/ui, docs/UI.md), built on its first request: a node nobody
+        browses does without its code and pages (≈ 0.3 MB, bench/RESULTS.md "Idle memory"). Its token
+        is read and its action counter registered here, at start; its history sampler runs in `run`."""
+        self.dashboard: Dashboard | None = None
+        if not self.cfg.ui:
+            return
+        from .ui.metric import actions_counter
 
-            self.dashboard = Dashboard(self.client, registry=self.registry, metrics=self.metrics_registry,
-                                       token=self.cfg.dashboard_token(), payloads=self.cfg.status_payloads,
-                                       node_id=self.node_id, version=self.version, dead_after=self.cfg.dead_after,
-                                       backend=self.cfg.election)
-            self.http.mount("/ui/", self.dashboard.handle)
+        token = self.cfg.dashboard_token()
+        actions_total = actions_counter(self.metrics_registry)
+
+        async def handle(req: Request) -> Response:
+            if self.dashboard is None:
+                from .ui.api import Dashboard
+
+                self.dashboard = Dashboard(self.client, registry=self.registry, metrics=self.metrics_registry,
+                                           token=token, payloads=self.cfg.status_payloads, node_id=self.node_id,
+                                           version=self.version, dead_after=self.cfg.dead_after,
+                                           backend=self.cfg.election, actions_total=actions_total)
+            return await self.dashboard.handle(req)
+
+        self.http.mount("/ui/", handle)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -239,8 +252,8 @@ class Node:
                 background.append(tg.create_task(self.gauges.run(), name="gauges"))
                 background.append(tg.create_task(self.loop_watch.run(), name="loop-lag"))
                 background.append(tg.create_task(self.catalogue.run(), name="catalogue"))
-                if self.dashboard is not None:
-                    from .ui import HistoryRecorder
+                if self.cfg.ui:
+                    from .ui.history import HistoryRecorder
 
                     background.append(tg.create_task(HistoryRecorder(self.redis, self.keys).run(), name="ui-history"))
                 # in-process: the Leadership runs its elector; else the LeaderProcess supervises the child

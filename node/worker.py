@@ -19,7 +19,7 @@ import functools
 import logging
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 
 from cluster.activequeues import ActiveQueues
 from cluster.aio import REDIS_FAILURES

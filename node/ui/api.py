@@ -26,6 +26,7 @@ from cluster.periodic import next_slot
 from cluster.task import Registry
 
 from ..http import Request, Response, json_response
+from .metric import actions_counter
 from .snapshot import Overview, Shared, job_id, parse_job
 
 log = logging.getLogger("corral.ui")
@@ -57,7 +58,9 @@ def _static_files() -> dict[str, tuple[str, bytes]]:
 class Dashboard:
     def __init__(self, client: Client, *, registry: Registry | None, metrics: CollectorRegistry | None,
                  token: str | None, payloads: bool, node_id: str, version: str, dead_after: float,
-                 backend: str | None, refresh: float = 2.0) -> None:
+                 backend: str | None, refresh: float = 2.0, actions_total: Counter | None = None) -> None:
+        """`actions_total`: the action counter when it is already registered (a node registers it at
+        start, before its dashboard is built); else one is registered in `metrics` (if any)."""
         self.client = client
         self.registry = registry
         self.token = token
@@ -69,8 +72,9 @@ class Dashboard:
         self.overview = Overview(client.redis, client.keys, dead_after=dead_after, payloads=payloads, backend=backend,
                                  clock=client.clock)
         self.static = _static_files()
-        self.actions_total = Counter("corral_ui_actions", "dashboard actions by outcome (ok, refused, failed)",
-                                     ["action", "outcome"], registry=metrics) if metrics is not None else None
+        if actions_total is None and metrics is not None:
+            actions_total = actions_counter(metrics)
+        self.actions_total = actions_total
         self.reads: dict[str, Callable[[dict[str, str]], Awaitable[Any]]] = {
             "session": self.r_session, "overview": self.r_overview, "queue": self.r_queue, "delayed": self.r_delayed,
             "periodic": self.r_periodic, "workers": self.r_workers, "failed": self.r_failed, "locks": self.r_locks}

@@ -16,11 +16,12 @@ import logging
 import random
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 
 from cluster.aio import REDIS_FAILURES
 from cluster.keys import Keys
 from cluster.redis_errors import ResponseError
+from cluster.scripts import run_script
 
 log = logging.getLogger("corral.ui")
 
@@ -57,8 +58,8 @@ class HistoryRecorder:
 
     async def sample(self) -> bool:
         k = self.keys
-        wrote = await self.script(keys=[k.history, k.history_last, k.stat_processed, k.stat_failed],
-                                  args=[self.step, self.keep])
+        wrote = await run_script(self.script, [k.history, k.history_last, k.stat_processed, k.stat_failed],
+                                 [self.step, self.keep])
         return bool(int(wrote))
 
     async def run(self) -> None:

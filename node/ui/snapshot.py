@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Redis
 
 from cluster.clock import SYSTEM_CLOCK, Clock
 from cluster.keys import Keys

@@ -83,6 +83,18 @@ def test_overview_numbers_equal_redis(node_cluster: NodeCluster, tmp_path: Path)
     assert other["queues"] == o["queues"] and other["leader"] == o["leader"]
 
 
+def test_action_counter_is_scraped_before_the_dashboard_is_first_built(node_cluster: NodeCluster,
+                                                                        tmp_path: Path) -> None:
+    # the node builds its dashboard on the first /ui/ request (node/runtime.py); the counter is there from the start
+    (node,) = _node(node_cluster, tmp_path)
+    assert "# TYPE corral_ui_actions_total counter" in node.metrics_text()
+    status, _h, body = ui_request(node.http_port, "/ui/")
+    assert status == 200 and b"<html" in body.lower()
+    status, _b = ui_post(node.http_port, "queue.clear", {"queue": "work"})
+    assert status == 200
+    assert node.metric("corral_ui_actions_total", {"action": "queue.clear", "outcome": "ok"}) == 1
+
+
 def test_actions_refused_without_a_configured_token(node_cluster: NodeCluster, tmp_path: Path) -> None:
     (node,) = _node(node_cluster, tmp_path, token=None)
     r = _r(node_cluster)

