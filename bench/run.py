@@ -110,10 +110,15 @@ _flushing: set[asyncio.Task[None]] = set()
 
 
 async def _flush(redis):
-    while _pending:  # what accumulated during the last RPUSH goes out in the next one
-        batch = _pending[:]
-        del _pending[:]
-        await redis.rpush("bench:starts", *batch)
+    try:
+        while _pending:  # what accumulated during the last RPUSH goes out in the next one
+            batch = _pending[:]
+            del _pending[:]
+            await redis.rpush("bench:starts", *batch)
+    finally:
+        # cleared in the same step as the last empty check: a stamp after it starts a new flush
+        # (a done-callback ran a loop turn later, and a stamp in between was never written)
+        _flushing.clear()
 
 
 @task(name="stamp", queue="bench")
@@ -122,9 +127,7 @@ async def stamp(params, ctx):
     # bounded by the measurement's own round trips
     _pending.append(f"{params.get('i')} {time.time()!r}")
     if not _flushing:
-        t = asyncio.get_running_loop().create_task(_flush(ctx.client.redis))
-        _flushing.add(t)
-        t.add_done_callback(_flushing.discard)
+        _flushing.add(asyncio.get_running_loop().create_task(_flush(ctx.client.redis)))
 '''
 
 
