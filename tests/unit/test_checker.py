@@ -340,3 +340,18 @@ def test_a_killed_run_without_its_fault_is_not_judged() -> None:
     ex += [locked(4.0, None, None, node="n9"), locked(4.2, 4.25, node="n1")]
     r = check(with_(h, executions=ex))
     assert r.lock_overlaps == [] and r.lock_lost == [], r.table()
+
+
+def test_a_job_that_ended_while_the_signal_landed_needs_no_recovery() -> None:
+    """CI (F17, seed 507224): a job ended 2.5 ms after the SIGSTOP was sent, before the process
+    stopped, and was acked; recovery found nothing in flight on the frozen node. Such a job is not
+    counted as waiting for recovery; one that ends only after the node runs again still is."""
+    from tests.faults.checker import Execution, Fault, History, check
+
+    def history(end: float) -> History:
+        run = Execution(id="j1", task="job", execution_id="e1", node="n1", pid=1, start=99.8, end=end, outcome="ok")
+        fault = Fault(kind="sigstop-leader", t=100.0, t_end=115.0, node="n1", inflight=(("j1", "n1"),), frozen=True)
+        return History(executions=[run], faults=[fault])
+
+    assert "j1" not in check(history(100.0025)).recoveries
+    assert check(history(115.2)).recoveries == {"j1": None}  # frozen mid-job and never recovered
